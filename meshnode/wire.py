@@ -1,0 +1,150 @@
+"""The one module that owns meshnode's byte encoding.
+
+Everything meshnode signs, stores or sends is a plain CBOR value encoded in
+deterministic ("canonical") form, RFC 8949 §4.2: shortest integer and length
+heads, definite lengths, map keys sorted bytewise by their encoding. The same
+value therefore has exactly one encoding, which is what makes signatures and
+content ids agree on every node.
+
+Decoding is strict. :func:`decode` bounds the input size first, refuses
+indefinite lengths, duplicate map keys, nesting deeper than ``max_depth``,
+CBOR tags and any type outside the plain data model, and finally re-encodes
+the value and requires the very same bytes back, which refuses every other
+non-canonical form (long integer heads, unsorted keys, ...). Floats are
+not part of meshnode's data model (levels and amounts are integers), so
+no float ever needs a canonical width.
+Every refusal is a :class:`~meshnode.errors.DecodeError`; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+from meshnode.errors import DecodeError
+
+#: A value meshnode puts on the wire: the JSON-like subset of CBOR plus bytes.
+WireValue = None | bool | int | str | bytes | list["WireValue"] | dict[str, "WireValue"]
+
+DEFAULT_MAX_SIZE = 16 * 1024
+DEFAULT_MAX_DEPTH = 8
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+def encode(value: Any) -> bytes:
+    """Return the canonical CBOR encoding of ``value``.
+
+    ``value`` must be built from ``None``, ``bool``, ``int`` (64-bit),
+    ``str``, ``bytes``, ``list``/``tuple`` and ``dict`` with ``str``
+    keys. Anything else raises :class:`DecodeError` (the encoder refuses to
+    produce bytes that :func:`decode` would refuse).
+    """
+    _check_plain(value, depth=0, max_depth=64)
+    return cbor2.dumps(value, canonical=True)
+
+
+def decode(
+    data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DEFAULT_MAX_DEPTH
+) -> Any:
+    """Decode one canonical CBOR value from ``data``, or raise :class:`DecodeError`.
+
+    The whole of ``data`` must be exactly one value: trailing bytes are refused.
+    Arrays decode as ``list``, maps as ``dict`` with ``str`` keys.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"expected bytes to decode, found {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > max_size:
+        raise DecodeError(f"expected at most {max_size} bytes, found {len(data)}")
+    if not data:
+        raise DecodeError("expected a CBOR value, found no bytes")
+    try:
+        value = cbor2.loads(
+            data,
+            max_depth=max_depth,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            strict_hashable_types=True,
+            tag_hook=_refuse_tag,
+            semantic_decoders=_REFUSE_SEMANTIC_TAGS,
+        )
+    except DecodeError:
+        raise
+    except Exception as exc:  # cbor2 raises a zoo of types on hostile input
+        raise DecodeError(f"malformed CBOR: {exc}") from None
+    _check_plain(value, depth=0, max_depth=max_depth)
+    try:
+        again = cbor2.dumps(value, canonical=True)
+    except Exception as exc:  # pragma: no cover - _check_plain admits only encodable values
+        raise DecodeError(f"value cannot be re-encoded: {exc}") from None
+    if again != data:
+        if len(again) < len(data) and data.startswith(again):
+            raise DecodeError(
+                f"expected one CBOR value, found {len(data) - len(again)} trailing bytes"
+            )
+        raise DecodeError("expected canonical CBOR (RFC 8949 §4.2), found a non-canonical encoding")
+    return value
+
+
+def _refuse_tag(_decoder: Any, tag: Any) -> Any:
+    raise DecodeError(f"CBOR tags are not allowed, found tag {getattr(tag, 'tag', '?')}")
+
+
+def _refuse_semantic(decoder: Any) -> Any:
+    raise DecodeError("CBOR tags are not allowed")
+
+
+# cbor2 decodes some tags itself (datetimes, bignums, ...) without calling
+# tag_hook; override every tag it knows so that none of them slips through.
+_REFUSE_SEMANTIC_TAGS = {
+    tag: _refuse_semantic
+    for tag in (
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        25,
+        28,
+        29,
+        30,
+        35,
+        36,
+        37,
+        100,
+        256,
+        258,
+        260,
+        261,
+        1004,
+        55799,
+    )
+}
+
+
+def _check_plain(value: Any, *, depth: int, max_depth: int) -> None:
+    """Refuse anything outside meshnode's plain data model (iteratively bounded)."""
+    stack: list[tuple[Any, int]] = [(value, depth)]
+    while stack:
+        item, d = stack.pop()
+        if d > max_depth:
+            raise DecodeError(f"expected nesting of at most {max_depth} levels, found more")
+        if item is None or isinstance(item, bool | str | bytes):
+            continue
+        if isinstance(item, int):
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise DecodeError(f"integer out of 64-bit range: {item}")
+            continue
+        if isinstance(item, list | tuple):
+            stack.extend((x, d + 1) for x in item)
+            continue
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise DecodeError(f"map keys must be text, found {type(k).__name__}")
+                stack.append((v, d + 1))
+            continue
+        raise DecodeError(f"type {type(item).__name__} is not allowed in meshnode CBOR")
