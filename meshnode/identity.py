@@ -80,7 +80,5 @@ def key_of_peer_id(peer_id: str) -> bytes:
     except Exception:
         raw = b""
     if len(raw) != 2 + 4 + KEY_SIZE or not raw.startswith(_MH_PREFIX + _PB_PREFIX):
-        raise BadValue(
-            f"expected an Ed25519 libp2p peer id (starts with 12D3KooW), found {peer_id!r}"
-        )
+        raise BadValue(f"expected an Ed25519 libp2p peer id (starts with 12D3KooW), found {peer_id!r}")
     return raw[len(_MH_PREFIX) + len(_PB_PREFIX) :]

@@ -176,16 +176,7 @@ class ProfileBody:
     bio: str = ""
 
 
-Body = (
-    OfferBody
-    | WantBody
-    | UpdateBody
-    | WithdrawBody
-    | AttestBody
-    | ProposalBody
-    | ReplyBody
-    | ProfileBody
-)
+Body = OfferBody | WantBody | UpdateBody | WithdrawBody | AttestBody | ProposalBody | ReplyBody | ProfileBody
 
 BODY_TYPES: dict[str, type] = {
     "offer": OfferBody,
@@ -324,9 +315,7 @@ def decode_record(data: bytes) -> Record:
     for a well-formed value that is not a valid record.
     """
     if isinstance(data, bytes | bytearray | memoryview) and len(data) > MAX_RECORD_SIZE:
-        raise DecodeError(
-            f"expected a record of at most {MAX_RECORD_SIZE} bytes, found {len(data)}"
-        )
+        raise DecodeError(f"expected a record of at most {MAX_RECORD_SIZE} bytes, found {len(data)}")
     value = wire.decode(data, max_size=MAX_RECORD_SIZE, max_depth=wire.DEFAULT_MAX_DEPTH)
     record = record_from_map(value)
     # Cache the bytes we were given: decode() proved they are the canonical form.
@@ -517,16 +506,12 @@ def body_from_map(rtype: str, value: Any) -> Any:
         raise type(exc)(f"{rtype} body: {exc.message}") from None
     check_body(body)
     if body_to_map(body) != value:
-        raise ValidationError(
-            f"{rtype} body is not in canonical form (a default value was spelled out)"
-        )
+        raise ValidationError(f"{rtype} body is not in canonical form (a default value was spelled out)")
     return body
 
 
 def _item_from_map(value: dict[str, Any], cls: type, what: str) -> ItemBody:
-    _only_keys(
-        value, {"title", "kind", "desc", "tags", "where", "quantity", "terms", "expires"}, what
-    )
+    _only_keys(value, {"title", "kind", "desc", "tags", "where", "quantity", "terms", "expires"}, what)
     terms_map = value.get("terms")
     terms = None
     if terms_map is not None:
@@ -562,9 +547,7 @@ def check_body(body: Any) -> None:
     elif isinstance(body, UpdateBody):
         _check_len(body.target, ID_SIZE, "target")
         if not isinstance(body.item, ItemBody):
-            raise ValidationError(
-                f"update item: expected an item body, found {_describe(body.item)}"
-            )
+            raise ValidationError(f"update item: expected an item body, found {_describe(body.item)}")
         _check_item(body.item)
     elif isinstance(body, WithdrawBody):
         _check_len(body.target, ID_SIZE, "target")
@@ -611,22 +594,16 @@ def _check_item(item: ItemBody) -> None:
     for tag in item.tags:
         _text_field(tag, "tag", MAX_TAG)
         if not _TAG_RE.match(tag):
-            raise ValidationError(
-                f"tag: expected lowercase letters, digits, '-' or '_', found {tag!r}"
-            )
+            raise ValidationError(f"tag: expected lowercase letters, digits, '-' or '_', found {tag!r}")
     if list(item.tags) != sorted(set(item.tags)):
         raise ValidationError("tags: expected sorted and without duplicates (use normalize_tags)")
     _text_field(item.where, "where", MAX_GEOHASH)
     if item.where and not _GEOHASH_RE.match(item.where):
-        raise ValidationError(
-            f"where: expected a geohash (base32, at most 6), found {item.where!r}"
-        )
+        raise ValidationError(f"where: expected a geohash (base32, at most 6), found {item.where!r}")
     _opt_int(item.quantity, "quantity", 1, MAX_QUANTITY)
     if item.terms is not None:
         if item.kind != "lend":
-            raise ValidationError(
-                f"terms: only a lend item has lending terms, found kind {item.kind!r}"
-            )
+            raise ValidationError(f"terms: only a lend item has lending terms, found kind {item.kind!r}")
         _opt_int(item.terms.max_days, "terms.max_days", 1, MAX_LEND_DAYS)
         _text_field(item.terms.deposit, "terms.deposit", MAX_DEPOSIT)
     _opt_int(item.expires, "expires")
@@ -636,9 +613,7 @@ def _check_envelope(record: Record) -> None:
     if record.v != VERSION:
         raise ValidationError(f"expected record version {VERSION}, found {record.v!r}")
     if record.type not in BODY_TYPES:
-        raise ValidationError(
-            f"expected a record type in {list(RECORD_TYPES)}, found {record.type!r}"
-        )
+        raise ValidationError(f"expected a record type in {list(RECORD_TYPES)}, found {record.type!r}")
     expected_cls = BODY_TYPES[record.type]
     if type(record.body) is not expected_cls:
         raise ValidationError(
@@ -745,9 +720,7 @@ def record_type_of(body: Any) -> str:
         raise ValidationError(f"expected a record body, found {_describe(body)}") from None
 
 
-def new_record(
-    body: Any, *, swarm: bytes, seq: int, ts: int, signing_key: nacl.signing.SigningKey
-) -> Record:
+def new_record(body: Any, *, swarm: bytes, seq: int, ts: int, signing_key: nacl.signing.SigningKey) -> Record:
     """Build and sign a record for ``body`` (its type follows from the body's class)."""
     record = Record(type=record_type_of(body), swarm=swarm, author=b"", seq=seq, ts=ts, body=body)
     return sign_record(record, signing_key)

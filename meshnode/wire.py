@@ -45,9 +45,7 @@ def encode(value: Any) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
-def decode(
-    data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DEFAULT_MAX_DEPTH
-) -> Any:
+def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Decode one canonical CBOR value from ``data``, or raise :class:`DecodeError`.
 
     The whole of ``data`` must be exactly one value: trailing bytes are refused.
@@ -81,9 +79,7 @@ def decode(
         raise DecodeError(f"value cannot be re-encoded: {exc}") from None
     if again != data:
         if len(again) < len(data) and data.startswith(again):
-            raise DecodeError(
-                f"expected one CBOR value, found {len(data) - len(again)} trailing bytes"
-            )
+            raise DecodeError(f"expected one CBOR value, found {len(data) - len(again)} trailing bytes")
         raise DecodeError("expected canonical CBOR (RFC 8949 §4.2), found a non-canonical encoding")
     return value
 

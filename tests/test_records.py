@@ -1,0 +1,274 @@
+"""Signed records: every type, every refusal, and the signature properties."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cbor2
+import nacl.signing
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshnode import records as r
+from meshnode import wire
+from meshnode.errors import (
+    ClockSkewError,
+    DecodeError,
+    ExpiredError,
+    MeshError,
+    SignatureError,
+    ValidationError,
+    WrongSwarmError,
+)
+from tests.conftest import NOW, SWARM, Author
+
+ID = bytes(range(100, 132))
+KEY2 = bytes(nacl.signing.SigningKey(b"\x07" * 32).verify_key)
+
+
+def every_body():
+    item = dict(title="Ladder", kind="lend", desc="3 m, aluminium", tags=("diy", "tools"))
+    return [
+        r.OfferBody(
+            **item, where="u4pruy", quantity=1, terms=r.LendTerms(max_days=7, deposit="£10"), expires=NOW + 1
+        ),
+        r.OfferBody(title="Apples", kind="give"),
+        r.WantBody(title="Sewing machine", kind="swap", tags=("sewing",)),
+        r.UpdateBody(target=ID, item=r.ItemBody(title="Ladder (4 m)", kind="lend")),
+        r.WithdrawBody(target=ID),
+        r.AttestBody(subject=KEY2, level=800, context="tools", note="met at the fair"),
+        r.AttestBody(subject=KEY2, level=-1000),
+        r.AttestBody(subject=KEY2, level=0, expires=NOW + 10),
+        r.ProposalBody(to=KEY2, give=(ID,), take=(bytes(32),), note="drill for ladder"),
+        r.ProposalBody(to=KEY2, take=(ID,), expires=NOW + 60_000),
+        r.ReplyBody(proposal=ID, action="accept"),
+        r.ReplyBody(proposal=ID, action="decline", note="sorry"),
+        r.ReplyBody(proposal=ID, action="counter", give=(ID,), take=(bytes(32),)),
+        r.ReplyBody(proposal=ID, action="cancel"),
+        r.ReplyBody(proposal=ID, action="complete"),
+        r.ProfileBody(nickname="ada", bio="Lovelace Lane"),
+        r.ProfileBody(),
+    ]
+
+
+@pytest.mark.parametrize("body", every_body(), ids=lambda b: type(b).__name__)
+def test_every_record_type_round_trips_and_verifies(body):
+    author = Author()
+    record = author.sign(body)
+    assert record.type == r.record_type_of(body)
+    assert len(record.encoded) <= r.MAX_RECORD_SIZE
+    back = r.open_record(record.encoded, now_ms=NOW, swarms={SWARM})
+    assert back == record
+    assert back.id == record.id == r.record_id(record.encoded)
+    # Same content, same bytes, same id, computed afresh.
+    assert r.sign_record(dataclasses.replace(record, sig=b""), author.key).encoded == record.encoded
+
+
+def test_ids_differ_for_different_content():
+    a = Author(seed=1)
+    assert a.offer("Drill").id != a.offer("Drill").id  # seq differs
+    assert Author(seed=1).offer("Drill").id == Author(seed=1).offer("Drill").id
+
+
+def test_signature_covers_a_domain_prefix():
+    record = Author().offer()
+    assert r.signing_bytes(record).startswith(r.SIGNING_DOMAIN)
+    # A signature over the bare canonical bytes (no domain) does not verify.
+    key = nacl.signing.SigningKey.generate()
+    bare = wire.encode(
+        r._record_map(dataclasses.replace(record, author=bytes(key.verify_key)), with_sig=False)
+    )
+    forged = dataclasses.replace(record, author=bytes(key.verify_key), sig=key.sign(bare).signature)
+    with pytest.raises(SignatureError):
+        r.verify_record(forged)
+
+
+# --- refusals -----------------------------------------------------------------
+
+
+def _remap(record: r.Record, **changes) -> bytes:
+    m = r._record_map(record, with_sig=True)
+    m.update(changes)
+    return cbor2.dumps(m, canonical=True)
+
+
+def _rebody(record: r.Record, **changes) -> bytes:
+    m = r._record_map(record, with_sig=True)
+    m["body"] = {**m["body"], **changes}
+    return cbor2.dumps(m, canonical=True)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "words"),
+    [
+        (lambda rec: _remap(rec, v=2), ValidationError, "version"),
+        (lambda rec: _remap(rec, type="gift"), ValidationError, "record type"),
+        (lambda rec: _remap(rec, swarm=b"short"), ValidationError, "swarm"),
+        (lambda rec: _remap(rec, author=b"\x01" * 31), ValidationError, "author"),
+        (lambda rec: _remap(rec, seq=-1), ValidationError, "seq"),
+        (lambda rec: _remap(rec, ts="yesterday"), ValidationError, "ts"),
+        (lambda rec: _remap(rec, sig=b"\x00" * 63), ValidationError, "sig"),
+        (lambda rec: _remap(rec, extra=1), ValidationError, "unexpected"),
+        (lambda rec: _remap(rec, body=[1]), ValidationError, "body map"),
+        (lambda rec: _rebody(rec, title="x" * 121), ValidationError, "title"),
+        (lambda rec: _rebody(rec, title="   "), ValidationError, "blanks"),
+        (lambda rec: _rebody(rec, title="bell\x07"), ValidationError, "control"),
+        (lambda rec: _rebody(rec, kind="sell"), ValidationError, "kind"),
+        (lambda rec: _rebody(rec, tags=["B"]), ValidationError, "tag"),
+        (lambda rec: _rebody(rec, tags=["b", "a"]), ValidationError, "sorted"),
+        (lambda rec: _rebody(rec, tags=[f"t{i:02}" for i in range(17)]), ValidationError, "at most 16"),
+        (lambda rec: _rebody(rec, where="u4pruyd"), ValidationError, "where"),
+        (lambda rec: _rebody(rec, where="aaaa"), ValidationError, "geohash"),
+        (lambda rec: _rebody(rec, quantity=0), ValidationError, "quantity"),
+        (lambda rec: _rebody(rec, desc=""), ValidationError, "canonical"),
+        (lambda rec: _rebody(rec, colour="red"), ValidationError, "unexpected"),
+        (lambda rec: _rebody(rec, terms={"max_days": 3}, kind="give"), ValidationError, "lend"),
+        (lambda rec: _rebody(rec, expires=NOW - 1), ValidationError, "expires"),
+        (lambda rec: _rebody(rec, title="Drill!"), SignatureError, "verify"),
+    ],
+)
+def test_refusals_are_typed_and_say_what_was_found(mutate, error, words):
+    record = Author().offer("Drill", desc="18 V", tags=("tools",))
+    with pytest.raises(error) as info:
+        r.open_record(mutate(record), now_ms=NOW, swarms={SWARM})
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (r.ProposalBody(to=KEY2), "at least one offer"),
+        (r.ProposalBody(to=KEY2, give=(ID, ID)), "twice"),
+        (r.ProposalBody(to=KEY2, give=tuple(bytes([i]) * 32 for i in range(17))), "at most 16"),
+        (r.ReplyBody(proposal=ID, action="maybe"), "action"),
+        (r.ReplyBody(proposal=ID, action="accept", give=(ID,)), "only a counter"),
+        (r.ReplyBody(proposal=ID, action="counter"), "at least one offer"),
+        (r.AttestBody(subject=KEY2, level=1001), "level"),
+        (r.AttestBody(subject=b"x" * 31, level=1), "subject"),
+        (r.ProfileBody(nickname="n" * 41), "nickname"),
+        (r.WithdrawBody(target=b"short"), "target"),
+        (r.OfferBody(title="x", kind="give", terms=r.LendTerms(max_days=2)), "lend"),
+        (r.OfferBody(title="x", kind="lend", terms=r.LendTerms(max_days=0)), "max_days"),
+    ],
+)
+def test_signing_refuses_invalid_bodies(body, words):
+    with pytest.raises(ValidationError) as info:
+        Author().sign(body)
+    assert words in str(info.value)
+
+
+def test_self_addressed_proposal_and_self_attestation_are_refused():
+    a = Author()
+    with pytest.raises(ValidationError, match="someone else"):
+        a.sign(r.ProposalBody(to=a.public, take=(ID,)))
+    with pytest.raises(ValidationError, match="someone else"):
+        a.sign(r.AttestBody(subject=a.public, level=1000))
+
+
+def test_oversize_record_is_refused_when_signing_and_decoding(monkeypatch):
+    # The field limits keep any valid body under 16 KiB; the largest possible one:
+    big = r.OfferBody(
+        title="😀" * 120,
+        kind="lend",
+        desc="😀" * 2000,
+        tags=tuple(sorted(f"t{i:02}" + "x" * 29 for i in range(16))),
+        terms=r.LendTerms(max_days=1, deposit="😀" * 200),
+        where="u4pruy",
+        quantity=1,
+        expires=NOW + 1,
+    )
+    assert len(Author().sign(big).encoded) < r.MAX_RECORD_SIZE
+    monkeypatch.setattr(r, "MAX_RECORD_SIZE", 1000)
+    with pytest.raises(ValidationError, match="at most 1000 bytes"):
+        Author().sign(big)
+    monkeypatch.undo()
+    with pytest.raises(DecodeError, match="at most 16384"):
+        r.decode_record(b"\xa0" * (r.MAX_RECORD_SIZE + 1))
+
+
+def test_context_checks_swarm_clock_skew_and_expiry():
+    a = Author()
+    with pytest.raises(WrongSwarmError):
+        r.open_record(a.offer().encoded, now_ms=NOW, swarms={b"\x00" * 32})
+    future = a.offer(ts=NOW + r.MAX_CLOCK_SKEW_MS + 1)
+    with pytest.raises(ClockSkewError, match="future"):
+        r.open_record(future.encoded, now_ms=NOW)
+    # Exactly at the limit is still accepted.
+    r.open_record(a.offer(ts=NOW + r.MAX_CLOCK_SKEW_MS).encoded, now_ms=NOW)
+    expiring = a.offer(expires=NOW + 1000)
+    r.open_record(expiring.encoded, now_ms=NOW)
+    with pytest.raises(ExpiredError):
+        r.open_record(expiring.encoded, now_ms=NOW + 1000)
+    r.open_record(expiring.encoded, now_ms=NOW + 1000, allow_expired=True)
+
+
+def test_small_order_author_key_is_refused():
+    record = Author().offer()
+    identity_point = bytes([1]) + bytes(31)  # the neutral element, small order
+    with pytest.raises(SignatureError, match="large order"):
+        r.open_record(_remap(record, author=identity_point), now_ms=NOW)
+
+
+def test_unsigned_record_has_no_bytes():
+    rec = r.Record(type="profile", swarm=SWARM, author=KEY2, seq=1, ts=NOW, body=r.ProfileBody())
+    with pytest.raises(ValidationError, match="not signed"):
+        _ = rec.encoded
+
+
+def test_normalize_tags():
+    assert r.normalize_tags([" Tools", "diy", "tools", ""]) == ("diy", "tools")
+
+
+# --- properties ---------------------------------------------------------------
+
+texts = st.text(alphabet=st.characters(min_codepoint=32, blacklist_categories=("Cs",)), max_size=40)
+tags = st.lists(st.from_regex(r"[a-z0-9][a-z0-9_\-]{0,10}", fullmatch=True), max_size=5).map(
+    lambda t: tuple(sorted(set(t)))
+)
+items = st.builds(
+    r.OfferBody,
+    title=texts.filter(lambda t: t.strip()),
+    kind=st.sampled_from(["give", "swap", "service"]),
+    desc=texts,
+    tags=tags,
+    where=st.from_regex(r"[0-9b-hjkmnp-z]{0,6}", fullmatch=True),
+    quantity=st.none() | st.integers(1, 1000),
+    expires=st.none() | st.integers(NOW + 1, NOW + 10**9),
+)
+AUTHOR = Author(seed=3)
+
+
+@given(items, st.integers(0, 2**40), st.integers(0, NOW))
+def test_encode_decode_round_trip(body, seq, ts):
+    record = AUTHOR.sign(body, seq=seq, ts=ts)
+    back = r.decode_record(record.encoded)
+    assert back == record
+    r.verify_record(back)
+    assert back.encoded == record.encoded
+
+
+@given(items, st.data())
+def test_any_single_byte_change_to_a_signed_record_is_refused(body, data):
+    record = AUTHOR.sign(body, seq=1)
+    raw = record.encoded
+    pos = data.draw(st.integers(0, len(raw) - 1), label="pos")
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != raw[pos]), label="byte")
+    mutated = raw[:pos] + bytes([byte]) + raw[pos + 1 :]
+    with pytest.raises(MeshError):
+        r.open_record(mutated, now_ms=NOW, allow_expired=True)
+
+
+@given(st.binary(max_size=400))
+def test_decoding_garbage_raises_only_mesh_errors(data):
+    with pytest.raises(MeshError):
+        r.open_record(data, now_ms=NOW)
+
+
+@given(items)
+def test_a_signature_by_another_key_is_refused(body):
+    record = AUTHOR.sign(body, seq=1)
+    other = Author(seed=4).sign(body, seq=1)
+    forged = _remap(record, sig=other.sig)
+    with pytest.raises(SignatureError):
+        r.open_record(forged, now_ms=NOW, allow_expired=True)
