@@ -1,0 +1,280 @@
+"""The node: host(s), gossip, ingest and discovery under one trio nursery.
+
+A node joins swarms. Open swarms share one libp2p host; each private swarm
+gets a host of its own, because a libp2p private network (pnet) key applies
+to a whole host: a peer without the key cannot even finish the handshake.
+Every host has the node's one identity, so the peer id is the same on all.
+
+The node owns start-up and shutdown (``host.close()`` always, pitfall 4),
+the per-author sequence numbers of its own records, and reconnection with
+back-off to the swarm peers it has known.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.abc import IHost
+
+from meshnode import records as rec
+from meshnode.errors import BadValue, NetworkError, NotFound
+from meshnode.identity import Identity
+from meshnode.ingest import Ingest, wall_clock_ms
+from meshnode.protocols.gossip import PeerPenalties, RecordGossip
+from meshnode.protocols.host import build_host, dial, listen_addrs, parse_listen, peer_info_of
+from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 5.0
+
+
+@dataclass
+class NodeConfig:
+    """How a node runs; the daemon fills it from config.toml and flags."""
+
+    listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
+    bootstrap: list[str] = field(default_factory=list)
+    max_connections: int = 64
+    dial_timeout: float = 10.0
+    heartbeat_interval: float = 1.0
+    reconnect_interval: float = 5.0
+    reconnect_max_backoff: float = 120.0
+    penalty_limit: int = 20
+
+
+@dataclass
+class _Network:
+    """One libp2p host with its gossip, for the swarms that share its pnet key."""
+
+    psk: str | None
+    host: IHost
+    gossip: RecordGossip
+    swarms: dict[bytes, Swarm] = field(default_factory=dict)
+    known_peers: dict[str, str] = field(default_factory=dict)  # peer id -> dial address
+    backoff: dict[str, tuple[float, float]] = field(default_factory=dict)  # peer -> (next try, delay)
+    started: trio.Event = field(default_factory=trio.Event)
+    stop: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class Node:
+    """A meshnode peer. Use :meth:`run` in a nursery (``await nursery.start(node.run)``)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        store: object,
+        config: NodeConfig | None = None,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.identity = identity
+        self.store = store
+        self.config = config or NodeConfig()
+        self.clock = clock
+        self.ingest = Ingest(store, swarm_ids=self.swarm_ids, clock=clock)
+        self._networks: dict[str | None, _Network] = {}
+        self._nursery: trio.Nursery | None = None
+        self._seq_lock = trio.Lock()
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the node until cancelled; ``started`` once the open network listens."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.ingest.run)
+            await self._network(None)
+            nursery.start_soon(self._reconnect_loop)
+            for addr in self.config.bootstrap:
+                nursery.start_soon(self._dial_quietly, self._networks[None], addr)
+            task_status.started()
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    def addrs(self, swarm: Swarm | None = None) -> list[str]:
+        """Dialable addresses of this node (for ``swarm``'s network if given)."""
+        net = self._networks.get(swarm.psk_hex if swarm else None)
+        return listen_addrs(net.host) if net else []
+
+    def swarm_ids(self) -> set[bytes]:
+        return {sid for net in self._networks.values() for sid in net.swarms}
+
+    def swarms(self) -> list[Swarm]:
+        return [s for net in self._networks.values() for s in net.swarms.values()]
+
+    def swarm(self, name_or_id: str | bytes) -> Swarm:
+        for s in self.swarms():
+            if s.name == name_or_id or s.id == name_or_id:
+                return s
+        raise NotFound(f"no swarm named {name_or_id!r} on this node: see 'meshnode swarm list'")
+
+    def connected_peers(self) -> list[str]:
+        peers: set[str] = set()
+        for net in self._networks.values():
+            peers.update(p.to_base58() for p in net.host.get_connected_peers())
+        return sorted(peers)
+
+    # --- swarms ----------------------------------------------------------------
+
+    async def join_swarm(self, swarm: Swarm) -> None:
+        """Join ``swarm``: start its network if needed and subscribe to its topic."""
+        for existing in self.swarms():
+            if existing.id == swarm.id:
+                return
+            if existing.name == swarm.name:
+                raise BadValue(f"this node already has a swarm named {swarm.name!r}")
+        net = await self._network(swarm.psk_hex)
+        net.swarms[swarm.id] = swarm
+        await net.gossip.join(swarm)
+
+    async def leave_swarm(self, swarm: Swarm) -> None:
+        net = self._networks.get(swarm.psk_hex)
+        if net is None or swarm.id not in net.swarms:
+            raise NotFound(f"this node is not in swarm {swarm.name!r}")
+        await net.gossip.leave(swarm)
+        del net.swarms[swarm.id]
+        if net.psk is not None and not net.swarms:
+            net.stop.cancel()
+            del self._networks[net.psk]
+
+    def invite(self, swarm: Swarm) -> str:
+        """An invite code for ``swarm`` naming this node's addresses on its network."""
+        return encode_invite(Invite(swarm=swarm, addrs=tuple(self.addrs(swarm))))
+
+    async def join_invite(self, code: str) -> Swarm:
+        """Join the swarm of an invite code and connect to the inviter."""
+        invite = decode_invite(code)
+        await self.join_swarm(invite.swarm)
+        net = self._networks[invite.swarm.psk_hex]
+        errors = []
+        for addr in invite.addrs:
+            try:
+                await self.connect(addr, swarm=invite.swarm)
+                return invite.swarm
+            except NetworkError as exc:
+                errors.append(str(exc))
+        for addr in invite.addrs:  # keep trying in the background
+            net.known_peers[peer_info_of(addr).peer_id.to_base58()] = addr
+        raise NetworkError(
+            f"joined swarm {invite.swarm.name!r} but could not reach the inviter yet"
+            f" ({'; '.join(errors)}); will keep trying"
+        )
+
+    async def connect(self, addr: str, *, swarm: Swarm | None = None) -> str:
+        """Dial a ``…/p2p/<peer id>`` multiaddr; remember it for reconnects."""
+        info = peer_info_of(addr)
+        net = self._networks.get(swarm.psk_hex if swarm else None)
+        if net is None:
+            raise NotFound("that swarm's network is not running")
+        await dial(net.host, info, timeout=self.config.dial_timeout)
+        pid = info.peer_id.to_base58()
+        net.known_peers[pid] = addr
+        net.backoff.pop(pid, None)
+        return pid
+
+    # --- records ---------------------------------------------------------------
+
+    async def publish(self, body: object, swarm: Swarm) -> rec.Record:
+        """Sign ``body`` as this node's next record in ``swarm``, store it, gossip it."""
+        if swarm.id not in self.swarm_ids():
+            raise NotFound(f"this node is not in swarm {swarm.name!r}")
+        async with self._seq_lock:
+            seq = await trio.to_thread.run_sync(self.store.latest_seq, self.identity.public_key) + 1
+            record = rec.new_record(
+                body, swarm=swarm.id, seq=seq, ts=self.clock(), signing_key=self.identity.signing_key
+            )
+            await self.ingest.submit(record)
+        await self._networks[swarm.psk_hex].gossip.publish(swarm, record.encoded)
+        return record
+
+    async def publish_raw(self, data: bytes, swarm: Swarm) -> None:
+        """Gossip already-stored record bytes (e.g. re-announcing)."""
+        await self._networks[swarm.psk_hex].gossip.publish(swarm, data)
+
+    def gossip_stats(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for net in self._networks.values():
+            for k, v in vars(net.gossip.stats).items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    # --- networks ----------------------------------------------------------------
+
+    async def _network(self, psk: str | None) -> _Network:
+        net = self._networks.get(psk)
+        if net is not None:
+            await net.started.wait()
+            return net
+        if self._nursery is None:
+            raise RuntimeError("the node is not running: start Node.run() first")
+        host = build_host(
+            self.identity,
+            psk=psk,
+            max_connections=self.config.max_connections,
+            dial_timeout=self.config.dial_timeout,
+        )
+        gossip = RecordGossip(
+            host,
+            self.ingest.judge,
+            heartbeat_interval=self.config.heartbeat_interval,
+            penalties=PeerPenalties(limit=self.config.penalty_limit),
+        )
+        net = _Network(psk=psk, host=host, gossip=gossip)
+        self._networks[psk] = net
+        await self._nursery.start(self._run_network, net)
+        return net
+
+    async def _run_network(self, net: _Network, *, task_status: trio.TaskStatus[None]) -> None:
+        listen = parse_listen(self.config.listen)
+        try:
+            with net.stop:
+                async with net.host.run(listen), trio.open_nursery() as nursery:
+                    await nursery.start(net.gossip.run)
+                    net.started.set()
+                    task_status.started()
+                    await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                try:
+                    await net.host.close()
+                except Exception as exc:
+                    log.debug("host close: %r", exc)
+
+    async def _dial_quietly(self, net: _Network, addr: str) -> None:
+        try:
+            await net.started.wait()
+            info = peer_info_of(addr)
+            await dial(net.host, info, timeout=self.config.dial_timeout)
+            net.known_peers[info.peer_id.to_base58()] = addr
+        except Exception as exc:
+            log.info("could not dial %s: %s", addr, exc)
+
+    async def _reconnect_loop(self) -> None:
+        """Redial known swarm peers that dropped, with exponential back-off per peer."""
+        while True:
+            await trio.sleep(self.config.reconnect_interval)
+            now = time.monotonic()
+            for net in list(self._networks.values()):
+                connected = {p.to_base58() for p in net.host.get_connected_peers()}
+                for pid, addr in list(net.known_peers.items()):
+                    if pid in connected or pid in net.gossip.penalties.banned:
+                        net.backoff.pop(pid, None)
+                        continue
+                    next_try, delay = net.backoff.get(pid, (0.0, self.config.reconnect_interval))
+                    if now < next_try:
+                        continue
+                    try:
+                        await dial(net.host, peer_info_of(addr), timeout=self.config.dial_timeout)
+                        net.backoff.pop(pid, None)
+                        log.info("reconnected to %s", pid)
+                    except Exception:
+                        delay = min(delay * 2, self.config.reconnect_max_backoff)
+                        net.backoff[pid] = (now + delay * random.uniform(0.8, 1.2), delay)

@@ -1,0 +1,266 @@
+"""GossipSub for meshnode: one topic per swarm, records validated before relay.
+
+What this adapter takes care of, each a measured py-libp2p 0.8.1 pitfall
+(see PY-LIBP2P-NOTES.md):
+
+* The pubsub message id is the record id: BLAKE2b-256 of ``msg.data``, which
+  for a valid record *is* its id and never raises on garbage.
+* The topic validator asks the node's ``judge`` for a :class:`Verdict` and
+  can never raise (pitfall 5): every exception is caught, counted and turned
+  into a rejection.
+* Publishing is paced by one task reading a bounded channel (pitfall 7: no
+  publish back-pressure in libp2p); callers block when it is full instead of
+  losing records silently.
+* Every subscription is drained by its own task (pitfall 8); records reach
+  the node through the validator, so the drained copies are dropped.
+* A peer whose messages keep failing validation is penalised, then
+  blacklisted and disconnected (pitfall 18: nobody else will).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
+
+from meshnode.swarm import Swarm
+
+log = logging.getLogger(__name__)
+
+#: Largest pubsub RPC frame accepted (a record is at most 16 KiB; leave room for
+#: the pubsub envelope and a few messages per frame). Refuse big frames early.
+MAX_RPC_SIZE = 256 * 1024
+
+
+class Verdict(enum.Enum):
+    """What the node decided about one gossiped record."""
+
+    ACCEPT = "accept"  # valid and new: store it and relay it
+    IGNORE = "ignore"  # valid but known, or over a rate limit: drop quietly
+    REJECT = "reject"  # invalid: drop and count it against the forwarder
+
+
+Judge = Callable[[bytes, str, Swarm], Awaitable[Verdict]]
+
+
+def message_id(msg: object) -> bytes:
+    """The pubsub message id: the record id of the payload (BLAKE2b-256)."""
+    data = getattr(msg, "data", b"") or b""
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+@dataclass
+class PeerPenalties:
+    """Counts invalid messages per peer; a peer over the limit is to be banned.
+
+    ``limit`` invalid messages within ``window`` seconds ban a peer. Pure
+    bookkeeping: the caller acts on :meth:`record`'s answer.
+    """
+
+    limit: int = 20
+    window: float = 60.0
+    _events: dict[str, list[float]] = field(default_factory=dict)
+    banned: set[str] = field(default_factory=set)
+    invalid_total: int = 0
+
+    def record(self, peer: str, now: float) -> bool:
+        """Count one invalid message from ``peer``; True when it must be banned now."""
+        self.invalid_total += 1
+        if peer in self.banned:
+            return False
+        events = [t for t in self._events.get(peer, []) if now - t < self.window]
+        events.append(now)
+        self._events[peer] = events[-self.limit :]
+        if len(events) >= self.limit:
+            self.banned.add(peer)
+            self._events.pop(peer, None)
+            return True
+        return False
+
+
+@dataclass
+class GossipStats:
+    published: int = 0
+    accepted: int = 0
+    ignored: int = 0
+    rejected: int = 0
+    validator_errors: int = 0
+    banned_peers: int = 0
+
+
+class RecordGossip:
+    """GossipSub on one libp2p host, carrying the records of the swarms joined."""
+
+    def __init__(
+        self,
+        host: IHost,
+        judge: Judge,
+        *,
+        heartbeat_interval: float = 1.0,
+        degree: int = 6,
+        degree_low: int = 4,
+        degree_high: int = 12,
+        publish_queue: int = 256,
+        publish_interval: float = 0.0,
+        penalties: PeerPenalties | None = None,
+    ) -> None:
+        self.host = host
+        self._judge = judge
+        self.router = GossipSub(
+            protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
+            degree=degree,
+            degree_low=degree_low,
+            degree_high=degree_high,
+            heartbeat_interval=heartbeat_interval,  # type: ignore[arg-type]
+            spam_protection_enabled=False,  # our own per-peer limits run in the judge
+        )
+        self.pubsub = Pubsub(
+            host,
+            self.router,
+            msg_id_constructor=message_id,
+            max_inbound_rpc_size=MAX_RPC_SIZE,
+        )
+        self.stats = GossipStats()
+        self.penalties = penalties or PeerPenalties()
+        self._swarms: dict[str, Swarm] = {}
+        self._publish_send, self._publish_recv = trio.open_memory_channel[tuple[str, bytes]](publish_queue)
+        self._publish_interval = publish_interval
+        self._nursery: trio.Nursery | None = None
+        self._drainers: dict[str, trio.CancelScope] = {}
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run pubsub, the router and the publisher until cancelled."""
+        async with background_trio_service(self.pubsub), background_trio_service(self.router):
+            await self.pubsub.wait_until_ready()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._publisher)
+                task_status.started()
+                await trio.sleep_forever()
+
+    # --- swarms ----------------------------------------------------------------
+
+    async def join(self, swarm: Swarm) -> None:
+        """Subscribe to ``swarm``'s topic with a validator; idempotent."""
+        if self._nursery is None:
+            raise RuntimeError("RecordGossip.join() before run() started")
+        topic = swarm.topic
+        if topic in self._swarms:
+            return
+        self._swarms[topic] = swarm
+        self.pubsub.set_topic_validator(topic, self._validator, True)
+        subscription = await self.pubsub.subscribe(topic)
+        scope = trio.CancelScope()
+        self._drainers[topic] = scope
+        self._nursery.start_soon(self._drain, subscription, scope)
+
+    async def leave(self, swarm: Swarm) -> None:
+        topic = swarm.topic
+        if self._swarms.pop(topic, None) is None:
+            return
+        scope = self._drainers.pop(topic, None)
+        if scope is not None:
+            scope.cancel()
+        try:
+            await self.pubsub.unsubscribe(topic)
+        finally:
+            self.pubsub.remove_topic_validator(topic)
+
+    def joined(self) -> list[Swarm]:
+        return list(self._swarms.values())
+
+    async def publish(self, swarm: Swarm, data: bytes) -> None:
+        """Queue ``data`` for publishing on ``swarm``; waits while the queue is full."""
+        await self._publish_send.send((swarm.topic, data))
+
+    def mesh_peers(self, swarm: Swarm) -> list[str]:
+        return [p.to_base58() for p in self.pubsub.peer_topics.get(swarm.topic, set())]
+
+    # --- internals -------------------------------------------------------------
+
+    async def _publisher(self) -> None:
+        async for topic, data in self._publish_recv:
+            if topic not in self._swarms:
+                continue
+            try:
+                await self.pubsub.publish(topic, data)
+                self.stats.published += 1
+            except Exception as exc:  # a failing publish must not stop the publisher
+                log.warning("publish on %s failed: %s", topic[:40], exc)
+            if self._publish_interval:
+                await trio.sleep(self._publish_interval)
+            else:
+                await trio.lowlevel.checkpoint()
+
+    async def _drain(self, subscription: object, scope: trio.CancelScope) -> None:
+        with scope:
+            get = subscription.get  # type: ignore[attr-defined]
+            while True:
+                try:
+                    await get()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+
+    async def _validator(self, forwarder: ID, msg: object) -> bool:
+        """The topic validator: never raises (a raising validator kills the host)."""
+        try:
+            topics = list(getattr(msg, "topicIDs", []))
+            swarm = self._swarms.get(topics[0]) if len(topics) == 1 else None
+            if swarm is None:
+                verdict = Verdict.REJECT
+            else:
+                peer = forwarder.to_base58()
+                if peer == self.host.get_id().to_base58():
+                    peer = "local"
+                verdict = await self._judge(bytes(msg.data), peer, swarm)  # type: ignore[attr-defined]
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            self.stats.validator_errors += 1
+            log.debug("validator error: %r", exc)
+            verdict = Verdict.REJECT
+        if verdict is Verdict.ACCEPT:
+            self.stats.accepted += 1
+            return True
+        if verdict is Verdict.IGNORE:
+            self.stats.ignored += 1
+            return False
+        self.stats.rejected += 1
+        try:
+            if forwarder != self.host.get_id() and self.penalties.record(
+                forwarder.to_base58(), time.monotonic()
+            ):
+                self._ban(forwarder)
+        except Exception as exc:  # never raise out of the validator
+            log.debug("penalty bookkeeping failed: %r", exc)
+        return False
+
+    def _ban(self, peer: ID) -> None:
+        """Blacklist ``peer`` in pubsub and close its connection."""
+        self.stats.banned_peers += 1
+        log.warning("banning peer %s: too many invalid records", peer.to_base58())
+        try:
+            self.pubsub.add_to_blacklist(peer)
+        except Exception as exc:
+            log.debug("blacklist failed: %r", exc)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._disconnect, peer)
+
+    async def _disconnect(self, peer: ID) -> None:
+        try:
+            with trio.move_on_after(5):
+                await self.host.disconnect(peer)
+        except Exception as exc:
+            log.debug("disconnect of %s failed: %r", peer, exc)
