@@ -1,0 +1,610 @@
+"""Barter: the proposal state machine, and the fold that turns records into trades.
+
+A trade is a ``proposal`` record and the ``reply`` records that name it. This
+module owns nothing and does no I/O: like a rust-libp2p behaviour it is a pure
+state machine that the node drives. Time is always a parameter (``now_ms``);
+there is no clock.
+
+States
+------
+
+``proposed``   the proposal is out; the responder (``body.to``) must answer.
+``countered``  someone answered with new terms; the other party must answer.
+``accepted``   the current terms are agreed; their offers are reserved.
+``completed``  both parties said ``complete`` (final).
+``declined``   the awaiting party said no (final).
+``cancelled``  a party withdrew from the trade (final).
+``expired``    the proposal's ``expires`` passed before anyone accepted (final).
+
+Terms are always kept from the **proposer's** point of view: ``give`` are the
+offers the proposer hands over, ``take`` the offers the proposer receives. A
+``counter`` reply states its terms from the *replier's* point of view and is
+translated here.
+
+Moves (who may send which reply)
+--------------------------------
+
+* ``proposed`` / ``countered``: the party who did *not* make the current terms
+  (the awaiting party, :meth:`Trade.awaiting`) may ``accept``, ``decline`` or
+  ``counter``; the party who made them (:attr:`Trade.terms_by`) may ``cancel``.
+  A counter makes the counterer the author of the new terms.
+* ``accepted``: each party may ``complete`` once; the trade is ``completed``
+  when both have. Either party may ``cancel`` while nobody has completed yet.
+* final states admit no reply at all.
+* A key that is neither proposer nor responder may do nothing
+  (:class:`~meshnode.errors.NotAllowed`); a party making an illegal move gets a
+  :class:`~meshnode.errors.TransitionError`.
+
+Expiry
+------
+
+A proposal may carry ``expires`` (ms). A trade still ``proposed`` or
+``countered`` at ``now_ms >= expires`` is ``expired``; a reply timestamped
+``>= expires`` to a trade that is not yet accepted is refused, because the
+trade had expired first. Counters do not extend the deadline. Accepted trades
+never expire.
+
+Offers, reservations and consumption
+------------------------------------
+
+Barter knows offers only through :class:`OfferInfo` (id, author, kind, when
+withdrawn). Where an offer is known:
+
+* its author must be the right party: ``give`` holds the proposer's offers,
+  ``take`` the responder's. A ``counter`` or ``accept`` naming a known offer of
+  the wrong author is refused; an offer may not sit on both sides.
+* an offer withdrawn at or before the move's timestamp cannot be named by a
+  ``counter`` or ``accept`` (a withdraw at the same millisecond wins). A
+  withdraw *after* the accept does not undo the trade.
+
+An ``accept`` reserves every offer of the current terms (give and take),
+known or not. It is refused if any of them is already reserved by another
+accepted, unfinished trade, or was consumed by a completed trade. A
+``cancel`` after accept releases the reservations. A completed trade:
+
+* consumes ``give`` and ``swap`` offers: they stay out of circulation for good
+  (:attr:`TradeBook.consumed`);
+* releases ``lend`` and ``service`` offers: the thing comes back (or the
+  service can be done again), so they may be traded anew;
+* consumes offers it does not know (the conservative choice: never promise
+  twice what may already be gone). Once the offer record arrives and the book
+  is derived again, its real kind decides.
+
+Convergence
+-----------
+
+:func:`derive_trades` must give the same :class:`TradeBook` for the same *set*
+of records, whatever the order or repetition in which they arrived. It
+therefore never looks at arrival order: it starts a trade for every proposal,
+sorts all replies of all trades by ``(ts, author, seq, id)`` (reservations
+couple trades, so the order is global) and applies them one by one. A reply
+that is not a legal move at its place in that order is ignored and kept in
+:attr:`TradeBook.refused` with the reason; one whose proposal is unknown
+waits in :attr:`TradeBook.pending`; one timestamped before its own proposal is
+refused. Timestamps are the author's claim: a record arriving late (or
+backdated) can change the derived outcome of a trade, but every node that holds
+the same records derives the same outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+from meshnode.errors import MeshError, NotAllowed, NotFound, TransitionError, ValidationError
+from meshnode.records import ProposalBody, Record, ReplyBody, check_body
+
+PROPOSED = "proposed"
+COUNTERED = "countered"
+ACCEPTED = "accepted"
+COMPLETED = "completed"
+DECLINED = "declined"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
+
+STATES: tuple[str, ...] = (PROPOSED, COUNTERED, ACCEPTED, COMPLETED, DECLINED, CANCELLED, EXPIRED)
+TERMINAL_STATES: frozenset[str] = frozenset({COMPLETED, DECLINED, CANCELLED, EXPIRED})
+OPEN_STATES: frozenset[str] = frozenset({PROPOSED, COUNTERED})
+"""States in which the terms are still being negotiated (and the trade can expire)."""
+
+ACCEPT, DECLINE, COUNTER, CANCEL, COMPLETE = "accept", "decline", "counter", "cancel", "complete"
+ANSWERS: frozenset[str] = frozenset({ACCEPT, DECLINE, COUNTER})
+"""The moves of the awaiting party in an open trade."""
+
+CONSUMED_KINDS: frozenset[str] = frozenset({"give", "swap"})
+"""Offer kinds a completed trade takes out of circulation for good."""
+RETURNING_KINDS: frozenset[str] = frozenset({"lend", "service"})
+"""Offer kinds a completed trade releases (the item comes back, the service can be done again)."""
+
+
+@dataclass(frozen=True)
+class OfferInfo:
+    """What barter needs to know of an offer.
+
+    ``withdrawn_at`` is the ``ts`` (ms) of the author's withdraw record, if any.
+    """
+
+    id: bytes
+    author: bytes
+    kind: str  # lend | give | swap | service
+    withdrawn_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One proposal and the moves applied to it so far.
+
+    ``give``/``take`` are the current terms from the proposer's point of view;
+    ``terms_by`` is the party who made them (the proposer, or the last
+    counterer). ``completed_by`` holds the parties who sent ``complete``.
+    ``updated_ts`` is the ``ts`` of the last applied move (or, once expired,
+    the deadline). ``applied`` lists the ids of the applied replies in order.
+    """
+
+    proposal_id: bytes
+    proposer: bytes
+    responder: bytes
+    state: str
+    give: tuple[bytes, ...]
+    take: tuple[bytes, ...]
+    terms_by: bytes
+    completed_by: frozenset[bytes]
+    expires: int | None
+    created_ts: int
+    updated_ts: int
+    applied: tuple[bytes, ...]
+    swarm: bytes = b""
+
+    @property
+    def offers(self) -> tuple[bytes, ...]:
+        """Every offer of the current terms: ``give`` then ``take``."""
+        return self.give + self.take
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def role(self, key: bytes) -> str | None:
+        """``"proposer"``, ``"responder"`` or ``None`` for a key that is no party."""
+        if key == self.proposer:
+            return "proposer"
+        if key == self.responder:
+            return "responder"
+        return None
+
+    def other(self, key: bytes) -> bytes:
+        """The counterparty of ``key`` (which must be a party)."""
+        if key == self.proposer:
+            return self.responder
+        if key == self.responder:
+            return self.proposer
+        raise NotAllowed(f"{_actor(self, key)} is not a party to trade {_short(self.proposal_id)}")
+
+    def awaiting(self) -> bytes | None:
+        """Who must move next: the party who did not make the current terms.
+
+        ``None`` once accepted (either party may complete) or final.
+        """
+        if self.state in OPEN_STATES:
+            return self.other(self.terms_by)
+        return None
+
+    def allowed_actions(self, who: bytes) -> frozenset[str]:
+        """The replies ``who`` may send by the state machine alone.
+
+        Offers, reservations and the clock are not considered: :func:`check_reply`
+        gives the full answer for one concrete move.
+        """
+        if self.state in TERMINAL_STATES or self.role(who) is None:
+            return frozenset()
+        if self.state in OPEN_STATES:
+            return frozenset({CANCEL}) if who == self.terms_by else ANSWERS
+        # accepted
+        if who in self.completed_by:
+            return frozenset()
+        return frozenset({COMPLETE}) if self.completed_by else frozenset({COMPLETE, CANCEL})
+
+
+def start_trade(proposal: Record) -> Trade:
+    """The trade a ``proposal`` record opens, in state ``proposed``."""
+    if proposal.type != "proposal" or not isinstance(proposal.body, ProposalBody):
+        raise ValidationError(f"expected a proposal record, found a {proposal.type} record")
+    body: ProposalBody = proposal.body
+    return Trade(
+        proposal_id=proposal.id,
+        proposer=proposal.author,
+        responder=body.to,
+        state=PROPOSED,
+        give=tuple(body.give),
+        take=tuple(body.take),
+        terms_by=proposal.author,
+        completed_by=frozenset(),
+        expires=body.expires,
+        created_ts=proposal.ts,
+        updated_ts=proposal.ts,
+        applied=(),
+        swarm=proposal.swarm,
+    )
+
+
+def apply_reply(
+    trade: Trade,
+    reply: Record,
+    *,
+    offers: Mapping[bytes, OfferInfo] | None = None,
+    reserved: Mapping[bytes, bytes] | None = None,
+    consumed: AbstractSet[bytes] | None = None,
+) -> Trade:
+    """The trade after ``reply``, or an error saying why the move is illegal.
+
+    Pure: ``trade`` is not changed. ``offers`` enables the ownership and
+    withdrawal checks, ``reserved`` (offer id -> proposal id of the accepted
+    trade holding it) and ``consumed`` the reservation checks of an accept;
+    leave them ``None`` to skip those checks. Expiry is judged by the reply's
+    own ``ts`` against the proposal's ``expires``, never by a clock; turning an
+    open trade into ``expired`` is :func:`derive_trades`'s job.
+
+    Raises :class:`ValidationError` for a record that is not a reply to this
+    trade (wrong type, other proposal, other swarm), :class:`NotAllowed` for a
+    key that is no party, and :class:`TransitionError` for an illegal move.
+    """
+    if reply.type != "reply" or not isinstance(reply.body, ReplyBody):
+        raise ValidationError(f"expected a reply record, found a {reply.type} record")
+    if trade.swarm and reply.swarm != trade.swarm:
+        raise ValidationError(
+            f"reply is for swarm {_short(reply.swarm)}, but trade {_short(trade.proposal_id)}"
+            f" is in swarm {_short(trade.swarm)}"
+        )
+    return _move(
+        trade,
+        reply.body,
+        reply.author,
+        reply.ts,
+        reply_id=reply.id,
+        offers=offers,
+        reserved=reserved,
+        consumed=consumed,
+    )
+
+
+def check_reply(
+    trade: Trade,
+    reply_body: ReplyBody,
+    author: bytes,
+    *,
+    now_ms: int,
+    offers: Mapping[bytes, OfferInfo] | None = None,
+    reserved: Mapping[bytes, bytes] | None = None,
+    consumed: AbstractSet[bytes] | None = None,
+) -> None:
+    """Raise unless ``author`` may send ``reply_body`` on ``trade`` now.
+
+    What the CLI and API call before signing a new reply (which will carry
+    ``ts = now_ms``). It runs exactly the checks :func:`derive_trades` will run
+    on that reply when it is the latest record, so a reply that passes here is
+    applied by the fold, and one refused here would be ignored by it. A clock
+    behind the trade's last move is refused: the reply would be ordered before
+    moves it answers.
+    """
+    if not isinstance(reply_body, ReplyBody):
+        raise ValidationError(f"expected a reply body, found {type(reply_body).__name__}")
+    check_body(reply_body)
+    _move(
+        trade,
+        reply_body,
+        author,
+        now_ms,
+        reply_id=None,
+        offers=offers,
+        reserved=reserved,
+        consumed=consumed,
+    )
+
+
+# --- the state machine ---------------------------------------------------------
+
+
+def _move(
+    trade: Trade,
+    body: ReplyBody,
+    author: bytes,
+    ts: int,
+    *,
+    reply_id: bytes | None,
+    offers: Mapping[bytes, OfferInfo] | None,
+    reserved: Mapping[bytes, bytes] | None,
+    consumed: AbstractSet[bytes] | None,
+) -> Trade:
+    """The one implementation of every move, shared by apply_reply and check_reply."""
+    tid = _short(trade.proposal_id)
+    action = body.action
+    if body.proposal != trade.proposal_id:
+        raise ValidationError(
+            f"reply names proposal {_short(body.proposal)}, expected this trade's proposal {tid}"
+        )
+    actor = _actor(trade, author)
+    state = trade.state
+    if state == EXPIRED or (state in OPEN_STATES and trade.expires is not None and ts >= trade.expires):
+        raise TransitionError(
+            f"{actor} cannot {action} trade {tid}: it expired at {trade.expires}"
+            f" before being accepted (the reply is at {ts})"
+        )
+    if state in TERMINAL_STATES:
+        raise TransitionError(f"{actor} cannot {action} trade {tid}: it is {state}, a final state")
+    if trade.role(author) is None:
+        raise NotAllowed(
+            f"{actor} cannot {action} trade {tid} (state {state}): only the proposer"
+            f" {_short(trade.proposer)} and the responder {_short(trade.responder)} may reply"
+        )
+    if ts < trade.created_ts:
+        raise TransitionError(
+            f"{actor} cannot {action} trade {tid} (state {state}): the reply is timestamped {ts},"
+            f" before the proposal itself ({trade.created_ts})"
+        )
+    if ts < trade.updated_ts:
+        raise TransitionError(
+            f"{actor} cannot {action} trade {tid} (state {state}) at {ts}: the trade's last move"
+            f" was at {trade.updated_ts}, and a reply cannot be ordered before it (check the clock)"
+        )
+
+    applied = trade.applied + ((reply_id,) if reply_id is not None else ())
+    moved = replace(trade, updated_ts=ts, applied=applied)
+
+    if state in OPEN_STATES:
+        awaiting = trade.other(trade.terms_by)
+        if action in ANSWERS:
+            if author != awaiting:
+                raise TransitionError(
+                    f"{actor} cannot {action} trade {tid}: it is {state} on terms they made"
+                    f" themselves; {_actor(trade, awaiting)} must answer (they may cancel instead)"
+                )
+            if action == DECLINE:
+                return replace(moved, state=DECLINED)
+            if action == ACCEPT:
+                _check_terms(
+                    trade,
+                    trade.give,
+                    trade.take,
+                    ts,
+                    offers,
+                    reserved,
+                    consumed,
+                    accepting=True,
+                    what=f"{actor} cannot accept trade {tid} (state {state})",
+                )
+                return replace(moved, state=ACCEPTED, completed_by=frozenset())
+            # counter: the body speaks from the replier's side
+            if author == trade.proposer:
+                give, take = tuple(body.give), tuple(body.take)
+            else:
+                give, take = tuple(body.take), tuple(body.give)
+            _check_terms(
+                trade,
+                give,
+                take,
+                ts,
+                offers,
+                reserved,
+                consumed,
+                accepting=False,
+                what=f"{actor} cannot counter trade {tid} (state {state})",
+            )
+            return replace(moved, state=COUNTERED, give=give, take=take, terms_by=author)
+        if action == CANCEL:
+            if author != trade.terms_by:
+                raise TransitionError(
+                    f"{actor} cannot cancel trade {tid}: it is {state} and awaits their answer;"
+                    f" only {_actor(trade, trade.terms_by)}, who made the current terms, may cancel"
+                    " (decline it instead)"
+                )
+            return replace(moved, state=CANCELLED)
+        if action == COMPLETE:
+            raise TransitionError(f"{actor} cannot complete trade {tid}: it is {state}, not yet accepted")
+        raise ValidationError(f"unknown reply action {action!r}")
+
+    # accepted
+    if action in ANSWERS:
+        raise TransitionError(
+            f"{actor} cannot {action} trade {tid}: it is already accepted;"
+            " only complete (or cancel, before anyone completes) remain"
+        )
+    if action == CANCEL:
+        if trade.completed_by:
+            who = " and ".join(_actor(trade, k) for k in sorted(trade.completed_by))
+            raise TransitionError(
+                f"{actor} cannot cancel trade {tid}: it is accepted and {who} already marked it complete"
+            )
+        return replace(moved, state=CANCELLED)
+    if action == COMPLETE:
+        if author in trade.completed_by:
+            raise TransitionError(
+                f"{actor} cannot complete trade {tid} twice: it is accepted and they already"
+                f" marked it complete; waiting for {_actor(trade, trade.other(author))}"
+            )
+        done = trade.completed_by | {author}
+        new_state = COMPLETED if done >= {trade.proposer, trade.responder} else ACCEPTED
+        return replace(moved, state=new_state, completed_by=done)
+    raise ValidationError(f"unknown reply action {action!r}")
+
+
+def _check_terms(
+    trade: Trade,
+    give: tuple[bytes, ...],
+    take: tuple[bytes, ...],
+    ts: int,
+    offers: Mapping[bytes, OfferInfo] | None,
+    reserved: Mapping[bytes, bytes] | None,
+    consumed: AbstractSet[bytes] | None,
+    *,
+    accepting: bool,
+    what: str,
+) -> None:
+    """Refuse terms naming offers of the wrong party, withdrawn, or (for accept) taken."""
+    both = sorted(set(give) & set(take))
+    if both:
+        raise TransitionError(f"{what}: offer {_short(both[0])} is on both sides of the terms")
+    for side, ids, owner in (("give", give, trade.proposer), ("take", take, trade.responder)):
+        for oid in ids:
+            info = offers.get(oid) if offers is not None else None
+            if info is not None:
+                if info.author != owner:
+                    raise TransitionError(
+                        f"{what}: offer {_short(oid)} is on the {trade.role(owner)}'s side ({side}),"
+                        f" but it belongs to {_actor(trade, info.author)}"
+                    )
+                if info.withdrawn_at is not None and info.withdrawn_at <= ts:
+                    raise TransitionError(f"{what}: offer {_short(oid)} was withdrawn at {info.withdrawn_at}")
+            if not accepting:
+                continue
+            if consumed is not None and oid in consumed:
+                raise TransitionError(
+                    f"{what}: offer {_short(oid)} was already given away in a completed trade"
+                )
+            holder = reserved.get(oid) if reserved is not None else None
+            if holder is not None and holder != trade.proposal_id:
+                raise TransitionError(
+                    f"{what}: offer {_short(oid)} is reserved by accepted trade {_short(holder)}"
+                )
+
+
+# --- the fold ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TradeBook:
+    """Every trade derived from a set of records, as of one ``now_ms``.
+
+    ``trades``: proposal id -> trade (expiry applied). ``reserved``: offer id ->
+    proposal id of the accepted, unfinished trade holding it. ``consumed``:
+    offers given away or swapped by completed trades. ``refused``: reply id ->
+    why the fold ignored it. ``pending``: replies whose proposal is unknown.
+    """
+
+    trades: Mapping[bytes, Trade]
+    reserved: Mapping[bytes, bytes]
+    consumed: frozenset[bytes]
+    refused: Mapping[bytes, str]
+    pending: frozenset[bytes]
+
+    def trade(self, proposal_id: bytes) -> Trade:
+        """The trade of ``proposal_id``; :class:`NotFound` if there is none."""
+        try:
+            return self.trades[proposal_id]
+        except KeyError:
+            raise NotFound(f"no trade for proposal {_short(proposal_id)} is known") from None
+
+    def involving(self, key: bytes) -> list[Trade]:
+        """The trades where ``key`` is proposer or responder, oldest first."""
+        return [t for t in self.trades.values() if key in (t.proposer, t.responder)]
+
+    def completed_pairs(self) -> list[tuple[bytes, bytes, bytes]]:
+        """``(proposal_id, proposer, responder)`` of every completed trade, in completion order."""
+        done = sorted(
+            (t for t in self.trades.values() if t.state == COMPLETED),
+            key=lambda t: (t.updated_ts, t.proposal_id),
+        )
+        return [(t.proposal_id, t.proposer, t.responder) for t in done]
+
+    def check_reply(
+        self,
+        reply_body: ReplyBody,
+        author: bytes,
+        *,
+        now_ms: int,
+        offers: Mapping[bytes, OfferInfo] | None = None,
+    ) -> None:
+        """:func:`check_reply` against this book's trade, reservations and consumed offers."""
+        check_reply(
+            self.trade(reply_body.proposal),
+            reply_body,
+            author,
+            now_ms=now_ms,
+            offers=offers,
+            reserved=self.reserved,
+            consumed=self.consumed,
+        )
+
+
+def derive_trades(
+    proposals: Iterable[Record],
+    replies: Iterable[Record],
+    offers: Mapping[bytes, OfferInfo],
+    now_ms: int,
+) -> TradeBook:
+    """Fold proposal and reply records into a :class:`TradeBook` as of ``now_ms``.
+
+    Depends only on the *set* of records (duplicates and order are irrelevant),
+    the offers and ``now_ms``. See the module docstring for the rules.
+    """
+    props: dict[bytes, Record] = {}
+    for record in proposals:
+        if record.type != "proposal" or not isinstance(record.body, ProposalBody):
+            raise ValidationError(f"expected proposal records, found a {record.type} record")
+        props[record.id] = record
+    reps: dict[bytes, Record] = {}
+    for record in replies:
+        if record.type != "reply" or not isinstance(record.body, ReplyBody):
+            raise ValidationError(f"expected reply records, found a {record.type} record")
+        reps[record.id] = record
+
+    trades: dict[bytes, Trade] = {p.id: start_trade(p) for p in sorted(props.values(), key=_order)}
+    reserved: dict[bytes, bytes] = {}
+    consumed: set[bytes] = set()
+    refused: dict[bytes, str] = {}
+    pending: set[bytes] = set()
+
+    for reply in sorted(reps.values(), key=_order):
+        pid = reply.body.proposal
+        before = trades.get(pid)
+        if before is None:
+            pending.add(reply.id)
+            continue
+        try:
+            after = apply_reply(before, reply, offers=offers, reserved=reserved, consumed=consumed)
+        except MeshError as exc:
+            refused[reply.id] = str(exc)
+            continue
+        trades[pid] = after
+        if after.state == ACCEPTED and before.state != ACCEPTED:
+            for oid in after.offers:
+                reserved[oid] = pid
+        elif before.state == ACCEPTED and after.state in (CANCELLED, COMPLETED):
+            for oid in after.offers:
+                if reserved.get(oid) == pid:
+                    del reserved[oid]
+                if after.state == COMPLETED and _is_consumed(offers.get(oid)):
+                    consumed.add(oid)
+
+    for pid, trade in trades.items():
+        if trade.state in OPEN_STATES and trade.expires is not None and now_ms >= trade.expires:
+            trades[pid] = replace(trade, state=EXPIRED, updated_ts=max(trade.updated_ts, trade.expires))
+
+    return TradeBook(
+        trades=MappingProxyType(trades),
+        reserved=MappingProxyType(dict(sorted(reserved.items()))),
+        consumed=frozenset(consumed),
+        refused=MappingProxyType(refused),
+        pending=frozenset(pending),
+    )
+
+
+def _order(record: Record) -> tuple[int, bytes, int, bytes]:
+    return (record.ts, record.author, record.seq, record.id)
+
+
+def _is_consumed(info: OfferInfo | None) -> bool:
+    """Whether completing a trade takes this offer out of circulation (unknown: yes)."""
+    return info is None or info.kind not in RETURNING_KINDS
+
+
+def _short(value: bytes) -> str:
+    return value.hex()[:12] + "…"
+
+
+def _actor(trade: Trade, key: bytes) -> str:
+    role = trade.role(key)
+    if role is None:
+        return f"key {_short(key)} (not a party)"
+    return f"the {role} {_short(key)}"
