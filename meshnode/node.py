@@ -41,6 +41,7 @@ class NodeConfig:
     listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
     bootstrap: list[str] = field(default_factory=list)
     max_connections: int = 64
+    min_peers: int = 8  # below this, libp2p dials known peers every 30 s; 0: never
     dial_timeout: float = 10.0
     heartbeat_interval: float = 1.0
     reconnect_interval: float = 5.0
@@ -219,6 +220,7 @@ class Node:
             self.identity,
             psk=psk,
             max_connections=self.config.max_connections,
+            min_peers=self.config.min_peers,
             dial_timeout=self.config.dial_timeout,
         )
         gossip = RecordGossip(

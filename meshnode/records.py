@@ -25,9 +25,10 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, ClassVar
 
+import cbor2
 import nacl.bindings
 import nacl.exceptions
 import nacl.signing
@@ -71,6 +72,7 @@ REPLY_ACTIONS = ("accept", "decline", "counter", "cancel", "complete")
 
 _TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _GEOHASH_RE = re.compile(r"^[0123456789bcdefghjkmnpqrstuvwxyz]+$")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 # --- bodies ------------------------------------------------------------------
@@ -238,7 +240,9 @@ def record_id(encoded: bytes) -> bytes:
 
 def signing_bytes(record: Record) -> bytes:
     """The exact bytes the author's signature covers."""
-    return SIGNING_DOMAIN + wire.encode(_record_map(record, with_sig=False))
+    # The map is built from checked dataclasses, so it is plain data already:
+    # encode it directly (wire.encode would walk it again to check).
+    return SIGNING_DOMAIN + cbor2.dumps(_record_map(record, with_sig=False), canonical=True)
 
 
 def sign_record(record: Record, signing_key: nacl.signing.SigningKey) -> Record:
@@ -277,8 +281,14 @@ def check_author_key(key: bytes) -> None:
     """Refuse keys that are not usable Ed25519 public keys (small order, not on the curve)."""
     if not isinstance(key, bytes) or len(key) != KEY_SIZE:
         raise SignatureError(f"expected a {KEY_SIZE}-byte Ed25519 key, found {_describe(key)}")
-    if not nacl.bindings.crypto_core_ed25519_is_valid_point(key):
+    if not _is_valid_point(key):
         raise SignatureError("author key is not a valid Ed25519 point of large order")
+
+
+@lru_cache(maxsize=8192)
+def _is_valid_point(key: bytes) -> bool:
+    # ~60 us a call, and the same few authors sign most records: cache it.
+    return bool(nacl.bindings.crypto_core_ed25519_is_valid_point(key))
 
 
 def check_record(
@@ -316,7 +326,9 @@ def decode_record(data: bytes) -> Record:
     """
     if isinstance(data, bytes | bytearray | memoryview) and len(data) > MAX_RECORD_SIZE:
         raise DecodeError(f"expected a record of at most {MAX_RECORD_SIZE} bytes, found {len(data)}")
-    value = wire.decode(data, max_size=MAX_RECORD_SIZE, max_depth=wire.DEFAULT_MAX_DEPTH)
+    # The schema check below refuses every unexpected type, so the generic
+    # type walk is skipped (it costs as much as the decoding itself).
+    value = wire.decode(data, max_size=MAX_RECORD_SIZE, max_depth=wire.DEFAULT_MAX_DEPTH, check_types=False)
     record = record_from_map(value)
     # Cache the bytes we were given: decode() proved they are the canonical form.
     record.__dict__["encoded"] = bytes(data)
@@ -381,7 +393,7 @@ def record_from_map(value: Any) -> Record:
     sig = _bytes_field(value["sig"], "sig", SIG_SIZE)
     body = body_from_map(rtype, value["body"])
     record = Record(type=rtype, swarm=swarm, author=author, seq=seq, ts=ts, body=body, sig=sig)
-    _check_envelope(record)
+    _check_envelope(record, body_checked=True)
     return record
 
 
@@ -609,7 +621,7 @@ def _check_item(item: ItemBody) -> None:
     _opt_int(item.expires, "expires")
 
 
-def _check_envelope(record: Record) -> None:
+def _check_envelope(record: Record, *, body_checked: bool = False) -> None:
     if record.v != VERSION:
         raise ValidationError(f"expected record version {VERSION}, found {record.v!r}")
     if record.type not in BODY_TYPES:
@@ -623,7 +635,8 @@ def _check_envelope(record: Record) -> None:
     _check_len(record.author, KEY_SIZE, "author")
     _int_field(record.seq, "seq", 0, 2**63 - 1)
     _int_field(record.ts, "ts", 0, 2**63 - 1)
-    check_body(record.body)
+    if not body_checked:
+        check_body(record.body)
     expires = record.expires
     if expires is not None and expires <= record.ts:
         raise ValidationError("expires: expected a time after the record's own timestamp")
@@ -684,7 +697,7 @@ def _text_field(value: Any, name: str, max_len: int) -> str:
         raise ValidationError(f"{name}: expected text, found {_describe(value)}")
     if len(value) > max_len:
         raise ValidationError(f"{name}: expected at most {max_len} characters, found {len(value)}")
-    if any(ord(c) < 32 and c not in "\n\t" for c in value):
+    if _CONTROL_RE.search(value):
         raise ValidationError(f"{name}: control characters are not allowed")
     return value
 

@@ -45,11 +45,20 @@ def encode(value: Any) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
-def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+def decode(
+    data: bytes,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    check_types: bool = True,
+) -> Any:
     """Decode one canonical CBOR value from ``data``, or raise :class:`DecodeError`.
 
     The whole of ``data`` must be exactly one value: trailing bytes are refused.
     Arrays decode as ``list``, maps as ``dict`` with ``str`` keys.
+    ``check_types=False`` skips the walk that refuses values outside the plain
+    data model (floats, simple values); only for callers whose own schema
+    check refuses every unexpected type anyway (records do).
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"expected bytes to decode, found {type(data).__name__}")
@@ -72,7 +81,8 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DE
         raise
     except Exception as exc:  # cbor2 raises a zoo of types on hostile input
         raise DecodeError(f"malformed CBOR: {exc}") from None
-    _check_plain(value, depth=0, max_depth=max_depth)
+    if check_types:
+        _check_plain(value, depth=0, max_depth=max_depth)
     try:
         again = cbor2.dumps(value, canonical=True)
     except Exception as exc:  # pragma: no cover - _check_plain admits only encodable values

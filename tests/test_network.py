@@ -24,7 +24,7 @@ async def _ring(nodes, swarm):
 
 async def test_a_record_reaches_all_8_nodes_across_hops(tmp_path):
     swarm = Swarm.create("Elm Street")
-    async with running_nodes(tmp_path, 8) as nodes:
+    async with running_nodes(tmp_path, 8, min_peers=0) as nodes:
         for node in nodes:
             await node.join_swarm(swarm)
         await _ring(nodes, swarm)

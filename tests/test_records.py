@@ -108,6 +108,10 @@ def _rebody(record: r.Record, **changes) -> bytes:
         (lambda rec: _remap(rec, author=b"\x01" * 31), ValidationError, "author"),
         (lambda rec: _remap(rec, seq=-1), ValidationError, "seq"),
         (lambda rec: _remap(rec, ts="yesterday"), ValidationError, "ts"),
+        (lambda rec: _remap(rec, seq=1.0), ValidationError, "seq: expected an integer, found float"),
+        (lambda rec: _rebody(rec, quantity=2.5), ValidationError, "quantity"),
+        (lambda rec: _rebody(rec, tags=[1.5]), ValidationError, "tag"),
+        (lambda rec: _rebody(rec, desc=cbor2.undefined), ValidationError, "desc"),
         (lambda rec: _remap(rec, sig=b"\x00" * 63), ValidationError, "sig"),
         (lambda rec: _remap(rec, extra=1), ValidationError, "unexpected"),
         (lambda rec: _remap(rec, body=[1]), ValidationError, "body map"),
@@ -222,7 +226,7 @@ def test_normalize_tags():
 
 # --- properties ---------------------------------------------------------------
 
-texts = st.text(alphabet=st.characters(min_codepoint=32, blacklist_categories=("Cs",)), max_size=40)
+texts = st.text(alphabet=st.characters(min_codepoint=32, blacklist_categories=("Cs", "Cc")), max_size=40)
 tags = st.lists(st.from_regex(r"[a-z0-9][a-z0-9_\-]{0,10}", fullmatch=True), max_size=5).map(
     lambda t: tuple(sorted(set(t)))
 )

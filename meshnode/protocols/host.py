@@ -37,6 +37,8 @@ _libp2p_logger = logging.getLogger("libp2p")
 _libp2p_logger.propagate = True
 if _libp2p_logger.level == logging.NOTSET:
     _libp2p_logger.setLevel(logging.WARNING)
+# The auto-connector forces its own logger to INFO and reports every 30 s cycle.
+logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
 
 DEFAULT_DIAL_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 64
@@ -47,16 +49,21 @@ def build_host(
     *,
     psk: str | None = None,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    min_peers: int = 8,
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
 ) -> IHost:
-    """A libp2p host for ``identity``: Noise only, Yamux, TCP, optional pnet key."""
+    """A libp2p host for ``identity``: Noise only, Yamux, TCP, optional pnet key.
+
+    ``min_peers`` is libp2p's low watermark: below it, the host dials peers it
+    knows from its peerstore every 30 s (pitfall 17). 0 turns that off.
+    """
     key_pair = create_new_key_pair(seed=identity.seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     config = ConnectionConfig(
         max_connections_per_peer=1,
         max_connections=max_connections,
         high_watermark=max_connections,
-        low_watermark=min(8, max_connections),
+        low_watermark=min(min_peers, max_connections),
         min_connections=0,
         dial_timeout=dial_timeout,
     )
