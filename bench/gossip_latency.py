@@ -34,7 +34,7 @@ from tests.netutil import running_nodes, wait_for_mesh
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 async def raw_gossip(n: int, messages: int, payloads: list[bytes]) -> list[float]:
