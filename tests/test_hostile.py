@@ -116,6 +116,8 @@ async def test_hostile_peer_is_refused_penalised_and_cut_off(tmp_path):
             await wait_until(lambda: all(a.store.has(r.id) for r in flowing), timeout=10)
             # The hostile peer ends up banned and disconnected from A.
             await wait_until(lambda: hostile in gossip_a.penalties.banned, timeout=10)
+            assert gossip_a.peer_score(hostile, swarm) <= -20  # below the publish threshold
+            assert gossip_a.peer_score(b.peer_id, swarm) == 0
             await wait_until(lambda: hostile not in a.connected_peers(), timeout=10)
             # Nothing of it was stored: A holds exactly B's records.
             assert a.store.count() == 1 + len(flowing)

@@ -31,6 +31,7 @@ from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import ScoreParams
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshnode.swarm import Swarm
@@ -40,6 +41,28 @@ log = logging.getLogger(__name__)
 #: Largest pubsub RPC frame accepted (a record is at most 16 KiB; leave room for
 #: the pubsub envelope and a few messages per frame). Refuse big frames early.
 MAX_RPC_SIZE = 256 * 1024
+
+
+def score_params() -> ScoreParams:
+    """GossipSub peer scoring driven by our own verdicts.
+
+    Only the behaviour penalty (P5) is used: py-libp2p's P4 "invalid
+    messages" counter also counts messages our validator merely *ignores*
+    (duplicates, rate limits), which would punish honest relays. Each
+    rejected record adds 1 to the forwarder's penalty; the score is
+    ``-(penalty) * weight`` (the weight must be positive: pitfall 10), decaying
+    1 % per heartbeat. Below ``publish_threshold`` a peer's messages are
+    dropped before validation; below ``graylist_threshold`` it is ignored.
+    """
+    return ScoreParams(
+        p5_behavior_penalty_weight=1.0,
+        p5_behavior_penalty_decay=0.99,
+        p5_behavior_penalty_threshold=0.0,
+        gossip_threshold=-10.0,
+        publish_threshold=-20.0,
+        graylist_threshold=-40.0,
+        accept_px_threshold=0.0,
+    )
 
 
 class Verdict(enum.Enum):
@@ -123,6 +146,7 @@ class RecordGossip:
             degree_high=degree_high,
             heartbeat_interval=heartbeat_interval,  # type: ignore[arg-type]
             spam_protection_enabled=False,  # our own per-peer limits run in the judge
+            score_params=score_params(),
         )
         self.pubsub = Pubsub(
             host,
@@ -185,6 +209,13 @@ class RecordGossip:
         """Queue ``data`` for publishing on ``swarm``; waits while the queue is full."""
         await self._publish_send.send((swarm.topic, data))
 
+    def peer_score(self, peer: str, swarm: Swarm) -> float:
+        """GossipSub's score of ``peer`` on ``swarm``'s topic (0 when unscored)."""
+        scorer = getattr(self.router, "scorer", None)
+        if scorer is None:
+            return 0.0
+        return float(scorer.score(ID.from_base58(peer), [swarm.topic]))
+
     def mesh_peers(self, swarm: Swarm) -> list[str]:
         return [p.to_base58() for p in self.pubsub.peer_topics.get(swarm.topic, set())]
 
@@ -239,10 +270,12 @@ class RecordGossip:
             return False
         self.stats.rejected += 1
         try:
-            if forwarder != self.host.get_id() and self.penalties.record(
-                forwarder.to_base58(), time.monotonic()
-            ):
-                self._ban(forwarder)
+            if forwarder != self.host.get_id():
+                scorer = getattr(self.router, "scorer", None)
+                if scorer is not None:
+                    scorer.penalize_behavior(forwarder, 1.0)
+                if self.penalties.record(forwarder.to_base58(), time.monotonic()):
+                    self._ban(forwarder)
         except Exception as exc:  # never raise out of the validator
             log.debug("penalty bookkeeping failed: %r", exc)
         return False
