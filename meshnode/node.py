@@ -47,6 +47,7 @@ class NodeConfig:
     reconnect_interval: float = 5.0
     reconnect_max_backoff: float = 120.0
     penalty_limit: int = 20
+    mdns: bool = False  # advertise and browse on the LAN (open network only)
 
 
 @dataclass
@@ -94,6 +95,8 @@ class Node:
             nursery.start_soon(self._reconnect_loop)
             for addr in self.config.bootstrap:
                 nursery.start_soon(self._dial_quietly, self._networks[None], addr)
+            if self.config.mdns:
+                nursery.start_soon(self._lan_discovery, self._networks[None])
             task_status.started()
 
     @property
@@ -258,6 +261,34 @@ class Node:
             net.known_peers[info.peer_id.to_base58()] = addr
         except Exception as exc:
             log.info("could not dial %s: %s", addr, exc)
+
+    async def _lan_discovery(self, net: _Network) -> None:
+        """Dial peers found by mDNS on the LAN (a claim until Noise proves the id)."""
+        from meshnode.protocols.mdns import LanDiscovery  # zeroconf only when asked for
+
+        send, recv = trio.open_memory_channel[object](32)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._dial_discovered, net, recv)
+            try:
+                await nursery.start(LanDiscovery(net.host, send).run)
+            except OSError as exc:
+                log.warning("LAN discovery is off: %s", exc)
+                nursery.cancel_scope.cancel()
+
+    async def _dial_discovered(self, net: _Network, recv: trio.MemoryReceiveChannel[object]) -> None:
+        async with recv:
+            async for peer_id, addrs in recv:  # type: ignore[misc]
+                pid = peer_id.to_base58()
+                connected = {p.to_base58() for p in net.host.get_connected_peers()}
+                if pid in connected or pid in net.gossip.penalties.banned or not addrs:
+                    continue
+                addr = f"{addrs[0]}/p2p/{pid}"
+                try:
+                    await dial(net.host, peer_info_of(addr), timeout=self.config.dial_timeout)
+                    net.known_peers[pid] = addr
+                    log.info("connected to %s found on the LAN", pid)
+                except Exception as exc:
+                    log.info("could not dial LAN peer %s: %s", pid, exc)
 
     async def _reconnect_loop(self) -> None:
         """Redial known swarm peers that dropped, with exponential back-off per peer."""
