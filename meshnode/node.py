@@ -83,6 +83,7 @@ class Node:
         self._networks: dict[str | None, _Network] = {}
         self._nursery: trio.Nursery | None = None
         self._seq_lock = trio.Lock()
+        self._last_seq: int | None = None  # this node's latest seq, read once from the store
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -191,11 +192,18 @@ class Node:
         if swarm.id not in self.swarm_ids():
             raise NotFound(f"this node is not in swarm {swarm.name!r}")
         async with self._seq_lock:
-            seq = await trio.to_thread.run_sync(self.store.latest_seq, self.identity.public_key) + 1
+            if self._last_seq is None:
+                author = self.identity.public_key
+                self._last_seq = await trio.to_thread.run_sync(self.store.latest_seq, author)
             record = rec.new_record(
-                body, swarm=swarm.id, seq=seq, ts=self.clock(), signing_key=self.identity.signing_key
+                body,
+                swarm=swarm.id,
+                seq=self._last_seq + 1,
+                ts=self.clock(),
+                signing_key=self.identity.signing_key,
             )
             await self.ingest.submit(record)
+            self._last_seq = record.seq
         await self._networks[swarm.psk_hex].gossip.publish(swarm, record.encoded)
         return record
 

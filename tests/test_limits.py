@@ -35,3 +35,14 @@ def test_penalties_forget_old_events():
     p = PeerPenalties(limit=3, window=10)
     for t in (0, 20, 40, 60):
         assert not p.record("slow", t)
+
+
+def test_penalty_memory_is_bounded():
+    p = PeerPenalties(limit=2, window=10, max_peers=50, max_banned=10)
+    for i in range(1000):
+        p.record(f"peer{i}", 0)  # one strike each: tracked, bounded
+    assert len(p._events) == 50
+    for i in range(100):
+        p.record(f"bad{i}", 0)
+        assert p.record(f"bad{i}", 0)
+    assert len(p.banned) == 10

@@ -23,7 +23,8 @@ import enum
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, KeysView
 from dataclasses import dataclass, field
 
 import trio
@@ -87,27 +88,38 @@ class PeerPenalties:
     """Counts invalid messages per peer; a peer over the limit is to be banned.
 
     ``limit`` invalid messages within ``window`` seconds ban a peer. Pure
-    bookkeeping: the caller acts on :meth:`record`'s answer.
+    bookkeeping: the caller acts on :meth:`record`'s answer. Memory is
+    bounded: at most ``max_peers`` peers are tracked and ``max_banned`` bans
+    remembered (oldest forgotten first), so fresh identities cannot grow it.
     """
 
     limit: int = 20
     window: float = 60.0
-    _events: dict[str, list[float]] = field(default_factory=dict)
-    banned: set[str] = field(default_factory=set)
+    max_peers: int = 4096
+    max_banned: int = 4096
+    _events: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
+    _banned: OrderedDict[str, None] = field(default_factory=OrderedDict)
     invalid_total: int = 0
+
+    @property
+    def banned(self) -> KeysView[str]:
+        return self._banned.keys()
 
     def record(self, peer: str, now: float) -> bool:
         """Count one invalid message from ``peer``; True when it must be banned now."""
         self.invalid_total += 1
-        if peer in self.banned:
+        if peer in self._banned:
             return False
-        events = [t for t in self._events.get(peer, []) if now - t < self.window]
+        events = [t for t in self._events.pop(peer, []) if now - t < self.window]
         events.append(now)
-        self._events[peer] = events[-self.limit :]
         if len(events) >= self.limit:
-            self.banned.add(peer)
-            self._events.pop(peer, None)
+            self._banned[peer] = None
+            while len(self._banned) > self.max_banned:
+                self._banned.popitem(last=False)
             return True
+        self._events[peer] = events
+        while len(self._events) > self.max_peers:
+            self._events.popitem(last=False)
         return False
 
 
