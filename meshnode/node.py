@@ -89,16 +89,22 @@ class Node:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the node until cancelled; ``started`` once the open network listens."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await nursery.start(self.ingest.run)
-            await self._network(None)
-            nursery.start_soon(self._reconnect_loop)
-            for addr in self.config.bootstrap:
-                nursery.start_soon(self._dial_quietly, self._networks[None], addr)
-            if self.config.mdns:
-                nursery.start_soon(self._lan_discovery, self._networks[None])
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._start(nursery, task_status)
+        finally:
+            self.ingest.close()
+
+    async def _start(self, nursery: trio.Nursery, task_status: trio.TaskStatus[None]) -> None:
+        self._nursery = nursery
+        await nursery.start(self.ingest.run)
+        await self._network(None)
+        nursery.start_soon(self._reconnect_loop)
+        for addr in self.config.bootstrap:
+            nursery.start_soon(self._dial_quietly, self._networks[None], addr)
+        if self.config.mdns:
+            nursery.start_soon(self._lan_discovery, self._networks[None])
+        task_status.started()
 
     @property
     def peer_id(self) -> str:

@@ -247,8 +247,9 @@ class LanDiscovery:
     meanwhile are already delivered) and returns only by cancellation; it
     owns ``send_channel`` and closes it on exit. ``advertise`` overrides the
     addresses announced (default: the host's transport addresses); with none
-    usable it only browses. ``interfaces`` overrides the IPs zeroconf binds to
-    (default: the advertised IPs; all interfaces if there are none). ``run``
+    usable (loopback only) it does nothing at all unless ``interfaces`` names
+    where to browse. ``interfaces`` overrides the IPs zeroconf binds to
+    (default: the advertised IPs). ``run``
     raises (e.g. OSError) if zeroconf cannot open its sockets; the node may
     catch that and carry on without LAN discovery.
     """
@@ -299,10 +300,12 @@ class LanDiscovery:
                 if raw is None:
                     raw = self._host.get_transport_addrs()
                 self.advertised = advertisable_addrs(raw)
-                if not self.advertised:
-                    log.warning(
-                        "mdns: no LAN address to advertise (listening on loopback only?); browsing only"
-                    )
+                if not self.advertised and self._interfaces_override is None:
+                    # Listening on loopback only: there is no LAN to talk to, and
+                    # browsing would multicast on every interface. Stay silent.
+                    log.info("mdns: off (no LAN address to advertise: listening on loopback only)")
+                    task_status.started()
+                    await trio.sleep_forever()
                 await trio.to_thread.run_sync(self._start_sync)
                 task_status.started()
                 await trio.sleep_forever()
@@ -399,7 +402,7 @@ class LanDiscovery:
                 ip = addr.split("/")[2]
                 if ip not in ips:
                     ips.append(ip)
-            interfaces = ips or InterfaceChoice.All
+            interfaces = ips or InterfaceChoice.All  # only reached with addresses to advertise
         self._zc = Zeroconf(interfaces=interfaces)
         try:
             self._browser = ServiceBrowser(self._zc, self.service_type, listener=self._listener)

@@ -1,0 +1,180 @@
+"""A node's home directory and its config file.
+
+All state of one node lives under one directory: the key, ``config.toml``,
+the database, the API socket, the lock and logs. Which directory: ``--home``,
+else ``$MESHNODE_HOME``, else the platform's data directory (platformdirs).
+Several nodes run side by side on one machine with different homes.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from meshnode import wire
+from meshnode.errors import ConfigError, MeshError
+from meshnode.swarm import Swarm
+
+ENV_HOME = "MESHNODE_HOME"
+CONFIG_NAME = "config.toml"
+DEFAULT_LISTEN = ["/ip4/0.0.0.0/tcp/4001"]
+
+DEFAULT_CONFIG = """\
+# meshnode configuration. Edit, then restart the daemon.
+
+[node]
+# Addresses to listen on (multiaddrs). Port 0 picks a free port.
+listen = ["/ip4/0.0.0.0/tcp/4001"]
+# Peers to dial at start-up, each ending in /p2p/<peer id>.
+bootstrap = []
+# Find neighbours on the local network (mDNS).
+mdns = true
+# Most connections this node keeps.
+max_connections = 64
+"""
+
+
+@dataclass(frozen=True)
+class Home:
+    """The paths of one node's home directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    @property
+    def database(self) -> Path:
+        return self.root / "meshnode.db"
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "api.sock"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "daemon.lock"
+
+    @property
+    def swarms(self) -> Path:
+        return self.root / "swarms.cbor"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "daemon.log"
+
+
+def resolve_home(option: str | os.PathLike[str] | None = None) -> Home:
+    """The home directory to use: ``option``, else ``$MESHNODE_HOME``, else the default."""
+    if option:
+        root = Path(option)
+    elif os.environ.get(ENV_HOME):
+        root = Path(os.environ[ENV_HOME])
+    else:
+        root = Path(platformdirs.user_data_dir("meshnode", appauthor=False))
+    return Home(root.expanduser().absolute())
+
+
+def ensure_home(home: Home) -> None:
+    """Create the home directory (mode 0700) and a default config if missing."""
+    try:
+        home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot create home directory {home.root}: {exc.strerror}") from None
+    mode = stat.S_IMODE(home.root.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(home.root, mode & 0o700)
+    if not home.config.exists():
+        fd = os.open(home.config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(DEFAULT_CONFIG)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The node section of ``config.toml``."""
+
+    listen: list[str] = field(default_factory=lambda: list(DEFAULT_LISTEN))
+    bootstrap: list[str] = field(default_factory=list)
+    mdns: bool = True
+    max_connections: int = 64
+
+
+def load_config(home: Home) -> Config:
+    """Read ``config.toml``; a missing file gives the defaults; a bad one a clear error."""
+    try:
+        text = home.config.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {home.config}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{home.config} is not valid TOML: {exc}") from None
+    node = data.get("node", {})
+    if not isinstance(node, dict):
+        raise ConfigError(f"{home.config}: [node] must be a table")
+    unknown = set(node) - {"listen", "bootstrap", "mdns", "max_connections"}
+    if unknown:
+        raise ConfigError(f"{home.config}: unknown keys in [node]: {sorted(unknown)}")
+    listen = node.get("listen", DEFAULT_LISTEN)
+    bootstrap = node.get("bootstrap", [])
+    for name, value in (("listen", listen), ("bootstrap", bootstrap)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{home.config}: {name} must be a list of multiaddr strings")
+    mdns = node.get("mdns", True)
+    if not isinstance(mdns, bool):
+        raise ConfigError(f"{home.config}: mdns must be true or false")
+    max_connections = node.get("max_connections", 64)
+    if (
+        isinstance(max_connections, bool)
+        or not isinstance(max_connections, int)
+        or not 1 <= max_connections <= 10_000
+    ):
+        raise ConfigError(f"{home.config}: max_connections must be an integer from 1 to 10000")
+    return Config(listen=listen, bootstrap=bootstrap, mdns=mdns, max_connections=max_connections)
+
+
+def load_swarms(home: Home) -> list[Swarm]:
+    """The swarms this node has joined (the file holds swarm keys: mode 0600)."""
+    try:
+        data = home.swarms.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ConfigError(f"cannot read {home.swarms}: {exc.strerror}") from None
+    if stat.S_IMODE(home.swarms.stat().st_mode) & 0o077:
+        raise ConfigError(
+            f"{home.swarms} holds swarm keys but others can read it: run 'chmod 600 {home.swarms}'"
+        )
+    try:
+        value = wire.decode(data, max_size=1 << 20, max_depth=3)
+        return [Swarm(name=s["name"], id=s["id"], key=s.get("key")) for s in value["swarms"]]
+    except (MeshError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{home.swarms} is corrupt ({exc}); restore it or remove it and rejoin") from None
+
+
+def save_swarms(home: Home, swarms: list[Swarm]) -> None:
+    """Write the swarm list atomically (write a temp file, fsync, rename), mode 0600."""
+    entries = []
+    for s in swarms:
+        entry: dict[str, object] = {"name": s.name, "id": s.id}
+        if s.key is not None:
+            entry["key"] = s.key
+        entries.append(entry)
+    data = wire.encode({"v": 1, "swarms": entries})
+    tmp = home.swarms.with_name(f".{home.swarms.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, home.swarms)
