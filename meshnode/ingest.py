@@ -6,6 +6,11 @@ per-author rate before the signature; the signature (the expensive part,
 ~80 % of ingest) in worker threads, since PyNaCl releases the GIL. Verified
 records go to ONE writer task that stores them in batches, one transaction
 per batch, in a worker thread.
+
+Expired records are not refused here: whether a record still matters is the
+store's call (an expired offer may have been extended by a later update; an
+expired proposal may have been accepted in time). The store refuses ids it has
+already pruned, and prunes what has expired.
 """
 
 from __future__ import annotations
@@ -160,7 +165,7 @@ class Ingest:
             return Verdict.IGNORE
         try:
             record = rec.decode_record(data)
-            rec.check_record(record, now_ms=now, swarms={swarm.id})
+            rec.check_record(record, now_ms=now, swarms={swarm.id}, allow_expired=True)
         except MeshError:
             self.stats.invalid += 1
             return Verdict.REJECT
@@ -271,7 +276,7 @@ def _open_all(datas: list[bytes], now: int, swarms: set[bytes]) -> tuple[list[re
     bad = 0
     for data in datas:
         try:
-            ok.append(rec.open_record(data, now_ms=now, swarms=swarms))
+            ok.append(rec.open_record(data, now_ms=now, swarms=swarms, allow_expired=True))
         except MeshError:
             bad += 1
     return ok, bad

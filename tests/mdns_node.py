@@ -1,6 +1,6 @@
 """One meshnode mDNS test node; tests/test_mdns.py runs it inside a network namespace.
 
-Starts a libp2p host (Noise only, Yamux) on ``--addr``, runs LanDiscovery, and
+Starts meshnode's libp2p host (``build_host``: Noise only, Yamux) on ``--addr``, runs LanDiscovery, and
 dials the peer ``--expect`` when it is discovered. Prints JSON lines:
 ``ready``, ``discovered``, ``connected`` (or ``error``), and on exit
 ``stopped`` with the zeroconf threads still alive (should be none). Every
@@ -19,18 +19,12 @@ import sys
 import threading
 import time
 
-import libp2p
 import trio
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
-from libp2p.network.config import ConnectionConfig
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 from multiaddr import Multiaddr
 
+from meshnode.identity import Identity
+from meshnode.protocols.host import build_host
 from meshnode.protocols.mdns import LanDiscovery
 
 
@@ -47,14 +41,7 @@ async def wait_stdin_closed() -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    kp = create_new_key_pair(seed=bytes.fromhex(args.seed))
-    host = libp2p.new_host(
-        key_pair=kp,
-        sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(kp, noise_privkey=create_x25519_key_pair().private_key)},
-        muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
-        connection_config=ConnectionConfig(max_connections_per_peer=1),
-        psk=None,
-    )
+    host = build_host(Identity(seed=bytes.fromhex(args.seed)), min_peers=0)
     send, recv = trio.open_memory_channel(8)
     disc = LanDiscovery(host, send)
     try:

@@ -28,8 +28,10 @@ from multiaddr import Multiaddr
 
 from meshnode.protocols import mdns
 from meshnode.protocols.mdns import SERVICE_TYPE, DiscoveredPeer, LanDiscovery
+from meshnode.swarm import Swarm
 
 NODE_SCRIPT = Path(__file__).with_name("mdns_node.py")
+MESHNODE_SCRIPT = Path(__file__).with_name("mdns_meshnode.py")
 
 
 def peer_id(seed_byte: int) -> ID:
@@ -181,25 +183,12 @@ def _ip(*args: str) -> None:
 
 
 class NodeProc:
-    def __init__(self, ns: str, addr: str, seed_byte: int, expect: ID) -> None:
+    """A test script run inside namespace ``ns``; its JSON lines are collected as events."""
+
+    def __init__(self, ns: str, script: Path, *args: str) -> None:
         self.lines: queue.Queue[dict] = queue.Queue()
         self.proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                sys.executable,
-                str(NODE_SCRIPT),
-                "--addr",
-                addr,
-                "--seed",
-                (bytes([seed_byte]) * 32).hex(),
-                "--expect",
-                expect.to_base58(),
-                "--run-for",
-                "50",
-            ],
+            ["ip", "netns", "exec", ns, sys.executable, str(script), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -254,6 +243,16 @@ class NodeProc:
             pass
 
 
+def bare_node(ns: str, addr: str, seed_byte: int, expect: ID) -> NodeProc:
+    """tests/mdns_node.py: a bare host with LanDiscovery that dials ``expect`` when found."""
+    return NodeProc(
+        ns,
+        NODE_SCRIPT,
+        *("--addr", addr, "--seed", (bytes([seed_byte]) * 32).hex()),
+        *("--expect", expect.to_base58(), "--run-for", "50"),
+    )
+
+
 @pytest.fixture
 def two_namespaces():
     """Two namespaces joined by a veth pair; 10.213.<n>.1/.2 exist only inside them."""
@@ -306,14 +305,14 @@ def test_two_nodes_discover_and_connect(two_namespaces, record_property) -> None
     id_a, id_b = peer_id(0xA1), peer_id(0xB2)
     nodes: list[NodeProc] = []
     try:
-        a = NodeProc(ns_a, addr_a, 0xA1, expect=id_b)
+        a = bare_node(ns_a, addr_a, 0xA1, expect=id_b)
         nodes.append(a)
         ready_a = a.wait_for("ready", time.monotonic() + 20)
         assert ready_a["peer_id"] == id_a.to_base58()
         assert [x.split("/")[2] for x in ready_a["advertised"]] == [addr_a]  # never 0.0.0.0
 
         # B joins a running LAN: A learns of B from B's announcement, B of A by querying.
-        b = NodeProc(ns_b, addr_b, 0xB2, expect=id_a)
+        b = bare_node(ns_b, addr_b, 0xB2, expect=id_a)
         nodes.append(b)
         deadline = time.monotonic() + 20
         found = {"a": a.wait_for("discovered", deadline), "b": b.wait_for("discovered", deadline)}
@@ -340,6 +339,104 @@ def test_two_nodes_discover_and_connect(two_namespaces, record_property) -> None
             stopped = n.wait_for("stopped", time.monotonic() + 15)
             assert stopped["threads"] == [], "zeroconf threads left running"
             assert stopped["stats"]["errors"] == 0
+            assert n.proc.wait(timeout=10) == 0
+    finally:
+        for n in nodes:
+            n.stop()
+            n.kill()
+
+
+def meshnode_node(ns: str, addr: str, db: Path, swarm: Swarm, *, publish: str = "") -> NodeProc:
+    """tests/mdns_meshnode.py: a real meshnode Node (mdns=True) in ``swarm``, told no peer address."""
+    args = ["--addr", addr, "--db", str(db), "--swarm-name", swarm.name, "--swarm-id", swarm.id.hex()]
+    if publish:
+        args += ["--publish", publish]
+    return NodeProc(ns, MESHNODE_SCRIPT, *args, "--run-for", "80")
+
+
+@pytest.mark.timeout(90)
+def test_two_meshnodes_find_each_other_and_gossip_an_offer(
+    two_namespaces, tmp_path: Path, record_property
+) -> None:
+    """Two real Nodes in one open swarm, each told nobody's address: mDNS, dial, mesh, offer stored."""
+    (ns_a, addr_a), (ns_b, addr_b) = two_namespaces
+    swarm = Swarm.create("LAN test")
+    title = "Drill on the LAN"
+    nodes: list[NodeProc] = []
+    try:
+        start = time.time()
+        deadline = time.monotonic() + 30
+        a = meshnode_node(ns_a, addr_a, tmp_path / "a.db", swarm, publish=title)
+        b = meshnode_node(ns_b, addr_b, tmp_path / "b.db", swarm)
+        nodes += [a, b]
+        ready_a, ready_b = a.wait_for("ready", deadline), b.wait_for("ready", deadline)
+        assert ready_a["peer_id"] != ready_b["peer_id"]
+        assert [x.split("/")[2] for x in ready_a["addrs"]] == [addr_a]
+        assert [x.split("/")[2] for x in ready_b["addrs"]] == [addr_b]
+
+        found_a, found_b = a.wait_for("discovered", deadline), b.wait_for("discovered", deadline)
+        assert found_a["peer"] == ready_b["peer_id"]
+        assert found_b["peer"] == ready_a["peer_id"]
+        assert [x.split("/")[2] for x in found_a["addrs"]] == [addr_b]
+        assert [x.split("/")[2] for x in found_b["addrs"]] == [addr_a]
+        conn_a, conn_b = a.wait_for("connected", deadline), b.wait_for("connected", deadline)
+        assert conn_a["peer"] == ready_b["peer_id"]
+        assert conn_b["peer"] == ready_a["peer_id"]
+
+        mesh_a = a.wait_for("mesh", deadline)
+        assert ready_b["peer_id"] in mesh_a["peers"]
+        published = a.wait_for("published", deadline)
+        stored = b.wait_for("stored", deadline)
+        assert stored["id"] == published["id"]
+        assert stored["title"] == title
+        assert stored["author"] == ready_a["author"]
+
+        def since_start(event: dict) -> float:
+            return round(event["wall"] - start, 3)
+
+        timings = {
+            "a_ready": since_start(ready_a),
+            "b_ready": since_start(ready_b),
+            "a_found_b": since_start(found_a),
+            "b_found_a": since_start(found_b),
+            "a_connected": since_start(conn_a),
+            "b_connected": since_start(conn_b),
+            "a_mesh": since_start(mesh_a),
+            "a_published": since_start(published),
+            "b_stored": since_start(stored),
+        }
+        first_found = min(found_a["wall"], found_b["wall"])
+        first_connected = min(conn_a["wall"], conn_b["wall"])
+        timings["found_to_connected"] = round(first_connected - first_found, 3)
+        timings["connected_to_stored"] = round(stored["wall"] - first_connected, 3)
+        timings["published_to_stored"] = round(stored["wall"] - published["wall"], 3)
+        dialers = [
+            n for n, proc in (("a", a), ("b", b)) if any(e["event"] == "lan_dialed" for e in proc.events)
+        ]
+        for key, value in timings.items():
+            record_property(f"mdns_meshnode_{key}_seconds", value)
+        record_property("mdns_meshnode_dialed_by", ",".join(dialers))
+        print(
+            "\nmeshnode over mDNS, seconds after both processes were started: "
+            + ", ".join(f"{k}={v:.3f}" for k, v in timings.items())
+            + f"; LAN dial succeeded on: {dialers or 'none logged yet'}"
+        )
+        assert timings["b_stored"] < 30
+        import os as _os
+        if _os.environ.get("DBG"):
+            time.sleep(3)
+            for nm, n in (("A", a), ("B", b)):
+                n.stop(); n.wait_for("stopped", time.monotonic() + 15)
+                while not n.lines.empty():
+                    n.events.append(n.lines.get())
+                print(nm, [ (e["event"], e.get("per_peer")) for e in n.events])
+                print(nm, "STDERR", "".join(n.stderr)[-3000:])
+
+        for n in nodes:
+            n.stop()
+        for n in nodes:
+            stopped = n.wait_for("stopped", time.monotonic() + 15)
+            assert stopped["threads"] == [], "zeroconf threads left running"
             assert n.proc.wait(timeout=10) == 0
     finally:
         for n in nodes:
