@@ -77,3 +77,41 @@ async def test_private_swarm_admits_key_holders_and_refuses_others(tmp_path):
         assert d.peer_id not in a.connected_peers()
         await trio.sleep(0.5)
         assert not c.store.has(record.id) and not d.store.has(record.id)
+
+
+async def test_a_dropped_peer_is_redialled_when_it_comes_back(tmp_path):
+    from meshnode.identity import Identity
+    from meshnode.node import Node, NodeConfig
+    from meshnode.store import Store
+
+    swarm = Swarm.create("Elm Street")
+    async with running_nodes(tmp_path, 1, min_peers=0, reconnect_interval=0.3) as (a,):
+        await a.join_swarm(swarm)
+        ident = Identity.generate()
+        store = Store.open(tmp_path / "b.db")
+        try:
+            port = None
+            for attempt in range(2):  # run B, stop it, run it again on the same port
+                listen = f"/ip4/127.0.0.1/tcp/{port or 0}"
+                b = Node(ident, store, NodeConfig(listen=[listen], min_peers=0))
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(b.run)
+                    await b.join_swarm(swarm)
+                    if attempt == 0:
+                        port = b.addrs()[0].split("/")[4]
+                        await a.connect(b.addrs()[0])
+                        assert b.peer_id in a.connected_peers()
+                    else:
+                        # A notices B is back and redials it by itself (clearing
+                        # libp2p's 60 s negative dial cache), with back-off.
+                        took = await wait_until(lambda: b.peer_id in a.connected_peers(), timeout=15)
+                        print(f"redialled after {took:.1f} s")
+                        await wait_for_mesh([a, b], swarm)
+                        record = await a.publish(rec.OfferBody(title="Back again", kind="give"), swarm)
+                        await wait_until(lambda: store.has(record.id), timeout=10)
+                    nursery.cancel_scope.cancel()
+                if attempt == 0:
+                    await wait_until(lambda: b.peer_id not in a.connected_peers(), timeout=10)
+                    await trio.sleep(1.0)  # A fails a few redials while B is down
+        finally:
+            store.close()
