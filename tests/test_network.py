@@ -104,14 +104,14 @@ async def test_a_dropped_peer_is_redialled_when_it_comes_back(tmp_path):
                     else:
                         # A notices B is back and redials it by itself (clearing
                         # libp2p's 60 s negative dial cache), with back-off.
-                        took = await wait_until(lambda: b.peer_id in a.connected_peers(), timeout=15)
+                        took = await wait_until(lambda b=b: b.peer_id in a.connected_peers(), timeout=15)
                         print(f"redialled after {took:.1f} s")
                         await wait_for_mesh([a, b], swarm)
                         record = await a.publish(rec.OfferBody(title="Back again", kind="give"), swarm)
-                        await wait_until(lambda: store.has(record.id), timeout=10)
+                        await wait_until(lambda r=record: store.has(r.id), timeout=10)
                     nursery.cancel_scope.cancel()
                 if attempt == 0:
-                    await wait_until(lambda: b.peer_id not in a.connected_peers(), timeout=10)
+                    await wait_until(lambda b=b: b.peer_id not in a.connected_peers(), timeout=10)
                     await trio.sleep(1.0)  # A fails a few redials while B is down
         finally:
             store.close()
