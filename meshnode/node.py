@@ -17,9 +17,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 from libp2p.abc import IHost
+from libp2p.peer.peerinfo import PeerInfo
 
 from meshnode import records as rec
 from meshnode.errors import BadValue, NetworkError, NotFound
@@ -32,6 +34,7 @@ from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0
+LAN_DIAL_DEFER = 2.0  # s; on the LAN the peer with the larger id lets the other dial first
 
 
 @dataclass
@@ -290,19 +293,36 @@ class Node:
                 nursery.cancel_scope.cancel()
 
     async def _dial_discovered(self, net: _Network, recv: trio.MemoryReceiveChannel[object]) -> None:
-        async with recv:
+        """Dial LAN peers concurrently (a few at a time), each once while in flight."""
+        dialing: set[str] = set()
+        limiter = trio.CapacityLimiter(4)
+        async with recv, trio.open_nursery() as nursery:
             async for peer_id, addrs in recv:  # type: ignore[misc]
                 pid = peer_id.to_base58()
-                connected = {p.to_base58() for p in net.host.get_connected_peers()}
-                if pid in connected or pid in net.gossip.penalties.banned or not addrs:
+                if pid in dialing or pid in net.gossip.penalties.banned or not addrs:
                     continue
-                addr = f"{addrs[0]}/p2p/{pid}"
-                try:
-                    await dial(net.host, peer_info_of(addr), timeout=self.config.dial_timeout)
-                    net.known_peers[pid] = addr
-                    log.info("connected to %s found on the LAN", pid)
-                except Exception as exc:
-                    log.info("could not dial LAN peer %s: %s", pid, exc)
+                dialing.add(pid)
+                nursery.start_soon(self._dial_lan_peer, net, peer_id, list(addrs), dialing, limiter)
+
+    async def _dial_lan_peer(
+        self, net: _Network, peer_id: Any, addrs: list[Any], dialing: set[str], limiter: trio.CapacityLimiter
+    ) -> None:
+        pid = peer_id.to_base58()
+        try:
+            if net.host.get_id().to_bytes() > peer_id.to_bytes():
+                # Both sides discover each other at once: the larger id lets the
+                # other dial first, so the two do not end up with two connections.
+                await trio.sleep(LAN_DIAL_DEFER)
+            if peer_id in net.host.get_connected_peers():
+                return
+            async with limiter:
+                await dial(net.host, PeerInfo(peer_id, addrs), timeout=self.config.dial_timeout)
+            net.known_peers[pid] = f"{addrs[0]}/p2p/{pid}"
+            log.info("connected to %s found on the LAN", pid)
+        except Exception as exc:
+            log.info("could not dial LAN peer %s: %s", pid, exc)
+        finally:
+            dialing.discard(pid)
 
     async def _reconnect_loop(self) -> None:
         """Redial known swarm peers that dropped, with exponential back-off per peer."""

@@ -367,8 +367,9 @@ def test_two_meshnodes_find_each_other_and_gossip_an_offer(
         start = time.time()
         deadline = time.monotonic() + 30
         a = meshnode_node(ns_a, addr_a, tmp_path / "a.db", swarm, publish=title)
+        nodes.append(a)
         b = meshnode_node(ns_b, addr_b, tmp_path / "b.db", swarm)
-        nodes += [a, b]
+        nodes.append(b)
         ready_a, ready_b = a.wait_for("ready", deadline), b.wait_for("ready", deadline)
         assert ready_a["peer_id"] != ready_b["peer_id"]
         assert [x.split("/")[2] for x in ready_a["addrs"]] == [addr_a]
@@ -410,27 +411,13 @@ def test_two_meshnodes_find_each_other_and_gossip_an_offer(
         timings["found_to_connected"] = round(first_connected - first_found, 3)
         timings["connected_to_stored"] = round(stored["wall"] - first_connected, 3)
         timings["published_to_stored"] = round(stored["wall"] - published["wall"], 3)
-        dialers = [
-            n for n, proc in (("a", a), ("b", b)) if any(e["event"] == "lan_dialed" for e in proc.events)
-        ]
         for key, value in timings.items():
             record_property(f"mdns_meshnode_{key}_seconds", value)
-        record_property("mdns_meshnode_dialed_by", ",".join(dialers))
         print(
             "\nmeshnode over mDNS, seconds after both processes were started: "
             + ", ".join(f"{k}={v:.3f}" for k, v in timings.items())
-            + f"; LAN dial succeeded on: {dialers or 'none logged yet'}"
         )
         assert timings["b_stored"] < 30
-        import os as _os
-        if _os.environ.get("DBG"):
-            time.sleep(3)
-            for nm, n in (("A", a), ("B", b)):
-                n.stop(); n.wait_for("stopped", time.monotonic() + 15)
-                while not n.lines.empty():
-                    n.events.append(n.lines.get())
-                print(nm, [ (e["event"], e.get("per_peer")) for e in n.events])
-                print(nm, "STDERR", "".join(n.stderr)[-3000:])
 
         for n in nodes:
             n.stop()
@@ -438,6 +425,18 @@ def test_two_meshnodes_find_each_other_and_gossip_an_offer(
             stopped = n.wait_for("stopped", time.monotonic() + 15)
             assert stopped["threads"] == [], "zeroconf threads left running"
             assert n.proc.wait(timeout=10) == 0
+
+        # Every line is read now. Both nodes dial whom they discover: when they do so at the
+        # same moment libp2p keeps both connections (max_connections_per_peer=1 spares new
+        # ones from trimming). Reported, not asserted.
+        dialers = [
+            name for name, n in (("a", a), ("b", b)) if any(e["event"] == "lan_dialed" for e in n.events)
+        ]
+        counts = [e["per_peer"] for n in nodes for e in n.events if e["event"] == "connections"]
+        most_conns = max((max(c.values(), default=0) for c in counts), default=0)
+        record_property("mdns_meshnode_dialed_by", ",".join(dialers))
+        record_property("mdns_meshnode_max_connections_per_peer", most_conns)
+        print(f"LAN dial succeeded on: {dialers}; most connections to one peer: {most_conns}")
     finally:
         for n in nodes:
             n.stop()
