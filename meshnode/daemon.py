@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import os
 import signal
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
-from meshnode.errors import DaemonAlreadyRunning
+from meshnode.errors import ConfigError, DaemonAlreadyRunning
 from meshnode.home import Home, ensure_home, load_config, load_swarms
 from meshnode.keyfile import create_identity
 from meshnode.node import Node, NodeConfig
@@ -86,7 +88,10 @@ async def run_daemon(
     announce: Callable[[str], None] = print,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node for ``home`` until SIGINT or SIGTERM (or cancellation)."""
+    """Run a node and its local API for ``home`` until SIGINT, SIGTERM or ``meshnode stop``."""
+    from meshnode.api.http import serve_api
+    from meshnode.api.service import ApiService
+
     ensure_home(home)
     config = load_config(home)
     identity, _ = create_identity(home.root)
@@ -105,18 +110,41 @@ async def run_daemon(
                     max_connections=config.max_connections,
                 ),
             )
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(node.run)
-                    for swarm in load_swarms(home):
-                        await node.join_swarm(swarm)
-                    announce(f"ready peer_id={node.peer_id} addrs={','.join(node.addrs())}")
-                    task_status.started(node)
-                    async for signum in signals:
-                        log.info("received %s: shutting down", signal.Signals(signum).name)
-                        break
-                    nursery.cancel_scope.cancel()
+            stop = trio.Event()
+            service = ApiService(node, home, request_stop=stop.set)
+            try:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(node.run)
+                        for swarm in load_swarms(home):
+                            await node.join_swarm(swarm)
+                        await nursery.start(functools.partial(serve_api, service, home.socket, shutdown=stop))
+                        check_socket(home)
+                        nursery.start_soon(_wait_for_signal, signals, stop)
+                        announce(f"ready peer_id={node.peer_id} addrs={','.join(node.addrs())}")
+                        task_status.started(node)
+                        await stop.wait()
+                        await trio.sleep(0.1)  # let the API answer the stop request
+                        nursery.cancel_scope.cancel()
+            finally:
+                service.close()
         finally:
             store.close()
     finally:
         lock.release()
+
+
+async def _wait_for_signal(signals: object, stop: trio.Event) -> None:
+    async for signum in signals:  # type: ignore[attr-defined]
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+        return
+
+
+def check_socket(home: Home) -> None:
+    """Refuse to serve an API socket that others could reach."""
+    mode = stat.S_IMODE(os.stat(home.socket).st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"API socket {home.socket} has mode {mode:04o}; refusing to serve it (expected 0600)"
+        )

@@ -101,7 +101,422 @@ def daemon(
     def announce(line: str) -> None:
         print(line, flush=True)
 
-    trio.run(functools.partial(run_daemon, resolve_home(home), listen=list(listen or []), announce=announce))
+    try:
+        run = functools.partial(run_daemon, resolve_home(home), listen=list(listen or []), announce=announce)
+        trio.run(run)
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        mesh = [e for e in leaves if isinstance(e, MeshError)]
+        if mesh:
+            raise mesh[0] from None
+        logging.getLogger("meshnode").error("daemon crashed", exc_info=group)
+        fail(f"the daemon stopped on an internal error: {leaves[0]!r} (details in the log above)")
+
+
+def _leaves(exc: BaseException) -> Any:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def client(home: str | None) -> Any:
+    from meshnode.cli.client import ApiClient
+    from meshnode.home import resolve_home
+
+    return ApiClient(resolve_home(home))
+
+
+def show_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], *, empty: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if not rows:
+        typer.echo(empty)
+        return
+    t = Table(show_edge=False, header_style="bold")
+    for _, title in columns:
+        t.add_column(title)
+    for row in rows:
+        t.add_row(*(_cell(row.get(key)) for key, _ in columns))
+    Console(width=160).print(t)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(_short(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return _short(value) if isinstance(value, str) else str(value)
+
+
+def _short(value: str) -> str:
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]
+    if value.startswith("12D3KooW") and len(value) > 20:
+        return value[:8] + "…" + value[-6:]
+    return value
+
+
+# --- node ---------------------------------------------------------------------
+
+
+@app.command("id")
+@mesh_errors
+def id_(home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """This node's peer id and addresses."""
+    data = client(home).get("/id")
+    if json_out:
+        show_json(data)
+        return
+    typer.echo(data["peer_id"])
+    for addr in data["addrs"]:
+        typer.echo(f"  {addr}")
+
+
+@app.command()
+@mesh_errors
+def status(home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """What the daemon is doing."""
+    data = client(home).get("/status")
+    if json_out:
+        show_json(data)
+        return
+    typer.echo(f"peer id:  {data['peer_id']}")
+    typer.echo(f"swarms:   {', '.join(data['swarms']) or '-'}")
+    typer.echo(f"peers:    {data['peers']}")
+    typer.echo(f"records:  {data['records']}")
+
+
+@app.command()
+@mesh_errors
+def peers(home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """Peers this node is connected to."""
+    data = client(home).get("/peers")
+    if json_out:
+        show_json(data)
+        return
+    table(data, [("peer_id", "peer")], empty="no peers connected")
+
+
+@app.command()
+@mesh_errors
+def connect(multiaddr: str, home: HomeOption = None) -> None:
+    """Connect to a peer: /ip4/…/tcp/…/p2p/<peer id>."""
+    data = client(home).post("/connect", {"addr": multiaddr})
+    typer.echo(f"connected to {data['peer_id']}")
+
+
+@app.command()
+@mesh_errors
+def stop(home: HomeOption = None) -> None:
+    """Stop the daemon of this home."""
+    client(home).post("/stop")
+    typer.echo("daemon stopping")
+
+
+# --- swarms -------------------------------------------------------------------
+
+swarm_app = typer.Typer(help="Create, join and leave neighbourhood swarms.", no_args_is_help=True)
+app.add_typer(swarm_app, name="swarm")
+
+
+@swarm_app.command("create")
+@mesh_errors
+def swarm_create(
+    name: str,
+    private: Annotated[
+        bool, typer.Option("--private", help="Only holders of the invite can connect.")
+    ] = False,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Create a swarm and join it."""
+    data = client(home).post("/swarms", {"name": name, "private": private})
+    if json_out:
+        show_json(data)
+        return
+    typer.echo(f"created {'private ' if data['private'] else ''}swarm {data['name']!r}")
+    typer.echo(f"invite neighbours with: meshnode swarm invite {shlex_quote(data['name'])}")
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+@swarm_app.command("invite")
+@mesh_errors
+def swarm_invite(name: str, home: HomeOption = None) -> None:
+    """Print an invite code for a swarm (alone on stdout)."""
+    typer.echo(client(home).get(f"/swarms/{quote(name)}/invite")["code"])
+
+
+def quote(text: str) -> str:
+    from urllib.parse import quote as q
+
+    return q(text, safe="")
+
+
+@swarm_app.command("join")
+@mesh_errors
+def swarm_join(code: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """Join a swarm with an invite code."""
+    data = client(home).post("/swarms/join", {"code": code})
+    if json_out:
+        show_json(data)
+        return
+    typer.echo(f"joined swarm {data['name']!r}")
+    if data.get("warning"):
+        typer.echo(f"warning: {data['warning']}", err=True)
+
+
+@swarm_app.command("list")
+@mesh_errors
+def swarm_list(home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """The swarms this node is in."""
+    data = client(home).get("/swarms")
+    if json_out:
+        show_json(data)
+        return
+    table(data, [("name", "name"), ("private", "private"), ("id", "id")], empty="no swarms yet")
+
+
+@swarm_app.command("leave")
+@mesh_errors
+def swarm_leave(name: str, home: HomeOption = None) -> None:
+    """Leave a swarm."""
+    client(home).delete(f"/swarms/{quote(name)}")
+    typer.echo(f"left swarm {name!r}")
+
+
+# --- offers and wants ---------------------------------------------------------
+
+ITEM_COLUMNS = [
+    ("id", "id"),
+    ("title", "title"),
+    ("kind", "kind"),
+    ("tags", "tags"),
+    ("author", "author"),
+    ("trust", "trust"),
+    ("expires", "expires"),
+]
+
+
+def item_app(type_: str, plural: str, what: str) -> typer.Typer:
+    sub = typer.Typer(help=f"Publish and browse {plural}.", no_args_is_help=True)
+
+    @sub.command("add")
+    @mesh_errors
+    def add(
+        title: str,
+        kind: Annotated[str, typer.Option("--kind", help="lend, give, swap or service.")] = "give",
+        tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
+        desc: Annotated[str, typer.Option("--desc", help="A longer description.")] = "",
+        expires: Annotated[float | None, typer.Option("--expires", help="Expire after DAYS.")] = None,
+        where: Annotated[str, typer.Option("--where", help="Coarse location: a geohash of up to 6.")] = "",
+        swarm: Annotated[str | None, typer.Option("--swarm", help="Which swarm (if in several).")] = None,
+        home: HomeOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        body = {"title": title, "kind": kind, "tags": tag or [], "desc": desc, "where": where}
+        if expires is not None:
+            body["expires_days"] = expires
+        if swarm:
+            body["swarm"] = swarm
+        data = client(home).post(f"/{plural}", body)
+        typer.echo(json.dumps(data) if json_out else data["id"])
+
+    add.__doc__ = f"Publish {what}; prints its id."
+
+    @sub.command("list")
+    @mesh_errors
+    def listing(
+        mine: Annotated[bool, typer.Option("--mine", help="Only your own.")] = False,
+        kind: Annotated[str | None, typer.Option("--kind")] = None,
+        tag: Annotated[str | None, typer.Option("--tag")] = None,
+        query: Annotated[str | None, typer.Option("--query", help="Full-text search.")] = None,
+        home: HomeOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        params: dict[str, Any] = {"kind": kind, "tag": tag, "query": query}
+        if mine:
+            params["mine"] = "true"
+        data = client(home).get(f"/{plural}", **params)
+        if json_out:
+            show_json(data)
+            return
+        table(data, ITEM_COLUMNS, empty=f"no {plural} found")
+
+    listing.__doc__ = f"List live {plural}, most trusted authors first."
+
+    @sub.command("show")
+    @mesh_errors
+    def show(item_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+        data = client(home).get(f"/{plural}/{quote(item_id)}")
+        if json_out:
+            show_json(data)
+            return
+        for key in (
+            "id",
+            "title",
+            "kind",
+            "tags",
+            "desc",
+            "where",
+            "author",
+            "trust",
+            "created",
+            "expires",
+            "withdrawn",
+        ):
+            value = data.get(key)
+            typer.echo(f"{key + ':':10} {', '.join(value) if isinstance(value, list) else value}")
+
+    show.__doc__ = f"Show one {type_}."
+
+    @sub.command("withdraw")
+    @mesh_errors
+    def withdraw(item_id: str, home: HomeOption = None) -> None:
+        data = client(home).delete(f"/{plural}/{quote(item_id)}")
+        typer.echo(f"withdrew {data['withdrawn'][:12]}")
+
+    withdraw.__doc__ = f"Withdraw one of your {plural}."
+    return sub
+
+
+app.add_typer(item_app("offer", "offers", "an offer (something you lend, give, swap or do)"), name="offer")
+app.add_typer(item_app("want", "wants", "a want (something you look for)"), name="want")
+
+
+# --- barter -------------------------------------------------------------------
+
+TRADE_COLUMNS = [
+    ("id", "id"),
+    ("state", "state"),
+    ("from", "from"),
+    ("to", "to"),
+    ("give", "give"),
+    ("take", "take"),
+]
+
+
+@app.command()
+@mesh_errors
+def propose(
+    offer_id: str,
+    give: Annotated[list[str] | None, typer.Option("--give", help="One of your offers (repeatable).")] = None,
+    note: Annotated[str, typer.Option("--note")] = "",
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Propose a trade for a neighbour's offer; prints the proposal id."""
+    data = client(home).post("/proposals", {"offer": offer_id, "give": give or [], "note": note})
+    typer.echo(json.dumps(data) if json_out else data["id"])
+
+
+@app.command()
+@mesh_errors
+def proposals(home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """Your trades, newest first."""
+    data = client(home).get("/proposals")
+    if json_out:
+        show_json(data)
+        return
+    table(data, TRADE_COLUMNS, empty="no proposals")
+
+
+def _reply(
+    action: str, proposal_id: str, home: str | None, json_out: bool, body: dict[str, Any] | None = None
+) -> None:
+    data = client(home).post(f"/proposals/{quote(proposal_id)}/{action}", body or {})
+    if json_out:
+        show_json(data)
+        return
+    typer.echo(f"{data['id'][:12]} is now {data['state']}")
+
+
+@app.command()
+@mesh_errors
+def accept(proposal_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """Accept a proposal (reserves the offers in it)."""
+    _reply("accept", proposal_id, home, json_out)
+
+
+@app.command()
+@mesh_errors
+def decline(proposal_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """Decline a proposal."""
+    _reply("decline", proposal_id, home, json_out)
+
+
+@app.command()
+@mesh_errors
+def cancel(proposal_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """Cancel your proposal, or an accepted trade nobody has completed yet."""
+    _reply("cancel", proposal_id, home, json_out)
+
+
+@app.command()
+@mesh_errors
+def complete(proposal_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """Mark an accepted trade done on your side (completed once both have)."""
+    _reply("complete", proposal_id, home, json_out)
+
+
+@app.command()
+@mesh_errors
+def counter(
+    proposal_id: str,
+    give: Annotated[list[str] | None, typer.Option("--give", help="An offer of yours you give.")] = None,
+    take: Annotated[list[str] | None, typer.Option("--take", help="An offer of theirs you take.")] = None,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Answer a proposal with other terms."""
+    _reply("counter", proposal_id, home, json_out, {"give": give or [], "take": take or []})
+
+
+# --- trust --------------------------------------------------------------------
+
+
+@app.command()
+@mesh_errors
+def vouch(
+    peer_id: str,
+    level: Annotated[float, typer.Option("--level", help="From -1 (distrust) to 1.")] = 0.8,
+    note: Annotated[str, typer.Option("--note")] = "",
+    swarm: Annotated[str | None, typer.Option("--swarm")] = None,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Vouch for (or, with a negative level, warn about) a neighbour."""
+    body: dict[str, Any] = {"peer": peer_id, "level": level, "note": note}
+    if swarm:
+        body["swarm"] = swarm
+    data = client(home).post("/vouch", body)
+    typer.echo(json.dumps(data) if json_out else f"vouched for {peer_id} at {level:+.2f}")
+
+
+@app.command()
+@mesh_errors
+def trust(peer_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """How much you trust a peer, and through whom."""
+    data = client(home).get(f"/trust/{quote(peer_id)}")
+    if json_out:
+        show_json(data)
+        return
+    typer.echo(f"{data['peer']}: {data['score']:.2f}")
+    for path in data["paths"]:
+        typer.echo("  " + " → ".join(_short(k) for k in path["keys"]) + f"  ({path['strength']:.2f})")
 
 
 def main() -> None:  # pragma: no cover - console script entry

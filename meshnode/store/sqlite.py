@@ -761,6 +761,19 @@ class Store:
         with self._op("looking up a record") as conn:
             return conn.execute("SELECT 1 FROM records WHERE id = ?", (record_id,)).fetchone() is not None
 
+    def ids_with_prefix(self, prefix: bytes, limit: int = 2) -> list[bytes]:
+        """Record ids starting with ``prefix`` (uses the id index; for short ids)."""
+        lo = prefix
+        hi = (int.from_bytes(prefix, "big") + 1).to_bytes(len(prefix), "big") if prefix.strip(b"\xff") else None
+        with self._op("looking up an id prefix") as conn:
+            if hi is None or len(hi) > len(prefix):
+                rows = conn.execute("SELECT id FROM records WHERE id >= ? LIMIT ?", (lo, limit)).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT id FROM records WHERE id >= ? AND id < ? LIMIT ?", (lo, hi, limit)
+                ).fetchall()
+        return [bytes(r[0]) for r in rows if bytes(r[0]).startswith(prefix)]
+
     def missing(self, ids: Iterable[bytes]) -> list[bytes]:
         """The ids of ``ids`` not stored here, in their order, without repeats."""
         wanted = list(dict.fromkeys(ids))

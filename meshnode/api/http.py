@@ -1,0 +1,286 @@
+"""The local HTTP+JSON API (starlette), served by hypercorn on trio.
+
+It listens on a Unix socket in the node's home, created mode 0600 (and the
+home itself is 0700), so only the node's owner can use it. Errors come back
+as ``{"error": {"code": <stable code>, "message": <one line>}}`` with an HTTP
+status that fits the error class.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from meshnode.api.service import ApiService
+from meshnode.errors import (
+    BadValue,
+    DaemonAlreadyRunning,
+    MeshError,
+    NetworkError,
+    NotAllowed,
+    NotFound,
+    ValidationError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+API_PREFIX = "/v1"
+
+
+def status_of(exc: MeshError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, NotAllowed):
+        return 403
+    if isinstance(exc, BadValue | ValidationError):
+        return 400
+    if isinstance(exc, DaemonAlreadyRunning):
+        return 409
+    if isinstance(exc, NetworkError):
+        return 502
+    return 500
+
+
+def error_response(exc: MeshError) -> JSONResponse:
+    return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status_code=status_of(exc))
+
+
+Handler = Callable[[Request, ApiService], Awaitable[Any]]
+
+
+def endpoint(handler: Handler, service: ApiService) -> Callable[[Request], Awaitable[JSONResponse]]:
+    async def run(request: Request) -> JSONResponse:
+        try:
+            return JSONResponse(await handler(request, service))
+        except MeshError as exc:
+            return error_response(exc)
+        except trio.Cancelled:
+            raise
+        except Exception:
+            log.exception("API %s %s failed", request.method, request.url.path)
+            return JSONResponse(
+                {"error": {"code": "internal", "message": "internal error: see the daemon's log"}},
+                status_code=500,
+            )
+
+    return run
+
+
+async def body(request: Request, allowed: set[str]) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise BadValue(f"request body too large: at most {MAX_BODY} bytes")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadValue("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadValue("request body must be a JSON object")
+    extra = set(data) - allowed
+    if extra:
+        raise BadValue(f"unexpected fields {sorted(extra)}; allowed: {sorted(allowed)}")
+    return data
+
+
+def qbool(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise BadValue(f"{name}: expected true or false")
+    return value in ("true", "1")
+
+
+def qint(request: Request, name: str, default: int) -> int:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise BadValue(f"{name}: expected an integer, found {value!r}") from None
+
+
+# --- handlers ------------------------------------------------------------------
+
+
+async def get_id(request: Request, s: ApiService) -> Any:
+    return await s.identity()
+
+
+async def get_status(request: Request, s: ApiService) -> Any:
+    return await s.status()
+
+
+async def get_peers(request: Request, s: ApiService) -> Any:
+    return await s.peers()
+
+
+async def post_connect(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"addr"})
+    return await s.connect(b.get("addr"))
+
+
+async def post_stop(request: Request, s: ApiService) -> Any:
+    return await s.stop()
+
+
+async def get_swarms(request: Request, s: ApiService) -> Any:
+    return await s.swarms()
+
+
+async def post_swarms(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"name", "private"})
+    private = b.get("private", False)
+    if not isinstance(private, bool):
+        raise BadValue("private: expected true or false")
+    return await s.swarm_create(b.get("name"), private)
+
+
+async def post_join(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"code"})
+    return await s.swarm_join(b.get("code"))
+
+
+async def get_invite(request: Request, s: ApiService) -> Any:
+    return await s.swarm_invite(request.path_params["name"])
+
+
+async def delete_swarm(request: Request, s: ApiService) -> Any:
+    return await s.swarm_leave(request.path_params["name"])
+
+
+def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
+    async def add(request: Request, s: ApiService) -> Any:
+        b = await body(request, {"title", "kind", "tags", "desc", "expires_days", "where", "swarm"})
+        return await s.item_add(
+            type_,
+            title=b.get("title"),
+            kind=b.get("kind", "give"),
+            tags=b.get("tags", []),
+            desc=b.get("desc", ""),
+            expires_days=b.get("expires_days"),
+            where=b.get("where", ""),
+            swarm=b.get("swarm"),
+        )
+
+    async def listing(request: Request, s: ApiService) -> Any:
+        q = request.query_params
+        return await s.items(
+            type_,
+            mine=qbool(request, "mine"),
+            kind=q.get("kind"),
+            tag=q.get("tag"),
+            query=q.get("query"),
+            limit=qint(request, "limit", 100),
+        )
+
+    async def show(request: Request, s: ApiService) -> Any:
+        return await s.item_show(request.path_params["id"])
+
+    async def withdraw(request: Request, s: ApiService) -> Any:
+        return await s.item_withdraw(request.path_params["id"])
+
+    return [
+        (f"/{plural}", add, "POST"),
+        (f"/{plural}", listing, "GET"),
+        (f"/{plural}/{{id}}", show, "GET"),
+        (f"/{plural}/{{id}}", withdraw, "DELETE"),
+    ]
+
+
+async def post_proposal(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"offer", "give", "note"})
+    return await s.propose(b.get("offer"), b.get("give", []), b.get("note", ""))
+
+
+async def get_proposals(request: Request, s: ApiService) -> Any:
+    return await s.proposals()
+
+
+async def post_reply(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"give", "take", "note"})
+    return await s.reply(
+        request.path_params["id"],
+        request.path_params["action"],
+        give=b.get("give", []),
+        take=b.get("take", []),
+        note=b.get("note", ""),
+    )
+
+
+async def post_vouch(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"peer", "level", "note", "swarm"})
+    return await s.vouch(b.get("peer"), b.get("level", 0.8), b.get("note", ""), b.get("swarm"))
+
+
+async def get_trust(request: Request, s: ApiService) -> Any:
+    return await s.trust(request.path_params["peer"])
+
+
+def build_app(service: ApiService) -> Starlette:
+    def r(path: str, handler: Handler, method: str) -> Route:
+        return Route(API_PREFIX + path, endpoint(handler, service), methods=[method])
+
+    routes = [
+        r("/id", get_id, "GET"),
+        r("/status", get_status, "GET"),
+        r("/peers", get_peers, "GET"),
+        r("/connect", post_connect, "POST"),
+        r("/stop", post_stop, "POST"),
+        r("/swarms", get_swarms, "GET"),
+        r("/swarms", post_swarms, "POST"),
+        r("/swarms/join", post_join, "POST"),
+        r("/swarms/{name}/invite", get_invite, "GET"),
+        r("/swarms/{name}", delete_swarm, "DELETE"),
+        r("/proposals", post_proposal, "POST"),
+        r("/proposals", get_proposals, "GET"),
+        r("/proposals/{id}/{action}", post_reply, "POST"),
+        r("/vouch", post_vouch, "POST"),
+        r("/trust/{peer}", get_trust, "GET"),
+    ]
+    for type_, plural in (("offer", "offers"), ("want", "wants")):
+        routes += [r(path, handler, method) for path, handler, method in item_routes(type_, plural)]
+
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        code = getattr(exc, "status_code", 404)
+        message = f"no such API route: {request.method} {request.url.path}"
+        error_code = "not_found" if code == 404 else "bad_request"
+        return JSONResponse({"error": {"code": error_code, "message": message}}, status_code=code)
+
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+
+
+async def serve_api(
+    service: ApiService,
+    socket_path: os.PathLike[str] | str,
+    *,
+    shutdown: trio.Event,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the API on a 0600 Unix socket until ``shutdown`` is set."""
+    config = HypercornConfig()
+    config.bind = [f"unix:{socket_path}"]
+    config.umask = 0o177  # the socket is created mode 0600
+    config.accesslog = None
+    config.errorlog = logging.getLogger("meshnode.api.server")  # type: ignore[assignment]
+    config.graceful_timeout = 2.0
+    try:
+        await serve(build_app(service), config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+    finally:
+        try:
+            os.unlink(socket_path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,402 @@
+"""What the local API can do, independent of HTTP.
+
+Each method takes plain values (already parsed from a request), checks them,
+acts through the node, and returns JSON-ready data. Every refusal is a
+:class:`~meshnode.errors.MeshError` raised *before* anything is signed,
+stored or sent, so a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from meshnode import records as rec
+from meshnode import views
+from meshnode.barter import TradeBook
+from meshnode.errors import BadValue, NotAllowed, NotFound
+from meshnode.home import Home, save_swarms
+from meshnode.identity import peer_id_of
+from meshnode.node import Node
+from meshnode.store import LiveItem
+from meshnode.swarm import Swarm
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+MAX_EXPIRES_DAYS = 3650
+DEFAULT_VOUCH = 0.8
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApiService:
+    """The daemon's operations, as the local API exposes them."""
+
+    def __init__(self, node: Node, home: Home, *, request_stop: Callable[[], None]) -> None:
+        self.node = node
+        self.home = home
+        self.reader = (
+            node.store.reader() if getattr(node.store, "path", ":memory:") != ":memory:" else node.store
+        )
+        self._request_stop = request_stop
+        self._lock = trio.Lock()  # one state-changing request at a time
+
+    def close(self) -> None:
+        if self.reader is not self.node.store:
+            self.reader.close()
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args)
+
+    @property
+    def me(self) -> bytes:
+        return self.node.identity.public_key
+
+    # --- node -----------------------------------------------------------------
+
+    async def identity(self) -> dict[str, Any]:
+        return {"peer_id": self.node.peer_id, "addrs": self.node.addrs()}
+
+    async def status(self) -> dict[str, Any]:
+        count = await self._read(self.reader.count)
+        return {
+            "peer_id": self.node.peer_id,
+            "addrs": self.node.addrs(),
+            "swarms": [s.name for s in self.node.swarms()],
+            "peers": len(self.node.connected_peers()),
+            "records": count,
+            "ingest": dict(vars(self.node.ingest.stats)),
+            "gossip": self.node.gossip_stats(),
+        }
+
+    async def peers(self) -> list[dict[str, Any]]:
+        return [{"peer_id": p} for p in self.node.connected_peers()]
+
+    async def connect(self, addr: str) -> dict[str, Any]:
+        pid = await self.node.connect(_text(addr, "addr", 400))
+        return {"peer_id": pid, "connected": True}
+
+    async def stop(self) -> dict[str, Any]:
+        self._request_stop()
+        return {"stopping": True}
+
+    # --- swarms ---------------------------------------------------------------
+
+    def _swarm_json(self, s: Swarm) -> dict[str, Any]:
+        return {"name": s.name, "id": s.id.hex(), "private": s.private}
+
+    async def swarms(self) -> list[dict[str, Any]]:
+        return [self._swarm_json(s) for s in self.node.swarms()]
+
+    async def swarm_create(self, name: str, private: bool) -> dict[str, Any]:
+        async with self._lock:
+            swarm = Swarm.create(_text(name, "name", 40), private=bool(private))
+            await self.node.join_swarm(swarm)
+            await self._save_swarms()
+        return self._swarm_json(swarm)
+
+    async def swarm_invite(self, name: str) -> dict[str, Any]:
+        return {"code": self.node.invite(self.node.swarm(name))}
+
+    async def swarm_join(self, code: str) -> dict[str, Any]:
+        from meshnode.errors import NetworkError
+        from meshnode.swarm import decode_invite
+
+        invite = decode_invite(_text(code, "code", 4096))
+        async with self._lock:
+            connected, warning = True, None
+            try:
+                swarm = await self.node.join_invite(code)
+            except NetworkError as exc:
+                swarm, connected, warning = invite.swarm, False, str(exc)
+            await self._save_swarms()
+        out = self._swarm_json(swarm) | {"connected": connected}
+        if warning:
+            out["warning"] = warning
+        return out
+
+    async def swarm_leave(self, name: str) -> dict[str, Any]:
+        async with self._lock:
+            swarm = self.node.swarm(name)
+            await self.node.leave_swarm(swarm)
+            await self._save_swarms()
+        return {"left": swarm.name}
+
+    async def _save_swarms(self) -> None:
+        await trio.to_thread.run_sync(save_swarms, self.home, self.node.swarms())
+
+    def _pick_swarm(self, name: str | None) -> Swarm:
+        if name:
+            return self.node.swarm(name)
+        swarms = self.node.swarms()
+        if not swarms:
+            raise NotFound(
+                "this node is in no swarm yet: 'meshnode swarm create NAME' or 'meshnode swarm join CODE'"
+            )
+        if len(swarms) > 1:
+            raise BadValue(f"this node is in {len(swarms)} swarms: say which with --swarm NAME")
+        return swarms[0]
+
+    # --- offers and wants -----------------------------------------------------
+
+    async def item_add(
+        self,
+        type_: str,
+        *,
+        title: str,
+        kind: str = "give",
+        tags: list[str] | None = None,
+        desc: str = "",
+        expires_days: float | None = None,
+        where: str = "",
+        swarm: str | None = None,
+    ) -> dict[str, Any]:
+        target = self._pick_swarm(swarm)
+        now = self.node.clock()
+        expires = None
+        if expires_days is not None:
+            if not isinstance(expires_days, int | float) or not 0 < expires_days <= MAX_EXPIRES_DAYS:
+                raise BadValue(f"expires: expected 0 < days <= {MAX_EXPIRES_DAYS}, found {expires_days!r}")
+            expires = now + int(expires_days * DAY_MS)
+        cls = rec.OfferBody if type_ == "offer" else rec.WantBody
+        body = cls(
+            title=_text(title, "title", rec.MAX_TITLE).strip(),
+            kind=_text(kind, "kind", 10),
+            desc=_text(desc, "desc", rec.MAX_DESC),
+            tags=rec.normalize_tags(_list_of_text(tags or [], "tags")),
+            where=_text(where, "where", rec.MAX_GEOHASH).strip().lower(),
+            expires=expires,
+        )
+        rec.check_body(body)
+        record = await self.node.publish(body, target)
+        return {"id": record.id.hex()}
+
+    async def items(
+        self,
+        type_: str,
+        *,
+        mine: bool = False,
+        kind: str | None = None,
+        tag: str | None = None,
+        query: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        now = self.node.clock()
+        if kind is not None and kind not in rec.ITEM_KINDS:
+            raise BadValue(f"kind: expected one of {list(rec.ITEM_KINDS)}, found {kind!r}")
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise BadValue("limit: expected 1..1000")
+        found: list[LiveItem] = await self._read(
+            lambda: self.reader.items(
+                type_,
+                query=query or None,
+                kind=kind,
+                tag=tag.strip().lower() if tag else None,
+                author=self.me if mine else None,
+                now_ms=now,
+                limit=limit,
+            )
+        )
+        trust = await self._read(lambda: views.trust_view(self.reader, self.me, now))
+        # Ranked by trust in the author (stable: keeps the store's order within a level).
+        ranked = sorted(found, key=lambda it: -round(trust.score(it.author), 3))
+        return [self._item_json(it, trust.score(it.author)) for it in ranked]
+
+    def _item_json(self, it: LiveItem, trust: float, *, full: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": it.id.hex(),
+            "title": it.title,
+            "kind": it.kind,
+            "tags": list(it.tags),
+            "author": peer_id_of(it.author),
+            "trust": round(trust, 4),
+            "expires": iso(it.expires),
+        }
+        if full:
+            out |= {
+                "type": it.type,
+                "desc": it.desc,
+                "where": it.where,
+                "created": iso(it.created_ts),
+                "updated": iso(it.updated_ts),
+                "withdrawn": it.withdrawn,
+                "mine": it.author == self.me,
+            }
+        return out
+
+    async def item_show(self, text_id: str) -> dict[str, Any]:
+        item = await self._item(text_id)
+        now = self.node.clock()
+        trust = await self._read(lambda: views.trust_view(self.reader, self.me, now))
+        return self._item_json(item, trust.score(item.author), full=True)
+
+    async def _item(self, text_id: str) -> LiveItem:
+        rid = await self._read(views.parse_id, _text(text_id, "id", 64), self.reader)
+        item = await self._read(self.reader.item, rid)
+        if item is None:
+            raise NotFound(f"{text_id} is not an offer or want: see 'meshnode offer list'")
+        return item
+
+    async def item_withdraw(self, text_id: str) -> dict[str, Any]:
+        item = await self._item(text_id)
+        if item.author != self.me:
+            raise NotAllowed("only its author can withdraw an offer or want; this one is someone else's")
+        if item.withdrawn:
+            raise BadValue(f"{views.short_id(item.id)} is already withdrawn")
+        swarm = self._swarm_of(item.swarm)
+        record = await self.node.publish(rec.WithdrawBody(target=item.id), swarm)
+        return {"id": record.id.hex(), "withdrawn": item.id.hex()}
+
+    def _swarm_of(self, swarm_id: bytes) -> Swarm:
+        for s in self.node.swarms():
+            if s.id == swarm_id:
+                return s
+        raise NotAllowed("that record belongs to a swarm this node has left")
+
+    # --- barter -----------------------------------------------------------------
+
+    async def _book(self) -> TradeBook:
+        now = self.node.clock()
+        return await self._read(views.trade_book, self.reader, now)
+
+    async def propose(self, offer_id: str, give: list[str], note: str = "") -> dict[str, Any]:
+        async with self._lock:
+            wanted = await self._item(offer_id)
+            now = self.node.clock()
+            if wanted.type != "offer":
+                raise BadValue(f"{offer_id} is a want, not an offer: propose for an offer")
+            if wanted.author == self.me:
+                raise NotAllowed("that offer is your own: propose for a neighbour's offer")
+            if not wanted.live(now):
+                raise NotAllowed(f"offer {views.short_id(wanted.id)} is withdrawn or expired")
+            mine = []
+            for text in _list_of_text(give, "give"):
+                item = await self._item(text)
+                if item.author != self.me or item.type != "offer":
+                    raise NotAllowed(f"--give {text}: you can only give your own offers")
+                if not item.live(now):
+                    raise NotAllowed(f"--give {text}: that offer is withdrawn or expired")
+                if item.swarm != wanted.swarm:
+                    raise BadValue(f"--give {text}: that offer is in another swarm")
+                mine.append(item.id)
+            body = rec.ProposalBody(
+                to=wanted.author,
+                give=tuple(mine),
+                take=(wanted.id,),
+                note=_text(note, "note", rec.MAX_NOTE),
+            )
+            record = await self.node.publish(body, self._swarm_of(wanted.swarm))
+        return {"id": record.id.hex()}
+
+    async def proposals(self) -> list[dict[str, Any]]:
+        book = await self._book()
+        return [self._trade_json(t) for t in sorted(book.involving(self.me), key=lambda t: -t.created_ts)]
+
+    def _trade_json(self, t: Any) -> dict[str, Any]:
+        return {
+            "id": t.proposal_id.hex(),
+            "state": t.state,
+            "from": peer_id_of(t.proposer),
+            "to": peer_id_of(t.responder),
+            "give": [g.hex() for g in t.give],
+            "take": [g.hex() for g in t.take],
+        }
+
+    async def reply(
+        self,
+        proposal: str,
+        action: str,
+        *,
+        give: list[str] | None = None,
+        take: list[str] | None = None,
+        note: str = "",
+    ) -> dict[str, Any]:
+        if action not in rec.REPLY_ACTIONS:
+            raise BadValue(f"action: expected one of {list(rec.REPLY_ACTIONS)}, found {action!r}")
+        async with self._lock:
+            pid = await self._read(views.parse_id, _text(proposal, "id", 64), self.reader)
+            book = await self._book()
+            trade = views.find_trade(book, pid)
+            give_ids = [
+                await self._read(views.parse_id, g, self.reader) for g in _list_of_text(give or [], "give")
+            ]
+            take_ids = [
+                await self._read(views.parse_id, g, self.reader) for g in _list_of_text(take or [], "take")
+            ]
+            body = rec.ReplyBody(
+                proposal=pid,
+                action=action,
+                give=tuple(give_ids),
+                take=tuple(take_ids),
+                note=_text(note, "note", rec.MAX_NOTE),
+            )
+            offers = await self._read(views.offer_infos, self.reader)
+            book.check_reply(body, self.me, now_ms=self.node.clock(), offers=offers)
+            await self.node.publish(body, self._swarm_of(_trade_swarm(trade, self.reader)))
+            after = views.find_trade(await self._book(), pid)
+        return self._trade_json(after)
+
+    # --- trust ------------------------------------------------------------------
+
+    async def vouch(
+        self, peer: str, level: float = DEFAULT_VOUCH, note: str = "", swarm: str | None = None
+    ) -> dict[str, Any]:
+        subject = views.parse_peer(_text(peer, "peer", 100))
+        if subject == self.me:
+            raise NotAllowed("you cannot vouch for yourself")
+        if isinstance(level, bool) or not isinstance(level, int | float) or not -1.0 <= level <= 1.0:
+            raise BadValue(f"level: expected a number from -1 to 1, found {level!r}")
+        body = rec.AttestBody(
+            subject=subject, level=round(level * rec.LEVEL_SCALE), note=_text(note, "note", rec.MAX_NOTE)
+        )
+        record = await self.node.publish(body, self._pick_swarm(swarm))
+        return {"id": record.id.hex()}
+
+    async def trust(self, peer: str) -> dict[str, Any]:
+        subject = views.parse_peer(_text(peer, "peer", 100))
+        now = self.node.clock()
+        view = await self._read(lambda: views.trust_view(self.reader, self.me, now))
+        explanation = await self._read(view.graph.explain, self.me, subject)
+        return {
+            "peer": peer_id_of(subject),
+            "score": round(view.score(subject), 4),
+            "paths": [
+                {"keys": [peer_id_of(k) for k in p.keys], "strength": round(p.strength, 4)}
+                for p in explanation.paths
+            ],
+        }
+
+
+def _trade_swarm(trade: Any, store: Any) -> bytes:
+    swarm = getattr(trade, "swarm", b"")
+    if swarm:
+        return swarm
+    record = store.get(trade.proposal_id)
+    if record is None:  # pragma: no cover - a trade always has its proposal
+        raise NotFound("the proposal record is missing")
+    return record.swarm
+
+
+def _text(value: Any, name: str, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise BadValue(f"{name}: expected text, found {type(value).__name__}")
+    if len(value) > max_len:
+        raise BadValue(f"{name}: expected at most {max_len} characters, found {len(value)}")
+    return value
+
+
+def _list_of_text(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadValue(f"{name}: expected a list of text")
+    if len(value) > rec.MAX_ITEMS:
+        raise BadValue(f"{name}: expected at most {rec.MAX_ITEMS}, found {len(value)}")
+    return value

@@ -1,0 +1,59 @@
+"""The CLI's client for the daemon's local API (HTTP over the home's Unix socket)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from meshnode.errors import ERRORS_BY_CODE, DaemonNotRunning, MeshError
+from meshnode.home import Home
+
+TIMEOUT = httpx.Timeout(30.0, connect=2.0)
+
+
+class ApiClient:
+    """Calls the daemon of one home; every failure is a :class:`MeshError`."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+
+    def _not_running(self) -> DaemonNotRunning:
+        return DaemonNotRunning(
+            f"no meshnode daemon is running for {self.home.root}:"
+            f" start it with 'meshnode daemon --home {self.home.root}'"
+        )
+
+    def call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        if not self.home.socket.exists():
+            raise self._not_running()
+        transport = httpx.HTTPTransport(uds=str(self.home.socket))
+        try:
+            with httpx.Client(transport=transport, base_url="http://meshnode", timeout=TIMEOUT) as client:
+                response = client.request(method, f"/v1{path}", json=json, params=params)
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
+            raise self._not_running() from None
+        except PermissionError:
+            raise MeshError(f"not allowed to use {self.home.socket}: it belongs to another user") from None
+        except httpx.TimeoutException:
+            raise MeshError("the daemon did not answer in time; see its log") from None
+        except httpx.HTTPError as exc:
+            raise MeshError(f"talking to the daemon failed: {exc}") from None
+        try:
+            data = response.json()
+        except ValueError:
+            raise MeshError(f"the daemon sent a malformed answer (HTTP {response.status_code})") from None
+        if response.status_code >= 400:
+            error = data.get("error", {}) if isinstance(data, dict) else {}
+            cls = ERRORS_BY_CODE.get(error.get("code", ""), MeshError)
+            raise cls(str(error.get("message", f"HTTP {response.status_code}")))
+        return data
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.call("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.call("POST", path, json=body or {})
+
+    def delete(self, path: str) -> Any:
+        return self.call("DELETE", path)
