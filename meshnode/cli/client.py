@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from meshnode.errors import ERRORS_BY_CODE, DaemonNotRunning, MeshError
+from meshnode.errors import ERRORS_BY_CODE, DaemonNotRunning, MeshError, NotAllowed
 from meshnode.home import Home
 
 TIMEOUT = httpx.Timeout(30.0, connect=2.0)
@@ -25,8 +25,13 @@ class ApiClient:
         )
 
     def call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
-        if not self.home.socket.exists():
-            raise self._not_running()
+        try:
+            if not self.home.socket.exists():
+                raise self._not_running()
+        except PermissionError:
+            raise NotAllowed(
+                f"not allowed to use the daemon of {self.home.root}: it belongs to another user"
+            ) from None
         transport = httpx.HTTPTransport(uds=str(self.home.socket))
         try:
             with httpx.Client(transport=transport, base_url="http://meshnode", timeout=TIMEOUT) as client:
@@ -34,7 +39,7 @@ class ApiClient:
         except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
             raise self._not_running() from None
         except PermissionError:
-            raise MeshError(f"not allowed to use {self.home.socket}: it belongs to another user") from None
+            raise NotAllowed(f"not allowed to use {self.home.socket}: it belongs to another user") from None
         except httpx.TimeoutException:
             raise MeshError("the daemon did not answer in time; see its log") from None
         except httpx.HTTPError as exc:

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-import trio
 import typer
 
 from meshnode.errors import MeshError
@@ -85,6 +84,8 @@ def daemon(
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "warning",
 ) -> None:
     """Run the node in the foreground until Ctrl-C (SIGINT) or SIGTERM."""
+    import trio
+
     from meshnode.daemon import run_daemon
     from meshnode.home import resolve_home
     from meshnode.protocols.host import parse_multiaddr

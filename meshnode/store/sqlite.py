@@ -764,9 +764,11 @@ class Store:
     def ids_with_prefix(self, prefix: bytes, limit: int = 2) -> list[bytes]:
         """Record ids starting with ``prefix`` (uses the id index; for short ids)."""
         lo = prefix
-        hi = (int.from_bytes(prefix, "big") + 1).to_bytes(len(prefix), "big") if prefix.strip(b"\xff") else None
+        hi = None
+        if prefix.strip(b"\xff"):  # not all 0xff: the next prefix has the same length
+            hi = (int.from_bytes(prefix, "big") + 1).to_bytes(len(prefix), "big")
         with self._op("looking up an id prefix") as conn:
-            if hi is None or len(hi) > len(prefix):
+            if hi is None:
                 rows = conn.execute("SELECT id FROM records WHERE id >= ? LIMIT ?", (lo, limit)).fetchall()
             else:
                 rows = conn.execute(

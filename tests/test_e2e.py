@@ -1,0 +1,179 @@
+"""End to end: three real daemons, driven only through the meshnode CLI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import pytest
+
+from meshnode.identity import Identity
+from tests.daemonutil import MESHNODE, Daemon, env_for, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    started: list[Daemon] = []
+
+    def start(name: str) -> Daemon:
+        d = Daemon(tmp_path / name).start()
+        started.append(d)
+        return d
+
+    try:
+        yield start
+    finally:
+        for d in started:
+            d.stop()
+
+
+def offer_ids(d: Daemon, *extra: str) -> set[str]:
+    return {o["id"] for o in d.json("offer", "list", *extra)}
+
+
+def proposal_state(d: Daemon, pid: str) -> str | None:
+    for p in d.json("proposals"):
+        if p["id"] == pid:
+            return p["state"]
+    return None
+
+
+def test_three_neighbours_trade_and_vouch(daemons):
+    a, b, c = daemons("alice"), daemons("bob"), daemons("carol")
+
+    a.cli("swarm", "create", "Elm Street")
+    code = a.cli("swarm", "invite", "Elm Street").stdout.strip()
+    assert code.startswith("mesh1") and "\n" not in code
+    b.cli("swarm", "join", code)
+    c.cli("swarm", "join", code)
+    assert [s["name"] for s in c.json("swarm", "list")] == ["Elm Street"]
+
+    # A offers a drill; B sees it within seconds.
+    drill = a.json("offer", "add", "Cordless drill", "--kind", "lend", "--tag", "tools", "--desc", "18 V")[
+        "id"
+    ]
+    took = wait_for(lambda: drill in offer_ids(b), timeout=10, what="B to see the drill")
+    print(f"B saw A's offer after {took:.2f} s")
+    listed = [o for o in b.json("offer", "list", "--query", "drill") if o["id"] == drill][0]
+    assert listed["title"] == "Cordless drill" and listed["author"] == a.peer_id
+    assert set(listed) == {"id", "title", "kind", "tags", "author", "trust", "expires"}
+
+    # B proposes a swap with its own ladder; A accepts; both complete.
+    ladder = b.json("offer", "add", "Ladder", "--kind", "swap")["id"]
+    wait_for(lambda: ladder in offer_ids(a), timeout=10, what="A to see the ladder")
+    proposal = b.json("propose", drill[:10], "--give", ladder[:10], "--note", "ladder for a weekend")["id"]
+    wait_for(lambda: proposal_state(a, proposal) == "proposed", timeout=10, what="A to see the proposal")
+    a.cli("accept", proposal)
+    wait_for(lambda: proposal_state(b, proposal) == "accepted", timeout=10, what="B to see the accept")
+    a.cli("complete", proposal)
+    b.cli("complete", proposal)
+    for d in (a, b):
+        wait_for(lambda d=d: proposal_state(d, proposal) == "completed", timeout=10, what="completed")
+    row = [p for p in b.json("proposals") if p["id"] == proposal][0]
+    assert row == {
+        "id": proposal,
+        "state": "completed",
+        "from": b.peer_id,
+        "to": a.peer_id,
+        "give": [ladder],
+        "take": [drill],
+    }
+
+    # C vouches for A, A vouches for B: C trusts B through A; a stranger scores 0.
+    c.cli("vouch", a.peer_id, "--level", "0.9")
+    a.cli("vouch", b.peer_id)
+    wait_for(lambda: c.json("trust", b.peer_id)["score"] > 0, timeout=10, what="C to trust B")
+    trust = c.json("trust", b.peer_id)
+    assert trust["peer"] == b.peer_id
+    assert any(path["keys"] == [c.peer_id, a.peer_id, b.peer_id] for path in trust["paths"])
+    stranger = Identity.generate().peer_id
+    assert c.json("trust", stranger) == {"peer": stranger, "score": 0.0, "paths": []}
+
+    # A withdrawn offer disappears from everyone's list.
+    bike = a.json("offer", "add", "Bike pump", "--kind", "give")["id"]
+    for d in (b, c):
+        wait_for(lambda d=d: bike in offer_ids(d), timeout=10, what="the bike pump to arrive")
+    a.cli("offer", "withdraw", bike[:12])
+    for d in (a, b, c):
+        wait_for(lambda d=d: bike not in offer_ids(d), timeout=10, what="the withdrawal")
+
+
+def test_refusals_are_one_line_nonzero_and_change_nothing(daemons, tmp_path):
+    a = daemons("alice")
+    a.cli("swarm", "create", "Elm Street")
+    mine = a.json("offer", "add", "Drill")["id"]
+    before = a.json("status")["records"]
+
+    cases = [
+        (["offer", "show", "zzzz"], 64, "hex"),
+        (["offer", "show", "abcdef0123"], 66, "no record"),
+        (["offer", "add", "   "], 65, "title"),
+        (["offer", "add", "x", "--kind", "sell"], 65, "kind"),
+        (["offer", "add", "x", "--expires", "-1"], 64, "expires"),
+        (["offer", "list", "--kind", "sell"], 64, "kind"),
+        (["vouch", "not-a-peer"], 64, "peer id"),
+        (["vouch", Identity.generate().peer_id, "--level", "5"], 64, "level"),
+        (["vouch", a.peer_id], 77, "yourself"),
+        (["propose", mine], 77, "your own"),
+        (["accept", mine], 66, "no proposal"),
+        (["swarm", "invite", "Nowhere"], 66, "no swarm"),
+        (["swarm", "join", "mesh1notacode"], 64, "invite"),
+        (["connect", "/ip4/127.0.0.1/tcp/1"], 64, "/p2p/"),
+    ]
+    for args, code, words in cases:
+        result = a.cli(*args, check=False)
+        assert result.returncode == code, (args, result.returncode, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+        assert words in lines[0], (args, lines[0])
+        assert result.stdout == ""
+    assert a.json("status")["records"] == before  # nothing was signed or stored
+
+    # A second daemon on the same home refuses, naming the running pid.
+    second = subprocess.run(
+        [*MESHNODE, "daemon", "--home", str(a.home), "--listen", "/ip4/127.0.0.1/tcp/0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env_for(a.home),
+        stdin=subprocess.DEVNULL,
+    )
+    assert second.returncode == 75
+    assert f"pid {a.proc.pid}" in second.stderr
+
+    # The CLI with no daemon says how to start one.
+    down = Daemon(tmp_path / "nobody")
+    result = down.cli("status", check=False)
+    assert result.returncode == 69
+    assert "meshnode daemon --home" in result.stderr
+
+    # The API socket is the owner's only: mode 0600 in a 0700 home.
+    assert os.stat(a.home / "api.sock").st_mode & 0o777 == 0o600
+    assert os.stat(a.home).st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as another user")
+def test_another_user_cannot_use_the_api(daemons):
+    a = daemons("alice")
+    # Directly at the socket, as user nobody: refused by the file system.
+    probe = (
+        "import socket,sys\n"
+        "s=socket.socket(socket.AF_UNIX)\n"
+        "try:\n s.connect(sys.argv[1]); print('connected')\n"
+        "except PermissionError: print('refused')\n"
+    )
+    result = subprocess.run(
+        ["python3", "-c", probe, str(a.home / "api.sock")],
+        capture_output=True,
+        text=True,
+        user=65534,
+        timeout=30,
+    )
+    assert result.stdout.strip() == "refused", result.stderr
+    # And the owner still gets in.
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(a.home / "api.sock"))
+    s.close()
