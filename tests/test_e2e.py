@@ -57,7 +57,7 @@ def test_three_neighbours_trade_and_vouch(daemons):
     ]
     took = wait_for(lambda: drill in offer_ids(b), timeout=10, what="B to see the drill")
     print(f"B saw A's offer after {took:.2f} s")
-    listed = [o for o in b.json("offer", "list", "--query", "drill") if o["id"] == drill][0]
+    listed = next(o for o in b.json("offer", "list", "--query", "drill") if o["id"] == drill)
     assert listed["title"] == "Cordless drill" and listed["author"] == a.peer_id
     assert set(listed) == {"id", "title", "kind", "tags", "author", "trust", "expires"}
 
@@ -72,7 +72,7 @@ def test_three_neighbours_trade_and_vouch(daemons):
     b.cli("complete", proposal)
     for d in (a, b):
         wait_for(lambda d=d: proposal_state(d, proposal) == "completed", timeout=10, what="completed")
-    row = [p for p in b.json("proposals") if p["id"] == proposal][0]
+    row = next(p for p in b.json("proposals") if p["id"] == proposal)
     assert row == {
         "id": proposal,
         "state": "completed",
