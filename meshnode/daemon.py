@@ -8,77 +8,23 @@ nursery; every host is closed and the store is closed last.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import functools
 import logging
 import os
 import signal
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import trio
 
-from meshnode.errors import ConfigError, DaemonAlreadyRunning
+from meshnode.errors import ConfigError
 from meshnode.home import Home, ensure_home, load_config, load_swarms
 from meshnode.keyfile import create_identity
+from meshnode.lock import DaemonLock
 from meshnode.node import Node, NodeConfig
 from meshnode.store import Store
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DaemonLock:
-    """An exclusive ``flock`` on the home's lock file, holding our pid."""
-
-    path: os.PathLike[str]
-    fd: int = -1
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                os.close(fd)
-                raise
-            pid = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
-            os.close(fd)
-            raise DaemonAlreadyRunning(
-                f"a meshnode daemon (pid {pid}) is already running for this home;"
-                " stop it with 'meshnode stop' or use another --home"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            try:
-                os.ftruncate(self.fd, 0)
-            finally:
-                os.close(self.fd)
-                self.fd = -1
-
-
-def running_pid(home: Home) -> int | None:
-    """The pid of the daemon holding ``home``'s lock, or None if none does."""
-    try:
-        fd = os.open(home.lock, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            text = os.read(fd, 32).decode("ascii", "replace").strip()
-            return int(text) if text.isdigit() else None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
 
 
 async def run_daemon(
@@ -86,6 +32,7 @@ async def run_daemon(
     *,
     listen: list[str] | None = None,
     announce: Callable[[str], None] = print,
+    lock: DaemonLock | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node and its local API for ``home`` until SIGINT, SIGTERM or ``meshnode stop``."""
@@ -95,8 +42,10 @@ async def run_daemon(
     ensure_home(home)
     config = load_config(home)
     identity, _ = create_identity(home.root)
-    lock = DaemonLock(home.lock)
-    lock.acquire()
+    own_lock = lock is None
+    if lock is None:
+        lock = DaemonLock(home.lock)
+        lock.acquire()
     try:
         store = Store.open(home.database)
         try:
@@ -131,7 +80,8 @@ async def run_daemon(
         finally:
             store.close()
     finally:
-        lock.release()
+        if own_lock:
+            lock.release()
 
 
 async def _wait_for_signal(signals: object, stop: trio.Event) -> None:

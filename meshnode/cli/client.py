@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 
 from meshnode.errors import ERRORS_BY_CODE, DaemonNotRunning, MeshError, NotAllowed
 from meshnode.home import Home
+from meshnode.lock import running_pid
 
 TIMEOUT = httpx.Timeout(30.0, connect=2.0)
+STARTUP_WAIT = 15.0  # s a command waits for a daemon that is still starting
 
 
 class ApiClient:
@@ -24,9 +27,20 @@ class ApiClient:
             f" start it with 'meshnode daemon --home {self.home.root}'"
         )
 
+    def _wait_for_starting_daemon(self, timeout: float = STARTUP_WAIT) -> bool:
+        """A daemon that holds the lock but has no socket yet is starting: wait for it."""
+        deadline = time.monotonic() + timeout
+        while running_pid(self.home) is not None:
+            if self.home.socket.exists():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return False
+
     def call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
         try:
-            if not self.home.socket.exists():
+            if not self.home.socket.exists() and not self._wait_for_starting_daemon():
                 raise self._not_running()
         except PermissionError:
             raise NotAllowed(

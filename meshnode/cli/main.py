@@ -82,18 +82,37 @@ def daemon(
         list[str] | None, typer.Option("--listen", help="Listen multiaddr (repeatable); overrides config.")
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "warning",
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Run in the background; return once it is ready.")
+    ] = False,
 ) -> None:
-    """Run the node in the foreground until Ctrl-C (SIGINT) or SIGTERM."""
-    import trio
-
-    from meshnode.daemon import run_daemon
-    from meshnode.home import resolve_home
-    from meshnode.protocols.host import parse_multiaddr
+    """Run the node until Ctrl-C (SIGINT), SIGTERM or 'meshnode stop'."""
+    from meshnode.home import ensure_home, resolve_home
+    from meshnode.lock import DaemonLock
 
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         fail(f"--log-level: expected debug, info, warning or error, found {log_level!r}", 64)
-    for addr in listen or []:
+    h = resolve_home(home)
+    if detach:
+        _detach(h, listen or [], log_level)
+        return
+    ensure_home(h)
+    lock = DaemonLock(h.lock)
+    lock.acquire()  # before the slow imports, so 'meshnode' commands see a daemon starting
+    try:
+        _run_daemon(h, listen or [], level, lock)
+    finally:
+        lock.release()
+
+
+def _run_daemon(h: Any, listen: list[str], level: int, lock: Any) -> None:
+    import trio
+
+    from meshnode.daemon import run_daemon
+    from meshnode.protocols.host import parse_multiaddr
+
+    for addr in listen:
         parse_multiaddr(addr)
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -103,8 +122,7 @@ def daemon(
         print(line, flush=True)
 
     try:
-        run = functools.partial(run_daemon, resolve_home(home), listen=list(listen or []), announce=announce)
-        trio.run(run)
+        trio.run(functools.partial(run_daemon, h, listen=listen, announce=announce, lock=lock))
     except BaseExceptionGroup as group:
         leaves = list(_leaves(group))
         mesh = [e for e in leaves if isinstance(e, MeshError)]
@@ -112,6 +130,51 @@ def daemon(
             raise mesh[0] from None
         logging.getLogger("meshnode").error("daemon crashed", exc_info=group)
         fail(f"the daemon stopped on an internal error: {leaves[0]!r} (details in the log above)")
+
+
+def _detach(h: Any, listen: list[str], log_level: str, timeout: float = 60.0) -> None:
+    """Start the daemon as a background process logging to the home; wait for 'ready'."""
+    import subprocess
+    import time
+
+    from meshnode.home import ensure_home
+
+    ensure_home(h)
+    args = [
+        sys.executable,
+        "-m",
+        "meshnode.cli.main",
+        "daemon",
+        "--home",
+        str(h.root),
+        "--log-level",
+        log_level,
+    ]
+    for addr in listen:
+        args += ["--listen", addr]
+    with open(h.log, "ab") as log_file:
+        start = log_file.tell()
+        proc = subprocess.Popen(
+            args, stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(h.log, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", "replace")
+        for line in text.splitlines():
+            if line.startswith("ready "):
+                typer.echo(f"{line} pid={proc.pid} log={h.log}")
+                return
+        if proc.poll() is not None:
+            errors = [ln for ln in text.splitlines() if ln.startswith("error: ")]
+            fail(
+                errors[-1][len("error: ") :]
+                if errors
+                else f"the daemon exited ({proc.returncode}); see {h.log}"
+            )
+        time.sleep(0.1)
+    fail(f"the daemon did not get ready within {timeout:.0f} s; see {h.log}")
 
 
 def _leaves(exc: BaseException) -> Any:
