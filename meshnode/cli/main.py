@@ -168,11 +168,8 @@ def _detach(h: Any, listen: list[str], log_level: str, timeout: float = 60.0) ->
                 return
         if proc.poll() is not None:
             errors = [ln for ln in text.splitlines() if ln.startswith("error: ")]
-            fail(
-                errors[-1][len("error: ") :]
-                if errors
-                else f"the daemon exited ({proc.returncode}); see {h.log}"
-            )
+            message = errors[-1][len("error: ") :] if errors else f"the daemon exited; see {h.log}"
+            fail(message, proc.returncode or 1)
         time.sleep(0.1)
     fail(f"the daemon did not get ready within {timeout:.0f} s; see {h.log}")
 
