@@ -221,9 +221,7 @@ def _cell(value: Any) -> str:
 def _short(value: str) -> str:
     if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12]
-    if value.startswith("12D3KooW") and len(value) > 20:
-        return value[:8] + "…" + value[-6:]
-    return value
+    return value  # peer ids stay whole: people copy them into 'vouch' and 'trust'
 
 
 # --- node ---------------------------------------------------------------------
