@@ -170,8 +170,9 @@ def main() -> None:
             f"{name:26}{statistics.median(lat) * 1000:>7.1f}ms{pct(lat, 0.95) * 1000:>7.1f}ms"
             f"{r['throughput']:>9} msg/s   (lost {r['lost']})"
         )
+    med_ratio = statistics.median(ours["latencies"]) / statistics.median(raw["latencies"])
     print(
-        f"ratios meshnode/raw: latency median {statistics.median(ours['latencies']) / statistics.median(raw['latencies']):.2f}"
+        f"ratios meshnode/raw: latency median {med_ratio:.2f}"
         f", p95 {pct(ours['latencies'], 0.95) / pct(raw['latencies'], 0.95):.2f}"
         f", throughput {ours['throughput'] / max(1, raw['throughput']):.2f}"
     )
