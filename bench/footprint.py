@@ -57,11 +57,19 @@ def build_store(path: Path, swarm: Swarm, n: int, authors: int = 500) -> float:
                 title=f"{rng.choice(ADJ).capitalize()} {thing}",
                 kind=rng.choice(rec.ITEM_KINDS),
                 desc=f"A {rng.choice(ADJ)} {thing} in good order; ask me about it. #{i}",
-                tags=tuple(sorted({thing.split()[0], rng.choice(["diy", "garden", "kids", "music", "outdoor"])})),
+                tags=tuple(
+                    sorted({thing.split()[0], rng.choice(["diy", "garden", "kids", "music", "outdoor"])})
+                ),
                 expires=now + 90 * 86_400_000,
             )
             batch.append(
-                rec.new_record(body, swarm=swarm.id, seq=i // authors + 1, ts=now - (n - i), signing_key=keys[i % authors])
+                rec.new_record(
+                    body,
+                    swarm=swarm.id,
+                    seq=i // authors + 1,
+                    ts=now - (n - i),
+                    signing_key=keys[i % authors],
+                )
             )
             if len(batch) == 2000:
                 store.add_records(batch, now_ms=now)
@@ -92,7 +100,8 @@ def main() -> None:
         swarm = Swarm.create("bench")
         save_swarms(home, [swarm])
         took = build_store(home.database, swarm, args.records)
-        print(f"built a store of {args.records:,} offers in {took:.1f} s ({home.database.stat().st_size / 1e6:.0f} MB)")
+        size_mb = home.database.stat().st_size / 1e6
+        print(f"built a store of {args.records:,} offers in {took:.1f} s ({size_mb:.0f} MB)")
 
         # Full-text search in-process.
         now = int(time.time() * 1000)
@@ -122,7 +131,11 @@ def main() -> None:
             cli = median_wall([*meshnode, "offer", "list", "--query", "drill", "--json"], args.runs, env)
             floor = median_wall([sys.executable, "-c", "pass"], args.runs)
             libp2p_probe = subprocess.Popen(
-                [sys.executable, "-c", "import libp2p, sys; sys.stdout.write('x'); sys.stdout.flush(); sys.stdin.read()"],
+                [
+                    sys.executable,
+                    "-c",
+                    "import libp2p, sys; sys.stdout.write('x'); sys.stdout.flush(); sys.stdin.read()",
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
@@ -138,12 +151,19 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 daemon.kill()
 
-    print(f"idle daemon RSS          {rss / 2**20:7.1f} MB  (after {args.runs * 2} CLI calls: {rss_after / 2**20:.1f} MB;"
-          f" bare 'import libp2p': {libp2p_rss / 2**20:.1f} MB)   target <= 150 MB")
-    print(f"offer list --query drill {cli * 1000:7.0f} ms  median of {args.runs}; 'python -c pass' {floor * 1000:.0f} ms"
-          f" (ratio {cli / floor:.1f})   target <= 500 ms")
-    print(f"FTS over {args.records:,} offers   p50 {statistics.median(fts) * 1000:.1f} ms, "
-          f"p95 {sorted(fts)[int(0.95 * (len(fts) - 1))] * 1000:.1f} ms   target p50 <= 20 ms")
+    print(
+        f"idle daemon RSS          {rss / 2**20:7.1f} MB"
+        f"  (after {args.runs * 2} CLI calls: {rss_after / 2**20:.1f} MB;"
+        f" bare 'import libp2p': {libp2p_rss / 2**20:.1f} MB)   target <= 150 MB"
+    )
+    print(
+        f"offer list --query drill {cli * 1000:7.0f} ms  median of {args.runs};"
+        f" 'python -c pass' {floor * 1000:.0f} ms (ratio {cli / floor:.1f})   target <= 500 ms"
+    )
+    print(
+        f"FTS over {args.records:,} offers   p50 {statistics.median(fts) * 1000:.1f} ms, "
+        f"p95 {sorted(fts)[int(0.95 * (len(fts) - 1))] * 1000:.1f} ms   target p50 <= 20 ms"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import trio
 
 from meshnode import records as rec
-from meshnode.errors import MeshError
+from meshnode.errors import ClockSkewError, MeshError
 from meshnode.protocols.gossip import Verdict
 from meshnode.ratelimit import KeyedRateLimit
 from meshnode.swarm import Swarm
@@ -50,11 +50,18 @@ class IngestStats:
 
 @dataclass(frozen=True)
 class BatchReport:
-    """What became of a batch handed to :meth:`Ingest.ingest_many`."""
+    """What became of a batch handed to :meth:`Ingest.ingest_many`.
+
+    ``invalid``: records that fail validation (malformed, bad signature, wrong
+    swarm): proof that whoever sent them misbehaves. ``refused``: valid records
+    that this node will not take (too far in the future by our clock, already
+    pruned here, refused by the store's rules): an honest peer may hold them.
+    """
 
     stored: int
     duplicates: int
     invalid: int
+    refused: int = 0
 
 
 class _RecentIds:
@@ -148,11 +155,7 @@ class Ingest:
             if r.id in added or r.id in result.duplicates:
                 self._recent.add(r.id)
             if r.id in added:
-                for callback in self.on_stored:
-                    try:
-                        callback(r)
-                    except Exception as exc:
-                        log.debug("on_stored callback failed: %r", exc)
+                self._notify_stored(r)
 
     # --- entry points ----------------------------------------------------------
 
@@ -208,8 +211,7 @@ class Ingest:
         if record.id in result.added:
             self.stats.stored += 1
             self._recent.add(record.id)
-            for callback in self.on_stored:
-                callback(record)
+            self._notify_stored(record)
 
     async def ingest_many(
         self, datas: Iterable[bytes], *, swarm_ids: set[bytes] | None = None
@@ -223,15 +225,16 @@ class Ingest:
         now = self._clock()
         chunk: list[bytes] = []
         good: list[rec.Record] = []
-        invalid = 0
+        invalid = refused = 0
 
         async def flush() -> None:
-            nonlocal invalid
-            ok, bad = await trio.to_thread.run_sync(
+            nonlocal invalid, refused
+            ok, bad, skewed = await trio.to_thread.run_sync(
                 _open_all, list(chunk), now, swarms, limiter=self._limiter
             )
             good.extend(ok)
             invalid += bad
+            refused += skewed
             chunk.clear()
 
         for data in datas:
@@ -248,16 +251,31 @@ class Ingest:
             )
             stored += len(result.added)
             dup += len(result.duplicates)
-            invalid += len(result.refused)
+            refused += len(result.refused)
+            added, dups = set(result.added), set(result.duplicates)
+            for r in part:
+                if r.id in added or r.id in dups:
+                    self._recent.add(r.id)
+                if r.id in added:
+                    self._notify_stored(r)
         self.stats.stored += stored
+        self.stats.duplicates += dup
         self.stats.invalid += invalid
-        return BatchReport(stored=stored, duplicates=dup, invalid=invalid)
+        self.stats.refused_by_store += refused
+        return BatchReport(stored=stored, duplicates=dup, invalid=invalid, refused=refused)
 
     def close(self) -> None:
         if self._reader is not self.store:
             self._reader.close()
 
     # --- helpers ---------------------------------------------------------------
+
+    def _notify_stored(self, record: rec.Record) -> None:
+        for callback in self.on_stored:
+            try:
+                callback(record)
+            except Exception as exc:
+                log.debug("on_stored callback failed: %r", exc)
 
     def _known_or_verify(self, record: rec.Record) -> bool:
         """True if already stored; else verify the signature (raises if bad)."""
@@ -271,12 +289,15 @@ class Ingest:
         await self._send.send((record, done))
 
 
-def _open_all(datas: list[bytes], now: int, swarms: set[bytes]) -> tuple[list[rec.Record], int]:
+def _open_all(datas: list[bytes], now: int, swarms: set[bytes]) -> tuple[list[rec.Record], int, int]:
+    """Open every record: (the valid ones, how many are invalid, how many are too far ahead)."""
     ok: list[rec.Record] = []
-    bad = 0
+    bad = skewed = 0
     for data in datas:
         try:
             ok.append(rec.open_record(data, now_ms=now, swarms=swarms, allow_expired=True))
+        except ClockSkewError:
+            skewed += 1  # valid, but our clock says it is from the future: not proof of malice
         except MeshError:
             bad += 1
-    return ok, bad
+    return ok, bad, skewed

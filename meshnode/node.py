@@ -29,7 +29,9 @@ from meshnode.identity import Identity
 from meshnode.ingest import Ingest, wall_clock_ms
 from meshnode.protocols.gossip import PeerPenalties, RecordGossip
 from meshnode.protocols.host import build_host, dial, listen_addrs, parse_listen, peer_info_of
+from meshnode.protocols.sync import SessionReport, SyncLimits, SyncService, stats_dict
 from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
+from meshnode.syncindex import SyncIndex
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ class NodeConfig:
     reconnect_max_backoff: float = 120.0
     penalty_limit: int = 20
     mdns: bool = False  # advertise and browse on the LAN (open network only)
+    sync_interval: float = 60.0  # seconds between syncs with one random peer; 0: never
+    sync_on_connect: bool = True  # sync when a peer connects (smaller peer id starts)
+    sync_limits: SyncLimits = field(default_factory=SyncLimits)
 
 
 @dataclass
@@ -60,6 +65,7 @@ class _Network:
     psk: str | None
     host: IHost
     gossip: RecordGossip
+    sync: SyncService | None = None
     swarms: dict[bytes, Swarm] = field(default_factory=dict)
     known_peers: dict[str, str] = field(default_factory=dict)  # peer id -> dial address
     backoff: dict[str, tuple[float, float]] = field(default_factory=dict)  # peer -> (next try, delay)
@@ -87,6 +93,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._seq_lock = trio.Lock()
         self._last_seq: int | None = None  # this node's latest seq, read once from the store
+        self._init_sync()
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -97,6 +104,7 @@ class Node:
                 await self._start(nursery, task_status)
         finally:
             self.ingest.close()
+            self._close_sync()
 
     async def _start(self, nursery: trio.Nursery, task_status: trio.TaskStatus[None]) -> None:
         self._nursery = nursery
@@ -146,8 +154,11 @@ class Node:
             if existing.name == swarm.name:
                 raise BadValue(f"this node already has a swarm named {swarm.name!r}")
         net = await self._network(swarm.psk_hex)
+        await self._build_sync_index(swarm)
         net.swarms[swarm.id] = swarm
         await net.gossip.join(swarm)
+        if net.sync is not None:
+            net.sync.sync_joined(swarm)
 
     async def leave_swarm(self, swarm: Swarm) -> None:
         net = self._networks.get(swarm.psk_hex)
@@ -155,6 +166,7 @@ class Node:
             raise NotFound(f"this node is not in swarm {swarm.name!r}")
         await net.gossip.leave(swarm)
         del net.swarms[swarm.id]
+        self._sync_indexes.pop(swarm.id, None)
         if net.psk is not None and not net.swarms:
             net.stop.cancel()
             del self._networks[net.psk]
@@ -250,6 +262,7 @@ class Node:
             penalties=PeerPenalties(limit=self.config.penalty_limit),
         )
         net = _Network(psk=psk, host=host, gossip=gossip)
+        net.sync = self._make_sync(net)
         self._networks[psk] = net
         await self._nursery.start(self._run_network, net)
         return net
@@ -260,6 +273,8 @@ class Node:
             with net.stop:
                 async with net.host.run(listen), trio.open_nursery() as nursery:
                     await nursery.start(net.gossip.run)
+                    if net.sync is not None:
+                        await nursery.start(net.sync.run)
                     net.started.set()
                     task_status.started()
                     await trio.sleep_forever()
@@ -345,3 +360,90 @@ class Node:
                     except Exception:
                         delay = min(delay * 2, self.config.reconnect_max_backoff)
                         net.backoff[pid] = (now + delay * random.uniform(0.8, 1.2), delay)
+
+    # === sync (issue 4) =========================================================
+    #
+    # One SyncIndex per joined swarm, built from the store when the swarm is
+    # joined and kept current by Ingest.on_stored; one SyncService per network
+    # (host) that runs sessions on connect, periodically and on join. Records
+    # pruned from the store leave the indexes through prune_expired() below;
+    # records evicted by the store leave an index when a push finds them gone.
+
+    def _init_sync(self) -> None:
+        self._sync_indexes: dict[bytes, SyncIndex] = {}
+        # swarm id -> index ops that arrived while its index was being built
+        self._sync_building: dict[bytes, list[tuple[int, bytes]]] = {}
+        path = getattr(self.store, "path", ":memory:")
+        self._sync_reader = self.store.reader() if path != ":memory:" else self.store
+        self.ingest.on_stored.append(self._sync_on_stored)
+
+    def _close_sync(self) -> None:
+        if self._sync_reader is not self.store:
+            self._sync_reader.close()
+
+    def _sync_on_stored(self, record: rec.Record) -> None:
+        index = self._sync_indexes.get(record.swarm)
+        if index is not None:
+            index.insert(record.ts, record.id)
+        building = self._sync_building.get(record.swarm)
+        if building is not None:
+            building.append((record.ts, record.id))
+
+    def sync_index(self, swarm_id: bytes) -> SyncIndex | None:
+        """The reconciliation index of a joined swarm (None until it is built)."""
+        return self._sync_indexes.get(swarm_id)
+
+    async def _build_sync_index(self, swarm: Swarm, *, rebuild: bool = False) -> None:
+        """Build ``swarm``'s index with one scan of the store, missing no record stored meanwhile.
+
+        With ``rebuild`` the current index stays in use until the new one replaces it.
+        """
+        if swarm.id in self._sync_building or (swarm.id in self._sync_indexes and not rebuild):
+            return
+        self._sync_building[swarm.id] = []
+        try:
+            items = await trio.to_thread.run_sync(self._sync_reader.ids_in_range, swarm.id, None, None, 2**62)
+            index = SyncIndex(items)
+            index.insert_many(self._sync_building[swarm.id])
+            self._sync_indexes[swarm.id] = index
+        finally:
+            del self._sync_building[swarm.id]
+
+    def _make_sync(self, net: _Network) -> SyncService:
+        return SyncService(
+            net.host,
+            ingest=self.ingest,
+            store=self._sync_reader,
+            index_of=lambda sid: self._sync_indexes.get(sid) if sid in net.swarms else None,
+            swarms=lambda: net.swarms,
+            penalise=net.gossip.penalise,
+            is_banned=lambda peer: peer in net.gossip.penalties.banned,
+            limits=self.config.sync_limits,
+            interval=self.config.sync_interval,
+            on_connect=self.config.sync_on_connect,
+        )
+
+    async def sync_with(self, peer_id: str, swarm: Swarm) -> SessionReport:
+        """Run one sync session of ``swarm`` with a connected peer now (we initiate)."""
+        net = self._networks.get(swarm.psk_hex)
+        if net is None or net.sync is None or swarm.id not in net.swarms:
+            raise NotFound(f"this node is not in swarm {swarm.name!r}")
+        return await net.sync.sync_with(peer_id, swarm)
+
+    def sync_stats(self) -> dict[str, int]:
+        """Sync counters summed over this node's networks (sessions, records, bytes)."""
+        return stats_dict(net.sync.stats for net in self._networks.values() if net.sync is not None)
+
+    def sync_reports(self) -> list[SessionReport]:
+        """The most recent sync sessions of every network, oldest first."""
+        reports = [r for net in self._networks.values() if net.sync is not None for r in net.sync.reports]
+        return reports
+
+    async def prune_expired(self) -> int:
+        """Prune expired records from the store, then rebuild the sync indexes; how many went."""
+        now = self.clock()
+        pruned = await trio.to_thread.run_sync(self.store.prune_expired, now)
+        if pruned:
+            for swarm in self.swarms():
+                await self._build_sync_index(swarm, rebuild=True)
+        return pruned

@@ -240,9 +240,45 @@ def record_id(encoded: bytes) -> bytes:
 
 def signing_bytes(record: Record) -> bytes:
     """The exact bytes the author's signature covers."""
+    encoded = record.__dict__.get("encoded")
+    if encoded is not None:
+        cut = _unsigned_from_encoded(record, encoded)
+        if cut is not None:
+            return SIGNING_DOMAIN + cut
     # The map is built from checked dataclasses, so it is plain data already:
     # encode it directly (wire.encode would walk it again to check).
     return SIGNING_DOMAIN + cbor2.dumps(_record_map(record, with_sig=False), canonical=True)
+
+
+_SIG_ENTRY = b"\x63sig\x58\x40"  # text "sig", then a 64-byte byte string
+
+
+def _unsigned_from_encoded(record: Record, encoded: bytes) -> bytes | None:
+    """The canonical map without ``sig``, cut out of the record's canonical bytes.
+
+    In canonical order the keys run v, ts, seq, sig, body, type, swarm, author
+    (shorter keys first), so the ``sig`` entry starts right after the three
+    integers, at an offset known from their values. Saves re-encoding the
+    record on every verification; returns None if the layout is not the
+    expected one (then the caller re-encodes).
+    """
+    off = 1 + 2 + _int_len(record.v) + 3 + _int_len(record.ts) + 4 + _int_len(record.seq)
+    if encoded[0] != 0xA8 or encoded[off : off + 6] != _SIG_ENTRY:
+        return None
+    return b"\xa7" + encoded[1:off] + encoded[off + 6 + SIG_SIZE :]
+
+
+def _int_len(value: int) -> int:
+    """Length of the canonical CBOR head of a non-negative integer."""
+    if value < 24:
+        return 1
+    if value < 0x100:
+        return 2
+    if value < 0x10000:
+        return 3
+    if value < 0x100000000:
+        return 5
+    return 9
 
 
 def sign_record(record: Record, signing_key: nacl.signing.SigningKey) -> Record:
@@ -517,9 +553,24 @@ def body_from_map(rtype: str, value: Any) -> Any:
     except ValidationError as exc:
         raise type(exc)(f"{rtype} body: {exc.message}") from None
     check_body(body)
-    if body_to_map(body) != value:
+    if _spells_out_a_default(value):
         raise ValidationError(f"{rtype} body is not in canonical form (a default value was spelled out)")
     return body
+
+
+def _spells_out_a_default(value: dict[str, Any]) -> bool:
+    """True if an optional field holds its default (which the canonical form omits).
+
+    Optional fields at their default are omitted: spelling one out would give
+    the same body a second encoding. Unknown keys were refused already.
+    """
+    for key, field_value in value.items():
+        if isinstance(field_value, dict):
+            if _spells_out_a_default(field_value):
+                return True
+        elif field_value in (None, "", []) and key not in ("title", "kind"):
+            return True
+    return False
 
 
 def _item_from_map(value: dict[str, Any], cls: type, what: str) -> ItemBody:

@@ -276,3 +276,28 @@ def test_a_signature_by_another_key_is_refused(body):
     forged = _remap(record, sig=other.sig)
     with pytest.raises(SignatureError):
         r.open_record(forged, now_ms=NOW, allow_expired=True)
+
+
+def test_spelled_out_defaults_in_nested_maps_are_refused():
+    a = Author()
+    update = a.sign(
+        r.UpdateBody(target=ID, item=r.ItemBody(title="Ladder", kind="lend", terms=r.LendTerms(max_days=3)))
+    )
+    m = r._record_map(update, with_sig=True)
+    m["body"]["item"]["desc"] = ""
+    with pytest.raises(ValidationError, match="canonical"):
+        r.decode_record(cbor2.dumps(m, canonical=True))
+    m = r._record_map(update, with_sig=True)
+    m["body"]["item"]["terms"]["deposit"] = ""
+    with pytest.raises(ValidationError, match="canonical"):
+        r.decode_record(cbor2.dumps(m, canonical=True))
+
+
+def test_signing_bytes_cut_from_the_wire_equal_the_re_encoded_ones():
+    for body in every_body():
+        record = Author().sign(body, seq=2**40, ts=NOW)
+        decoded = r.decode_record(record.encoded)
+        assert "encoded" in decoded.__dict__
+        fresh = dataclasses.replace(decoded)  # no cached bytes: re-encodes
+        assert "encoded" not in fresh.__dict__
+        assert r.signing_bytes(decoded) == r.signing_bytes(fresh)

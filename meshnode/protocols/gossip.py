@@ -292,6 +292,29 @@ class RecordGossip:
             log.debug("penalty bookkeeping failed: %r", exc)
         return False
 
+    def penalise(self, peer: str, weight: int = 1) -> bool:
+        """Count ``weight`` offences of ``peer`` seen outside gossip (e.g. by sync).
+
+        The same bookkeeping as an invalid gossiped record, ``weight`` times: the
+        peer's gossip score drops and at the limit it is banned (blacklisted and
+        disconnected). Returns True when this call banned it. Never raises.
+        """
+        try:
+            pid = ID.from_base58(peer)
+            if pid == self.host.get_id():
+                return False
+            scorer = getattr(self.router, "scorer", None)
+            if scorer is not None:
+                scorer.penalize_behavior(pid, float(weight))
+            now = time.monotonic()
+            for _ in range(max(weight, 1)):
+                if self.penalties.record(peer, now):
+                    self._ban(pid)
+                    return True
+        except Exception as exc:
+            log.debug("penalising %s failed: %r", peer, exc)
+        return False
+
     def _ban(self, peer: ID) -> None:
         """Blacklist ``peer`` in pubsub and close its connection."""
         self.stats.banned_peers += 1

@@ -787,6 +787,18 @@ class Store:
         with self._op("looking up a pruned id") as conn:
             return conn.execute("SELECT 1 FROM pruned WHERE id = ?", (record_id,)).fetchone() is not None
 
+    def pruned_among(self, ids: Iterable[bytes]) -> set[bytes]:
+        """The ids of ``ids`` that pruning deleted here (they would be refused)."""
+        wanted = list(dict.fromkeys(ids))
+        with self._op("looking up pruned ids"):
+            return self._pruned(wanted)
+
+    def raw_records(self, ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        """The stored encoded bytes of those of ``ids`` held here: id -> bytes."""
+        wanted = list(dict.fromkeys(ids))
+        with self._op("reading records"):
+            return dict(self._select_in("SELECT id, raw FROM records WHERE id IN ({})", wanted))
+
     def count(self, swarm: bytes | None = None, type: str | None = None) -> int:
         where, params = [], []
         if swarm is not None:

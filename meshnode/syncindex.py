@@ -1,0 +1,280 @@
+"""The per-swarm item index that set reconciliation queries: pure, no I/O.
+
+A :class:`SyncIndex` is an ordered set of items ``(ts, id)`` (see
+:mod:`meshnode.reconcile`) that answers the :class:`~meshnode.reconcile.ItemSource`
+questions (count, fingerprint, items, split points over a range) in
+O(log n) and takes inserts and removals one at a time, so the node keeps
+one per swarm current as records are stored, instead of scanning the store
+for every reconciliation message.
+
+Layout: the items live in *blocks*, sorted lists of at most
+``2 * block_size`` items, in order (``_firsts`` holds each block's first item
+for the bisection that finds a block; ``_bsums`` each block's id sum). Two
+Fenwick trees over the blocks hold the blocks' counts and id sums (mod
+2**256), so the count and the sum of everything before a block cost
+O(log(n / block_size)). Inside a block, prefix sums of the ids are kept
+lazily: a block that changed drops them and the next query that needs them
+rebuilds that one block (O(block_size)), so a batch of inserts costs one
+rebuild per touched block, not one per insert. A position is
+``(block, offset)``; the count and the sum below a bound are the Fenwick
+prefix of the block plus the in-block prefix. A full block splits in two
+and the Fenwick trees are rebuilt from the block sums, O(n / block_size).
+
+Costs (n = 100,000, measured on the development machine, 2 cores):
+building from sorted items ~50 ms (~140 ms unsorted); a fingerprint or count
+over a range ~5-7 us, as fast as :class:`~meshnode.reconcile.SortedItems`;
+an insert or removal ~4 us; 100,000 inserts in order (a newcomer's sync)
+~0.2 s.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable, Iterator
+from itertools import accumulate
+
+from meshnode.errors import BadValue
+from meshnode.reconcile import ID_SIZE, MAX_TS, Bound, Item, bound_between, fingerprint_digest
+
+_MASK = (1 << 256) - 1
+DEFAULT_BLOCK_SIZE = 512
+
+
+def _id_int(item_id: bytes) -> int:
+    return int.from_bytes(item_id, "little")
+
+
+def _block_sum(block: list[Item]) -> int:
+    return sum(int.from_bytes(i, "little") for _, i in block) & _MASK
+
+
+def _check_item(ts: object, item_id: object) -> None:
+    if type(ts) is not int or not 0 <= ts <= MAX_TS:
+        raise BadValue(f"expected an item ts in 0..2**64-1, found {ts!r}")
+    if not isinstance(item_id, bytes) or len(item_id) != ID_SIZE:
+        raise BadValue(f"expected a {ID_SIZE}-byte item id, found {item_id!r}")
+
+
+class SyncIndex:
+    """A mutable, ordered set of ``(ts, id)`` items implementing ``ItemSource``.
+
+    An id appears at most once: inserting a known id is a no-op (and returns
+    False), whatever its ts. Not thread-safe: use it from one thread (the trio
+    thread, in the node).
+    """
+
+    def __init__(self, items: Iterable[Item] = (), *, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+        if type(block_size) is not int or block_size < 2:
+            raise BadValue(f"expected block_size >= 2, found {block_size!r}")
+        self._block_size = block_size
+        ts_of: dict[bytes, int] = {}
+        for ts, item_id in items:
+            if item_id in ts_of:
+                continue
+            _check_item(ts, item_id)
+            ts_of[item_id] = ts
+        self._ts_of = ts_of
+        keys = sorted((ts, item_id) for item_id, ts in ts_of.items())
+        self._blocks: list[list[Item]] = [keys[i : i + block_size] for i in range(0, len(keys), block_size)]
+        self._bsums: list[int] = [_block_sum(b) for b in self._blocks]
+        self._rebuild_top()
+
+    # --- bookkeeping -----------------------------------------------------------
+
+    def _rebuild_top(self) -> None:
+        """Recompute the block firsts, the in-block caches and both Fenwick trees: O(blocks)."""
+        blocks = self._blocks
+        self._firsts: list[Item] = [b[0] for b in blocks]
+        self._prefix: list[list[int] | None] = [None] * len(blocks)
+        m = len(blocks)
+        counts = [0, *map(len, blocks)]
+        sums = [0, *self._bsums]
+        # O(m) Fenwick construction: push each node's value to its parent.
+        for k in range(1, m + 1):
+            parent = k + (k & -k)
+            if parent <= m:
+                counts[parent] += counts[k]
+                sums[parent] = (sums[parent] + sums[k]) & _MASK
+        self._fcount = counts
+        self._fsum = sums
+
+    def _fen_add(self, k: int, dcount: int, dsum: int) -> None:
+        counts, sums = self._fcount, self._fsum
+        m = len(counts) - 1
+        k += 1
+        while k <= m:
+            counts[k] += dcount
+            sums[k] = (sums[k] + dsum) & _MASK
+            k += k & -k
+
+    def _fen_prefix(self, k: int) -> tuple[int, int]:
+        """Count and id sum of blocks ``0 .. k-1``."""
+        counts, sums = self._fcount, self._fsum
+        c = s = 0
+        while k > 0:
+            c += counts[k]
+            s += sums[k]
+            k -= k & -k
+        return c, s
+
+    def _block_prefix(self, k: int) -> list[int]:
+        p = self._prefix[k]
+        if p is None:
+            p = [0, *accumulate(_id_int(i) for _, i in self._blocks[k])]
+            self._prefix[k] = p
+        return p
+
+    def _locate(self, bound: Item) -> tuple[int, int]:
+        """``(block, offset)`` of the first item ``>= bound`` (offset may be the block's end)."""
+        k = bisect_right(self._firsts, bound) - 1
+        if k < 0:
+            return 0, 0
+        return k, bisect_left(self._blocks[k], bound)
+
+    def _rank_sum(self, bound: Item) -> tuple[int, int]:
+        """Number of items below ``bound`` and the sum of their ids (not reduced)."""
+        if not self._blocks:
+            return 0, 0
+        k, o = self._locate(bound)
+        c, s = self._fen_prefix(k)
+        return c + o, s + self._block_prefix(k)[o]
+
+    def _rank(self, bound: Item) -> int:
+        if not self._blocks:
+            return 0
+        k, o = self._locate(bound)
+        return self._fen_prefix(k)[0] + o
+
+    def _at_rank(self, r: int) -> tuple[int, int]:
+        """``(block, offset)`` of the item of rank ``r`` (0-based, ``r < len``)."""
+        counts = self._fcount
+        m = len(counts) - 1
+        pos = 0
+        step = 1 << m.bit_length()
+        while step:
+            nxt = pos + step
+            if nxt <= m and counts[nxt] <= r:
+                pos = nxt
+                r -= counts[nxt]
+            step >>= 1
+        return pos, r
+
+    # --- the set ---------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._ts_of)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._ts_of
+
+    def __iter__(self) -> Iterator[Item]:
+        for block in self._blocks:
+            yield from block
+
+    def ts_of(self, item_id: bytes) -> int | None:
+        """The ts of an id in the set, or None."""
+        return self._ts_of.get(item_id)
+
+    def insert(self, ts: int, item_id: bytes) -> bool:
+        """Add ``(ts, id)``; True if it is new (a known id is left as it is)."""
+        if item_id in self._ts_of:
+            return False
+        _check_item(ts, item_id)
+        self._ts_of[item_id] = ts
+        item = (ts, item_id)
+        blocks = self._blocks
+        value = _id_int(item_id)
+        if not blocks:
+            self._blocks = [[item]]
+            self._bsums = [value]
+            self._rebuild_top()
+            return True
+        k = max(bisect_right(self._firsts, item) - 1, 0)
+        block = blocks[k]
+        insort(block, item)
+        self._firsts[k] = block[0]
+        self._prefix[k] = None
+        self._bsums[k] = (self._bsums[k] + value) & _MASK
+        self._fen_add(k, 1, value)
+        if len(block) > 2 * self._block_size:
+            half = len(block) // 2
+            left, right = block[:half], block[half:]
+            left_sum = _block_sum(left)
+            blocks[k : k + 1] = [left, right]
+            self._bsums[k : k + 1] = [left_sum, (self._bsums[k] - left_sum) & _MASK]
+            self._rebuild_top()
+        return True
+
+    def remove(self, item_id: bytes) -> bool:
+        """Take the item with this id out; True if it was there."""
+        ts = self._ts_of.pop(item_id, None)
+        if ts is None:
+            return False
+        item = (ts, item_id)
+        k, o = self._locate(item)
+        block = self._blocks[k]
+        if o >= len(block) or block[o] != item:  # pragma: no cover - the id map and blocks agree
+            raise AssertionError("sync index is inconsistent")
+        del block[o]
+        value = _id_int(item_id)
+        if not block:
+            del self._blocks[k]
+            del self._bsums[k]
+            self._rebuild_top()
+            return True
+        self._firsts[k] = block[0]
+        self._prefix[k] = None
+        self._bsums[k] = (self._bsums[k] - value) & _MASK
+        self._fen_add(k, -1, -value)
+        return True
+
+    def insert_many(self, items: Iterable[Item]) -> int:
+        """Insert several items; return how many were new."""
+        return sum(self.insert(ts, item_id) for ts, item_id in items)
+
+    # --- ItemSource ------------------------------------------------------------
+
+    def count(self, lo: Bound, hi: Bound) -> int:
+        return max(self._rank(hi) - self._rank(lo), 0)
+
+    def fingerprint(self, lo: Bound, hi: Bound) -> bytes:
+        clo, slo = self._rank_sum(lo)
+        chi, shi = self._rank_sum(hi)
+        if chi <= clo:
+            return fingerprint_digest(0, 0)
+        return fingerprint_digest((shi - slo) & _MASK, chi - clo)
+
+    def items(self, lo: Bound, hi: Bound, limit: int) -> list[Item]:
+        out: list[Item] = []
+        if limit <= 0 or not self._blocks:
+            return out
+        k, o = self._locate(lo)
+        blocks = self._blocks
+        while k < len(blocks) and len(out) < limit:
+            block = blocks[k]
+            end = min(len(block), o + limit - len(out))
+            chunk = block[o:end]
+            if chunk and chunk[-1] >= hi:
+                out.extend(chunk[: bisect_left(chunk, hi)])
+                return out
+            out.extend(chunk)
+            k, o = k + 1, 0
+        return out
+
+    def split_points(self, lo: Bound, hi: Bound, parts: int) -> list[Bound]:
+        i = self._rank(lo)
+        n = self._rank(hi) - i
+        k = min(parts, n)
+        if k <= 1:
+            return []
+        out = []
+        for t in range(1, k):
+            r = i + n * t // k
+            b, o = self._at_rank(r)
+            after = self._blocks[b][o]
+            if o > 0:
+                before = self._blocks[b][o - 1]
+            else:
+                before = self._blocks[b - 1][-1]
+            out.append(bound_between(before, after))
+        return out
