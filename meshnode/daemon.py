@@ -57,6 +57,7 @@ async def run_daemon(
                     bootstrap=config.bootstrap,
                     mdns=config.mdns,
                     max_connections=config.max_connections,
+                    sync_interval=config.sync_interval,
                 ),
             )
             stop = trio.Event()

@@ -36,6 +36,8 @@ bootstrap = []
 mdns = true
 # Most connections this node keeps.
 max_connections = 64
+# Seconds between catch-up syncs with a random neighbour (also on every connect).
+sync_interval = 60
 """
 
 
@@ -104,6 +106,7 @@ class Config:
     bootstrap: list[str] = field(default_factory=list)
     mdns: bool = True
     max_connections: int = 64
+    sync_interval: float = 60.0
 
 
 def load_config(home: Home) -> Config:
@@ -121,7 +124,7 @@ def load_config(home: Home) -> Config:
     node = data.get("node", {})
     if not isinstance(node, dict):
         raise ConfigError(f"{home.config}: [node] must be a table")
-    unknown = set(node) - {"listen", "bootstrap", "mdns", "max_connections"}
+    unknown = set(node) - {"listen", "bootstrap", "mdns", "max_connections", "sync_interval"}
     if unknown:
         raise ConfigError(f"{home.config}: unknown keys in [node]: {sorted(unknown)}")
     listen = node.get("listen", DEFAULT_LISTEN)
@@ -139,7 +142,20 @@ def load_config(home: Home) -> Config:
         or not 1 <= max_connections <= 10_000
     ):
         raise ConfigError(f"{home.config}: max_connections must be an integer from 1 to 10000")
-    return Config(listen=listen, bootstrap=bootstrap, mdns=mdns, max_connections=max_connections)
+    sync_interval = node.get("sync_interval", 60)
+    if (
+        isinstance(sync_interval, bool)
+        or not isinstance(sync_interval, int | float)
+        or not 0 <= sync_interval <= 86400
+    ):
+        raise ConfigError(f"{home.config}: sync_interval must be a number of seconds from 0 to 86400")
+    return Config(
+        listen=listen,
+        bootstrap=bootstrap,
+        mdns=mdns,
+        max_connections=max_connections,
+        sync_interval=float(sync_interval),
+    )
 
 
 def load_swarms(home: Home) -> list[Swarm]:

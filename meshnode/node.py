@@ -56,6 +56,7 @@ class NodeConfig:
     sync_interval: float = 60.0  # seconds between syncs with one random peer; 0: never
     sync_on_connect: bool = True  # sync when a peer connects (smaller peer id starts)
     sync_limits: SyncLimits = field(default_factory=SyncLimits)
+    prune_interval: float = 3600.0  # seconds between prunes of expired records; 0: never
 
 
 @dataclass
@@ -115,7 +116,20 @@ class Node:
             nursery.start_soon(self._dial_quietly, self._networks[None], addr)
         if self.config.mdns:
             nursery.start_soon(self._lan_discovery, self._networks[None])
+        if self.config.prune_interval > 0:
+            nursery.start_soon(self._prune_loop)
         task_status.started()
+
+    async def _prune_loop(self) -> None:
+        """Drop expired records now and then (they are remembered, so not synced back)."""
+        while True:
+            try:
+                pruned = await self.prune_expired()
+                if pruned:
+                    log.info("pruned %d expired records", pruned)
+            except Exception as exc:  # keep the node running; try again next time
+                log.warning("pruning failed: %s", exc)
+            await trio.sleep(self.config.prune_interval)
 
     @property
     def peer_id(self) -> str:

@@ -76,6 +76,7 @@ class ApiService:
             "records": count,
             "ingest": dict(vars(self.node.ingest.stats)),
             "gossip": self.node.gossip_stats(),
+            "sync": self.node.sync_stats(),
         }
 
     async def peers(self) -> list[dict[str, Any]]:

@@ -28,12 +28,13 @@ from collections.abc import Awaitable, Callable, KeysView
 from dataclasses import dataclass, field
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams
 from libp2p.tools.anyio_service import background_trio_service
+from multiaddr import Multiaddr
 
 from meshnode.swarm import Swarm
 
@@ -131,6 +132,44 @@ class GossipStats:
     rejected: int = 0
     validator_errors: int = 0
     banned_peers: int = 0
+    refused_connections: int = 0
+
+
+class _BannedPeerGate(INotifee):
+    """Closes any new connection from a banned peer as soon as it is secured.
+
+    libp2p's connection gate filters by IP address only, which cannot tell
+    peers apart behind one address (or on loopback); a ban is by peer id, so
+    it is enforced once the Noise handshake has proved who is calling.
+    """
+
+    def __init__(self, gossip: RecordGossip) -> None:
+        self._gossip = gossip
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        try:
+            peer = conn.muxed_conn.peer_id
+            if peer.to_base58() in self._gossip.penalties.banned and self._gossip._nursery is not None:
+                self._gossip.stats.refused_connections += 1
+                self._gossip._nursery.start_soon(self._gossip._disconnect, peer)
+        except Exception as exc:  # a notifee must never raise into libp2p
+            log.debug("banned-peer gate: %r", exc)
+        await trio.lowlevel.checkpoint()
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        await trio.lowlevel.checkpoint()
 
 
 class RecordGossip:
@@ -183,6 +222,7 @@ class RecordGossip:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._publisher)
+                self.host.get_network().register_notifee(_BannedPeerGate(self))
                 task_status.started()
                 await trio.sleep_forever()
 

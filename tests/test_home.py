@@ -1,0 +1,66 @@
+"""The home directory, config.toml and the saved swarms."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from meshnode.errors import ConfigError
+from meshnode.home import Config, Home, ensure_home, load_config, load_swarms, resolve_home, save_swarms
+from meshnode.swarm import Swarm
+
+
+def test_resolve_home_prefers_option_then_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("MESHNODE_HOME", str(tmp_path / "env"))
+    assert resolve_home(tmp_path / "opt").root == tmp_path / "opt"
+    assert resolve_home(None).root == tmp_path / "env"
+    monkeypatch.delenv("MESHNODE_HOME")
+    assert resolve_home(None).root.name == "meshnode"
+
+
+def test_new_home_is_private_with_a_default_config(tmp_path):
+    home = Home(tmp_path / "h")
+    ensure_home(home)
+    assert os.stat(home.root).st_mode & 0o777 == 0o700
+    assert os.stat(home.config).st_mode & 0o777 == 0o600
+    assert load_config(home) == Config(listen=["/ip4/0.0.0.0/tcp/4001"], sync_interval=60.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[node\nlisten=", "not valid TOML"),
+        ("[node]\ncolour = 'red'", "unknown keys"),
+        ("[node]\nlisten = '/ip4/1.2.3.4/tcp/1'", "list of multiaddr"),
+        ("[node]\nmdns = 'yes'", "true or false"),
+        ("[node]\nmax_connections = 0", "max_connections"),
+        ("[node]\nsync_interval = -5", "sync_interval"),
+        ("node = 3", "must be a table"),
+    ],
+)
+def test_bad_config_is_refused_clearly(tmp_path, text, words):
+    home = Home(tmp_path)
+    home.config.write_text(text)
+    with pytest.raises(ConfigError, match=words):
+        load_config(home)
+
+
+def test_swarms_round_trip_privately(tmp_path):
+    home = Home(tmp_path)
+    swarms = [Swarm.create("Elm Street"), Swarm.create("Quiet Close", private=True)]
+    save_swarms(home, swarms)
+    assert os.stat(home.swarms).st_mode & 0o777 == 0o600
+    assert load_swarms(home) == swarms
+
+
+def test_swarm_file_readable_by_others_or_corrupt_is_refused(tmp_path):
+    home = Home(tmp_path)
+    save_swarms(home, [Swarm.create("x", private=True)])
+    os.chmod(home.swarms, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_swarms(home)
+    os.chmod(home.swarms, 0o600)
+    home.swarms.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="corrupt"):
+        load_swarms(home)
