@@ -201,11 +201,15 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], *, empty: 
         typer.echo(empty)
         return
     t = Table(show_edge=False, header_style="bold")
-    for _, title in columns:
-        t.add_column(title)
+    for key, title in columns:
+        # ids and peer ids are copied into other commands: never cut them
+        whole = key in ("id", "author", "from", "to", "peer_id")
+        t.add_column(title, no_wrap=whole, min_width=None, overflow="fold" if whole else "ellipsis")
     for row in rows:
         t.add_row(*(_cell(row.get(key)) for key, _ in columns))
-    Console(width=160).print(t)
+    import shutil
+
+    Console(width=max(shutil.get_terminal_size((200, 24)).columns, 200)).print(t)
 
 
 def _cell(value: Any) -> str:
@@ -500,7 +504,10 @@ def _reply(
     if json_out:
         show_json(data)
         return
-    typer.echo(f"{data['id'][:12]} is now {data['state']}")
+    note = ""
+    if action == "complete" and data["state"] == "accepted":
+        note = " (done on your side; completed once the other side runs 'meshnode complete' too)"
+    typer.echo(f"{data['id'][:12]} is now {data['state']}{note}")
 
 
 @app.command()
