@@ -65,7 +65,8 @@ from meshnode.store import schema
 ITEM_TYPES = ("offer", "want")
 _TARGETING = ("update", "withdraw")
 BUSY_TIMEOUT_MS = 5_000
-CACHE_SIZE_KIB = 32 * 1024
+CACHE_SIZE_KIB = 16 * 1024  # the writer's page cache
+READER_CACHE_SIZE_KIB = 4 * 1024  # each read-only connection's (the daemon keeps two)
 # Checkpoint the WAL every ~40 MB instead of SQLite's 4 MB: a 1,000-record
 # batch into a 100k-record store dirties >1,000 pages, so the default ran a
 # checkpoint in nearly every commit (15k -> 22k records/s). The WAL file is
@@ -1067,7 +1068,7 @@ def _prepare(conn: sqlite3.Connection, where: str, *, readonly: bool, memory: bo
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
+        conn.execute(f"PRAGMA cache_size = -{READER_CACHE_SIZE_KIB if readonly else CACHE_SIZE_KIB}")
     except sqlite3.Error as exc:
         raise StoreError(f"cannot configure the store {where}: {exc}") from None
     if version < known:
