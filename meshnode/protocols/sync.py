@@ -49,7 +49,7 @@ from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
 from meshnode import wire
-from meshnode.errors import MeshError, StoreError
+from meshnode.errors import MeshError, NetworkError, StoreError, ValidationError
 from meshnode.ratelimit import KeyedRateLimit
 from meshnode.reconcile import MAX_MESSAGE_BYTES as MAX_RECONCILE_MESSAGE
 from meshnode.reconcile import Reconciler
@@ -154,14 +154,18 @@ class SessionReport:
 # --- errors --------------------------------------------------------------------
 
 
-class SyncViolation(Exception):
+class SyncViolation(ValidationError):
     """The peer broke the protocol: abort, reset the stream, penalise it."""
+
+    code = "protocol_violation"
 
     weight = VIOLATION_WEIGHT
 
 
-class SyncTimeout(Exception):
+class SyncTimeout(NetworkError):
     """The peer did not send or take a frame in time."""
+
+    code = "timeout"
 
     weight = TIMEOUT_WEIGHT
 
