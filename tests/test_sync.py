@@ -83,7 +83,11 @@ async def test_a_newcomer_gets_all_2000_earlier_records(tmp_path):
         await b.connect(a.addrs()[0])  # the connect itself starts the sync
         took = await wait_until(lambda: len(b.sync_index(swarm.id)) == 2000, timeout=20)
         assert ids_of(b, swarm) == ids_of(a, swarm)  # the index follows the store (on_stored)
-        await wait_until(lambda: a.sync_stats()["sessions_completed"] == 1, timeout=5)
+        # Each side counts its session when its own end is done: wait for both.
+        await wait_until(
+            lambda: a.sync_stats()["sessions_completed"] == b.sync_stats()["sessions_completed"] == 1,
+            timeout=5,
+        )
         sa, sb = a.sync_stats(), b.sync_stats()
         assert sa["records_sent"] + sb["records_sent"] == 2000
         assert sa["records_fetched"] + sb["records_fetched"] == 2000
