@@ -552,7 +552,9 @@ def body_from_map(rtype: str, value: Any) -> Any:
             )
     except ValidationError as exc:
         raise type(exc)(f"{rtype} body: {exc.message}") from None
-    check_body(body)
+    # Every field's type and limits were checked while parsing; what is left
+    # are the rules across fields (check_body would check everything twice).
+    _check_rules(body)
     if _spells_out_a_default(value):
         raise ValidationError(f"{rtype} body is not in canonical form (a default value was spelled out)")
     return body
@@ -644,6 +646,39 @@ def check_body(body: Any) -> None:
         _text_field(body.bio, "bio", MAX_BIO)
     else:
         raise ValidationError(f"expected a record body, found {_describe(body)}")
+
+
+def _check_rules(body: Any) -> None:
+    """The rules of a body beyond each field's own type and limits (see check_body)."""
+    if isinstance(body, ItemBody):
+        _check_item_rules(body)
+    elif isinstance(body, UpdateBody):
+        _check_item_rules(body.item)
+    elif isinstance(body, ProposalBody):
+        if not body.give and not body.take:
+            raise ValidationError("a proposal must give or take at least one offer")
+    elif isinstance(body, ReplyBody):
+        if body.action == "counter":
+            if not body.give and not body.take:
+                raise ValidationError("a counter must give or take at least one offer")
+        elif body.give or body.take:
+            raise ValidationError(f"only a counter carries offers, found {body.action} with offers")
+
+
+def _check_item_rules(item: ItemBody) -> None:
+    if not item.title.strip():
+        raise ValidationError("title: expected some text, found only blanks")
+    if len(item.tags) > MAX_TAGS:
+        raise ValidationError(f"tags: expected at most {MAX_TAGS}, found {len(item.tags)}")
+    for tag in item.tags:
+        if not _TAG_RE.match(tag):
+            raise ValidationError(f"tag: expected lowercase letters, digits, '-' or '_', found {tag!r}")
+    if list(item.tags) != sorted(set(item.tags)):
+        raise ValidationError("tags: expected sorted and without duplicates (use normalize_tags)")
+    if item.where and not _GEOHASH_RE.match(item.where):
+        raise ValidationError(f"where: expected a geohash (base32, at most 6), found {item.where!r}")
+    if item.terms is not None and item.kind != "lend":
+        raise ValidationError(f"terms: only a lend item has lending terms, found kind {item.kind!r}")
 
 
 def _check_item(item: ItemBody) -> None:

@@ -676,7 +676,7 @@ def test_the_scenario_generator_reaches_every_state_and_refusal():
     """The properties above are only as good as the scenarios: check they go everywhere."""
     seen: set[str] = set()
 
-    @settings(max_examples=600, derandomize=True, database=None, phases=[Phase.generate], deadline=None)
+    @settings(max_examples=1500, derandomize=True, database=None, phases=[Phase.generate], deadline=None)
     @given(sc=scenarios())
     def explore(sc):
         b = derive_trades(sc.proposals, sc.replies, sc.offers, sc.now)
