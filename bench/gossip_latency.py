@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import trio
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
+from bench.common import sample_offer
 from meshnode import records as rec
 from meshnode.identity import Identity
-from meshnode.protocols.gossip import message_id
+from meshnode.protocols.gossip import message_id, new_router
 from meshnode.protocols.host import build_host, dial, listen_addrs, parse_listen, peer_info_of
 from meshnode.swarm import Swarm
 from tests.netutil import running_nodes, wait_for_mesh
@@ -43,14 +43,7 @@ async def raw_gossip(n: int, messages: int, payloads: list[bytes]) -> list[float
         nodes = []
         for _ in range(n):
             host = build_host(Identity.generate(), min_peers=0)
-            router = GossipSub(
-                protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
-                degree=6,
-                degree_low=4,
-                degree_high=12,
-                heartbeat_interval=1,
-                spam_protection_enabled=False,
-            )
+            router = new_router()
             pubsub = Pubsub(host, router, msg_id_constructor=message_id)
             await stack.enter_async_context(host.run(parse_listen(["/ip4/127.0.0.1/tcp/0"])))
             stack.push_async_callback(host.close)
@@ -95,7 +88,7 @@ async def meshnode_gossip(n: int, messages: int) -> tuple[list[float], int]:
                 for i in range(messages):
                     origin = nodes[(i * 3) % n]
                     start = time.perf_counter()
-                    record = await origin.publish(_body(i), swarm)
+                    record = await origin.publish(sample_offer(i), swarm)
                     size = len(record.encoded)
                     with trio.fail_after(10):
                         while not all(r.has(record.id) for r in readers):
@@ -107,21 +100,12 @@ async def meshnode_gossip(n: int, messages: int) -> tuple[list[float], int]:
             return latencies, size
 
 
-def _body(i: int) -> rec.OfferBody:
-    return rec.OfferBody(
-        title=f"Cordless drill {i}",
-        kind="lend",
-        desc="18 V, two batteries, bits included. Ask for the case.",
-        tags=("diy", "tools"),
-        where="u4pruy",
-        terms=rec.LendTerms(max_days=7),
-    )
-
-
 async def main(n: int, messages: int) -> None:
     ident = Identity.generate()
     payloads = [
-        rec.new_record(_body(i), swarm=bytes(32), seq=i + 1, ts=1, signing_key=ident.signing_key).encoded
+        rec.new_record(
+            sample_offer(i), swarm=bytes(32), seq=i + 1, ts=1, signing_key=ident.signing_key
+        ).encoded
         for i in range(messages)
     ]
     raw = await raw_gossip(n, messages, payloads)

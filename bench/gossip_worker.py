@@ -27,6 +27,7 @@ from pathlib import Path
 
 import trio
 
+from bench.common import sample_offer
 from meshnode import records as rec
 from meshnode.identity import Identity
 from meshnode.swarm import Swarm
@@ -79,14 +80,7 @@ async def run_meshnode(args: argparse.Namespace) -> None:
                         times = []
                         for i in range(cmd["count"]):
                             t = time.time()
-                            body = rec.OfferBody(
-                                title=f"Cordless drill {i} {os.getpid()}",
-                                kind="lend",
-                                desc="18 V, two batteries, bits included. Ask for the case.",
-                                tags=("diy", "tools"),
-                                where="u4pruy",
-                                terms=rec.LendTerms(max_days=7),
-                            )
+                            body = sample_offer(f"{i} {os.getpid()}")
                             r = await node.publish(body, TOPIC_SWARM)
                             times.append((r.id.hex(), t))
                             await trio.sleep(max(0.0, 1.0 / cmd["rate"] - (time.time() - t)))
@@ -99,23 +93,15 @@ async def run_meshnode(args: argparse.Namespace) -> None:
 
 
 async def run_raw(args: argparse.Namespace) -> None:
-    from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
     from libp2p.pubsub.pubsub import Pubsub
     from libp2p.tools.anyio_service import background_trio_service
 
-    from meshnode.protocols.gossip import message_id
+    from meshnode.protocols.gossip import message_id, new_router
     from meshnode.protocols.host import build_host, dial, listen_addrs, parse_listen, peer_info_of
 
     ident = Identity(seed=bytes.fromhex(args.seed))
     host = build_host(ident, min_peers=0)
-    router = GossipSub(
-        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
-        degree=6,
-        degree_low=4,
-        degree_high=12,
-        heartbeat_interval=1,
-        spam_protection_enabled=False,
-    )
+    router = new_router()
     pubsub = Pubsub(host, router, msg_id_constructor=message_id)
     topic = TOPIC_SWARM.topic
     try:
@@ -154,14 +140,7 @@ async def run_raw(args: argparse.Namespace) -> None:
                         t = time.time()
                         seq += 1
                         # The same work a publisher does in meshnode: build and sign a record.
-                        body = rec.OfferBody(
-                            title=f"Cordless drill {i} {os.getpid()}",
-                            kind="lend",
-                            desc="18 V, two batteries, bits included. Ask for the case.",
-                            tags=("diy", "tools"),
-                            where="u4pruy",
-                            terms=rec.LendTerms(max_days=7),
-                        )
+                        body = sample_offer(f"{i} {os.getpid()}")
                         r = rec.new_record(
                             body, swarm=TOPIC_SWARM.id, seq=seq, ts=int(t * 1000), signing_key=key
                         )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nacl.signing
 
+from bench.common import sample_offer
 from meshnode import records as rec
 from meshnode.store import Store
 
@@ -30,14 +31,7 @@ def make_records(n: int, authors: int = 100) -> list[bytes]:
     out = []
     for i in range(n):
         key = keys[i % authors]
-        body = rec.OfferBody(
-            title=f"Cordless drill number {i}",
-            kind="lend",
-            desc="18 V, two batteries, bits included. Ask for the case.",
-            tags=("diy", "tools"),
-            where="u4pruy",
-            terms=rec.LendTerms(max_days=7),
-        )
+        body = sample_offer(f"number {i}")
         out.append(rec.new_record(body, swarm=SWARM, seq=i // authors + 1, ts=now, signing_key=key).encoded)
     return out
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import nacl.signing
 import trio
 
+from bench.common import sample_offer
 from meshnode import records as rec
 from meshnode.identity import Identity
 from meshnode.ingest import Ingest
@@ -41,14 +42,7 @@ def make_records(n: int, swarm: bytes, *, authors: int = 100, seed_ts: int | Non
     now = seed_ts if seed_ts is not None else int(time.time() * 1000)
     out = []
     for i in range(n):
-        body = rec.OfferBody(
-            title=f"Cordless drill number {i}",
-            kind="lend",
-            desc="18 V, two batteries, bits included. Ask for the case.",
-            tags=("diy", "tools"),
-            where="u4pruy",
-            terms=rec.LendTerms(max_days=7),
-        )
+        body = sample_offer(f"number {i}")
         record = rec.new_record(
             body, swarm=swarm, seq=i // authors + 1, ts=now - n + i, signing_key=keys[i % authors]
         )

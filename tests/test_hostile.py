@@ -9,12 +9,12 @@ import cbor2
 import nacl.signing
 import pytest
 import trio
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshnode import records as rec
 from meshnode.identity import Identity
+from meshnode.protocols.gossip import new_router
 from meshnode.protocols.host import build_host, dial, parse_listen, peer_info_of
 from meshnode.swarm import Swarm
 from tests.netutil import running_nodes, wait_for_mesh, wait_until
@@ -26,14 +26,7 @@ pytestmark = pytest.mark.timeout(90)
 async def raw_peer():
     """A bare py-libp2p node with GossipSub and no validation at all."""
     host = build_host(Identity.generate(), min_peers=0)
-    router = GossipSub(
-        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
-        degree=6,
-        degree_low=4,
-        degree_high=12,
-        heartbeat_interval=1,
-        spam_protection_enabled=False,
-    )
+    router = new_router()
     pubsub = Pubsub(host, router)
     try:
         async with (

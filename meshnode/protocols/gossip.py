@@ -67,6 +67,31 @@ def score_params() -> ScoreParams:
     )
 
 
+def new_router(
+    *,
+    heartbeat_interval: float = 1.0,
+    degree: int = 6,
+    degree_low: int = 4,
+    degree_high: int = 12,
+    scoring: ScoreParams | None = None,
+) -> GossipSub:
+    """A GossipSub router with meshnode's settings (also the benchmarks' raw baseline).
+
+    Heartbeat 1 s (py-libp2p's default is 120 s: pitfall 6) and py-libp2p's
+    built-in spam limit off (it also counted our own publishes; our per-peer
+    and per-author limits run before validation instead).
+    """
+    return GossipSub(
+        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
+        degree=degree,
+        degree_low=degree_low,
+        degree_high=degree_high,
+        heartbeat_interval=heartbeat_interval,  # type: ignore[arg-type]
+        spam_protection_enabled=False,
+        score_params=scoring,
+    )
+
+
 class Verdict(enum.Enum):
     """What the node decided about one gossiped record."""
 
@@ -190,14 +215,12 @@ class RecordGossip:
     ) -> None:
         self.host = host
         self._judge = judge
-        self.router = GossipSub(
-            protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
+        self.router = new_router(
+            heartbeat_interval=heartbeat_interval,
             degree=degree,
             degree_low=degree_low,
             degree_high=degree_high,
-            heartbeat_interval=heartbeat_interval,  # type: ignore[arg-type]
-            spam_protection_enabled=False,  # our own per-peer limits run in the judge
-            score_params=score_params(),
+            scoring=score_params(),
         )
         self.pubsub = Pubsub(
             host,
