@@ -108,10 +108,10 @@ async def main(n: int, messages: int) -> None:
         ).encoded
         for i in range(messages)
     ]
-    raw = await raw_gossip(n, messages, [r.encoded for r in payloads])
+    raw = await raw_gossip(n, messages, payloads)
     ours, size = await meshnode_gossip(n, messages)
     print(
-        f"{n} nodes in a ring on 127.0.0.1, {messages} messages, payload {len(payloads[0].encoded)} B (ours {size} B)"
+        f"{n} nodes in a ring on 127.0.0.1, {messages} messages, payload {len(payloads[0])} B (ours {size} B)"
     )
     print(f"{'':28}{'median':>10}{'p95':>10}")
     for name, values in (("raw py-libp2p gossip", raw), ("meshnode (stored on all)", ours)):
