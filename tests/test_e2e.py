@@ -150,6 +150,15 @@ def test_refusals_are_one_line_nonzero_and_change_nothing(daemons, tmp_path):
     assert result.returncode == 69
     assert "meshnode daemon --home" in result.stderr
 
+    # No listener beyond what the config names: one TCP port, the one announced.
+    import psutil
+
+    listening = [c for c in psutil.Process(a.proc.pid).net_connections(kind="inet") if c.status == "LISTEN"]
+    announced = int(a.addrs[0].split("/")[4])
+    assert [(c.laddr.ip, c.laddr.port) for c in listening] == [("127.0.0.1", announced)]
+    udp = psutil.Process(a.proc.pid).net_connections(kind="udp")
+    assert udp == []  # no mDNS when listening on loopback only
+
     # The API socket is the owner's only: mode 0600 in a 0700 home.
     assert os.stat(a.home / "api.sock").st_mode & 0o777 == 0o600
     assert os.stat(a.home).st_mode & 0o777 == 0o700
