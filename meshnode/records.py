@@ -740,12 +740,16 @@ def normalize_tags(tags: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 # --- small field checkers ----------------------------------------------------
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A short description of a value's kind and size, for error messages."""
     if isinstance(value, bytes | bytearray):
         return f"{len(value)} bytes"
     if isinstance(value, str):
         return f"text of {len(value)} characters"
     return type(value).__name__
+
+
+_describe = describe
 
 
 def _only_keys(value: dict[str, Any], allowed: set[str], what: str) -> None:

@@ -107,6 +107,7 @@ from meshnode.records import (
     AttestBody,
     Record,
 )
+from meshnode.records import describe as _describe
 
 #: Edge kinds: an explicit attestation, or a completed trade.
 EDGE_KINDS = ("attest", "trade")
@@ -623,11 +624,3 @@ def _recency(record: Record) -> tuple[int, int, bytes]:
 def _check_key(key: Any, what: str) -> None:
     if not isinstance(key, bytes) or len(key) != KEY_SIZE:
         raise BadValue(f"{what}: expected a {KEY_SIZE}-byte public key, found {_describe(key)}")
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return f"{len(value)} bytes"
-    if isinstance(value, str):
-        return f"text of {len(value)} characters"
-    return type(value).__name__
