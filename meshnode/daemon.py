@@ -55,9 +55,11 @@ async def run_daemon(
                 NodeConfig(
                     listen=listen or config.listen,
                     bootstrap=config.bootstrap,
+                    announce=config.announce,
                     mdns=config.mdns,
                     max_connections=config.max_connections,
                     sync_interval=config.sync_interval,
+                    state_path=home.network,
                 ),
             )
             stop = trio.Event()

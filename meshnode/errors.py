@@ -111,6 +111,12 @@ class ConfigError(MeshError):
     exit_code = 78
 
 
+class PortInUse(ConfigError):
+    """A listen port that another socket holds already."""
+
+    code = "port_in_use"
+
+
 class StoreError(MeshError):
     """The database refused or failed an operation."""
 
@@ -159,6 +165,7 @@ ALL_ERRORS: tuple[type[MeshError], ...] = (
     BadValue,
     IdentityError,
     ConfigError,
+    PortInUse,
     StoreError,
     InviteError,
     NetworkError,

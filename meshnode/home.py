@@ -17,6 +17,7 @@ from pathlib import Path
 import platformdirs
 
 from meshnode import wire
+from meshnode.addrs import split_tcp, strip_peer
 from meshnode.errors import ConfigError, MeshError
 from meshnode.swarm import Swarm
 
@@ -28,8 +29,14 @@ DEFAULT_CONFIG = """\
 # meshnode configuration. Edit, then restart the daemon.
 
 [node]
-# Addresses to listen on (multiaddrs). Port 0 picks a free port.
+# Addresses to listen on (multiaddrs) for open swarms. Port 0 picks a free
+# port once and keeps it (in network.cbor). Each private swarm listens on a
+# port of its own, picked the same way.
 listen = ["/ip4/0.0.0.0/tcp/4001"]
+# Addresses to advertise besides the ones found automatically, e.g. your
+# router's public address when you forwarded the port above by hand:
+# announce = ["/ip4/203.0.113.7/tcp/4001"]
+announce = []
 # Peers to dial at start-up, each ending in /p2p/<peer id>.
 bootstrap = []
 # Find neighbours on the local network (mDNS).
@@ -68,6 +75,11 @@ class Home:
         return self.root / "swarms.cbor"
 
     @property
+    def network(self) -> Path:
+        """Ports and address book (see :mod:`meshnode.netstate`)."""
+        return self.root / "network.cbor"
+
+    @property
     def log(self) -> Path:
         return self.root / "daemon.log"
 
@@ -104,6 +116,7 @@ class Config:
 
     listen: list[str] = field(default_factory=lambda: list(DEFAULT_LISTEN))
     bootstrap: list[str] = field(default_factory=list)
+    announce: list[str] = field(default_factory=list)
     mdns: bool = True
     max_connections: int = 64
     sync_interval: float = 60.0
@@ -124,14 +137,21 @@ def load_config(home: Home) -> Config:
     node = data.get("node", {})
     if not isinstance(node, dict):
         raise ConfigError(f"{home.config}: [node] must be a table")
-    unknown = set(node) - {"listen", "bootstrap", "mdns", "max_connections", "sync_interval"}
+    unknown = set(node) - {"listen", "bootstrap", "announce", "mdns", "max_connections", "sync_interval"}
     if unknown:
         raise ConfigError(f"{home.config}: unknown keys in [node]: {sorted(unknown)}")
     listen = node.get("listen", DEFAULT_LISTEN)
     bootstrap = node.get("bootstrap", [])
-    for name, value in (("listen", listen), ("bootstrap", bootstrap)):
+    announce = node.get("announce", [])
+    for name, value in (("listen", listen), ("bootstrap", bootstrap), ("announce", announce)):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{home.config}: {name} must be a list of multiaddr strings")
+    for addr in announce:
+        split = split_tcp(strip_peer(addr))
+        if split is None or split[2] == 0 or split[1].is_unspecified or split[3]:
+            raise ConfigError(
+                f"{home.config}: announce: expected addresses like /ip4/203.0.113.7/tcp/4001, found {addr!r}"
+            )
     mdns = node.get("mdns", True)
     if not isinstance(mdns, bool):
         raise ConfigError(f"{home.config}: mdns must be true or false")
@@ -152,6 +172,7 @@ def load_config(home: Home) -> Config:
     return Config(
         listen=listen,
         bootstrap=bootstrap,
+        announce=announce,
         mdns=mdns,
         max_connections=max_connections,
         sync_interval=float(sync_interval),

@@ -3,32 +3,54 @@
 A node joins swarms. Open swarms share one libp2p host; each private swarm
 gets a host of its own, because a libp2p private network (pnet) key applies
 to a whole host: a peer without the key cannot even finish the handshake.
-Every host has the node's one identity, so the peer id is the same on all.
+Every host has the node's one identity, so the peer id is the same on all,
+and each has its own TCP port, kept across restarts (:mod:`meshnode.netstate`).
 
 The node owns start-up and shutdown (``host.close()`` always, pitfall 4),
-the per-author sequence numbers of its own records, and reconnection with
-back-off to the swarm peers it has known.
+the per-author sequence numbers of its own records, and staying in its
+swarms: every peer met goes into the address book (:mod:`meshnode.addrbook`),
+members exchange what they know (:mod:`meshnode.protocols.px`), and whenever
+a swarm has fewer than ``target_peers`` members connected (at start, after a
+restart, when peers leave) the node redials from the book, most recently good
+first, with back-off.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import multiaddr
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from meshnode import addrs as addrlib
 from meshnode import records as rec
+from meshnode.addrbook import AddressBook
 from meshnode.errors import BadValue, NetworkError, NotFound
 from meshnode.identity import Identity
 from meshnode.ingest import Ingest, wall_clock_ms
+from meshnode.netstate import NetState, load_state, network_tag, save_state
 from meshnode.protocols.gossip import PeerPenalties, RecordGossip
-from meshnode.protocols.host import build_host, dial, listen_addrs, parse_listen, peer_info_of
+from meshnode.protocols.host import (
+    Advertiser,
+    build_host,
+    check_port_free,
+    dial,
+    dial_addrs,
+    free_port,
+    listen_addrs,
+    parse_listen,
+    peer_info_of,
+    port_is_free,
+)
+from meshnode.protocols.px import PeerExchange, PeerHint
 from meshnode.protocols.sync import SessionReport, SyncLimits, SyncService, stats_dict
 from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
 from meshnode.syncindex import SyncIndex
@@ -37,6 +59,8 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0
 LAN_DIAL_DEFER = 2.0  # s; on the LAN the peer with the larger id lets the other dial first
+MAX_CONCURRENT_DIALS = 4  # per network, from the address book
+MAX_CONCURRENT_PX = 2  # per network
 
 
 @dataclass
@@ -45,18 +69,32 @@ class NodeConfig:
 
     listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
     bootstrap: list[str] = field(default_factory=list)
+    announce: list[str] = field(default_factory=list)  # addresses of the open host's port, by hand
     max_connections: int = 64
     min_peers: int = 8  # below this, libp2p dials known peers every 30 s; 0: never
     dial_timeout: float = 10.0
     heartbeat_interval: float = 1.0
-    reconnect_interval: float = 5.0
+    reconnect_interval: float = 5.0  # s between looks at each swarm's peers (and the first back-off)
     reconnect_max_backoff: float = 120.0
+    target_peers: int = 4  # per swarm: below this many members connected, dial from the book
+    px_interval: float = 120.0  # s between peer exchanges with one member
     penalty_limit: int = 20
     mdns: bool = False  # advertise and browse on the LAN (open network only)
     sync_interval: float = 60.0  # seconds between syncs with one random peer; 0: never
     sync_on_connect: bool = True  # sync when a peer connects (smaller peer id starts)
     sync_limits: SyncLimits = field(default_factory=SyncLimits)
     prune_interval: float = 3600.0  # seconds between prunes of expired records; 0: never
+    state_path: Path | None = None  # ports and address book kept here (network.cbor); None: memory
+    state_save_interval: float = 30.0
+
+
+@dataclass
+class ConnInfo:
+    """One connection as ``meshnode peers`` shows it."""
+
+    direction: str  # "inbound" | "outbound"
+    addr: str
+    since: float  # wall clock, seconds
 
 
 @dataclass
@@ -66,12 +104,83 @@ class _Network:
     psk: str | None
     host: IHost
     gossip: RecordGossip
+    advertiser: Advertiser
+    px: PeerExchange | None = None
     sync: SyncService | None = None
     swarms: dict[bytes, Swarm] = field(default_factory=dict)
-    known_peers: dict[str, str] = field(default_factory=dict)  # peer id -> dial address
-    backoff: dict[str, tuple[float, float]] = field(default_factory=dict)  # peer -> (next try, delay)
+    dialled: dict[str, str] = field(default_factory=dict)  # peer -> the address our dial used
+    conns: dict[str, ConnInfo] = field(default_factory=dict)  # peer -> its connection
+    dialing: set[str] = field(default_factory=set)
+    px_asked: dict[str, float] = field(default_factory=dict)  # peer -> monotonic time asked
+    px_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(MAX_CONCURRENT_PX))
+    dial_limiter: trio.CapacityLimiter = field(
+        default_factory=lambda: trio.CapacityLimiter(MAX_CONCURRENT_DIALS)
+    )
     started: trio.Event = field(default_factory=trio.Event)
     stop: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    @property
+    def tag(self) -> str:
+        return network_tag(self.psk)
+
+
+class _ConnTracker(INotifee):
+    """Remembers each peer's connection (direction, address, since) for ``meshnode peers``."""
+
+    def __init__(self, net: _Network) -> None:
+        self._net = net
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        try:
+            peer = conn.muxed_conn.peer_id.to_base58()
+            self._net.conns[peer] = ConnInfo(
+                direction=_direction(conn), addr=_remote_addr(conn), since=time.time()
+            )
+        except Exception as exc:  # never raise into libp2p
+            log.debug("conn tracker: %r", exc)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        try:
+            peer = conn.muxed_conn.peer_id
+            if not network.get_connections(peer):
+                self._net.conns.pop(peer.to_base58(), None)
+        except Exception as exc:
+            log.debug("conn tracker: %r", exc)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+def _direction(conn: Any) -> str:
+    value = str(getattr(conn, "direction", "")).lower()
+    return "inbound" if "inbound" in value else "outbound" if "outbound" in value else "unknown"
+
+
+def _remote_addr(conn: Any) -> str:
+    """The remote socket address of a connection as a multiaddr text ('' if unknown)."""
+    try:
+        raw = conn.muxed_conn.secured_conn.conn if hasattr(conn.muxed_conn, "secured_conn") else None
+        stream = getattr(raw, "stream", None)
+        get = getattr(stream, "get_remote_address", None) or getattr(raw, "get_remote_address", None)
+        if get is not None:
+            ip, port = get()[:2]
+            return addrlib.tcp_addr(ip, port)
+    except Exception:
+        pass
+    try:
+        addrs = conn.get_transport_addresses()
+        return str(addrs[0]) if addrs else ""
+    except Exception:
+        return ""
 
 
 class Node:
@@ -94,7 +203,18 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._seq_lock = trio.Lock()
         self._last_seq: int | None = None  # this node's latest seq, read once from the store
+        self._state: NetState = load_state(
+            self.config.state_path,
+            base_backoff_ms=int(self.config.reconnect_interval * 1000),
+            max_backoff_ms=int(self.config.reconnect_max_backoff * 1000),
+        )
+        self._ports_changed = False
         self._init_sync()
+
+    @property
+    def book(self) -> AddressBook:
+        """The address book (peers met per swarm)."""
+        return self._state.book
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -104,6 +224,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 await self._start(nursery, task_status)
         finally:
+            self._save_state_now()
             self.ingest.close()
             self._close_sync()
 
@@ -111,13 +232,15 @@ class Node:
         self._nursery = nursery
         await nursery.start(self.ingest.run)
         await self._network(None)
-        nursery.start_soon(self._reconnect_loop)
+        nursery.start_soon(self._maintain_loop)
         for addr in self.config.bootstrap:
             nursery.start_soon(self._dial_quietly, self._networks[None], addr)
         if self.config.mdns:
             nursery.start_soon(self._lan_discovery, self._networks[None])
         if self.config.prune_interval > 0:
             nursery.start_soon(self._prune_loop)
+        if self.config.state_path is not None:
+            nursery.start_soon(self._state_loop)
         task_status.started()
 
     async def _prune_loop(self) -> None:
@@ -131,14 +254,42 @@ class Node:
                 log.warning("pruning failed: %s", exc)
             await trio.sleep(self.config.prune_interval)
 
+    async def _state_loop(self) -> None:
+        """Keep the ports and the address book on disk (every ``state_save_interval`` when changed)."""
+        while True:
+            await trio.sleep(self.config.state_save_interval)
+            self.book.expire(self.clock())
+            if self.book.changed or self._ports_changed:
+                try:
+                    await trio.to_thread.run_sync(self._save_state_now)
+                except Exception as exc:
+                    log.warning("saving the address book failed: %s", exc)
+
+    def _save_state_now(self) -> None:
+        path = self.config.state_path
+        if path is None or not (self.book.changed or self._ports_changed):
+            return
+        try:
+            self.book.changed = False
+            self._ports_changed = False
+            save_state(path, self._state)
+        except OSError as exc:
+            self.book.changed = True
+            log.warning("cannot save %s: %s", path, exc.strerror)
+
     @property
     def peer_id(self) -> str:
         return self.identity.peer_id
 
     def addrs(self, swarm: Swarm | None = None) -> list[str]:
-        """Dialable addresses of this node (for ``swarm``'s network if given)."""
+        """Advertised addresses of this node, best first (for ``swarm``'s network if given)."""
         net = self._networks.get(swarm.psk_hex if swarm else None)
         return listen_addrs(net.host) if net else []
+
+    def port(self, swarm: Swarm | None = None) -> int | None:
+        """The TCP port of ``swarm``'s network (the open one if None)."""
+        net = self._networks.get(swarm.psk_hex if swarm else None)
+        return self._state.ports.get(net.tag) if net else None
 
     def swarm_ids(self) -> set[bytes]:
         return {sid for net in self._networks.values() for sid in net.swarms}
@@ -157,6 +308,41 @@ class Node:
         for net in self._networks.values():
             peers.update(p.to_base58() for p in net.host.get_connected_peers())
         return sorted(peers)
+
+    def swarm_peers(self, swarm: Swarm) -> list[str]:
+        """Connected peers that are members of ``swarm`` as far as this node can tell."""
+        net = self._networks.get(swarm.psk_hex)
+        if net is None:
+            return []
+        return sorted(
+            p.to_base58()
+            for p in net.host.get_connected_peers()
+            if swarm.id in self._member_swarms(net, p.to_base58())
+        )
+
+    def peer_details(self) -> list[dict[str, Any]]:
+        """Every connection: peer, swarms shared, address, direction, direct or relayed, since."""
+        out = []
+        for net in self._networks.values():
+            for pid in net.host.get_connected_peers():
+                peer = pid.to_base58()
+                info = net.conns.get(peer)
+                addr = info.addr if info else ""
+                out.append(
+                    {
+                        "peer_id": peer,
+                        "swarms": sorted(
+                            s.name for sid, s in net.swarms.items() if sid in self._member_swarms(net, peer)
+                        ),
+                        "network": "open" if net.psk is None else "private",
+                        "addr": addr,
+                        "direction": info.direction if info else "unknown",
+                        "relayed": "/p2p-circuit" in addr,
+                        "since": info.since if info else None,
+                    }
+                )
+        out.sort(key=lambda row: (row["peer_id"], row["network"]))
+        return out
 
     # --- swarms ----------------------------------------------------------------
 
@@ -181,43 +367,59 @@ class Node:
         await net.gossip.leave(swarm)
         del net.swarms[swarm.id]
         self._sync_indexes.pop(swarm.id, None)
+        self.book.forget_swarm(swarm.id)
         if net.psk is not None and not net.swarms:
             net.stop.cancel()
             del self._networks[net.psk]
+            if self._state.ports.pop(net.tag, None) is not None:
+                self._ports_changed = True
 
     def invite(self, swarm: Swarm) -> str:
         """An invite code for ``swarm`` naming this node's addresses on its network."""
         return encode_invite(Invite(swarm=swarm, addrs=tuple(self.addrs(swarm))))
 
     async def join_invite(self, code: str) -> Swarm:
-        """Join the swarm of an invite code and connect to the inviter."""
+        """Join the swarm of an invite code and connect to the inviter.
+
+        The inviter's addresses go into the address book first, so if it cannot
+        be reached now the node keeps trying (with back-off) in the background.
+        """
         invite = decode_invite(code)
         await self.join_swarm(invite.swarm)
         net = self._networks[invite.swarm.psk_hex]
-        errors = []
+        by_peer: dict[str, list[str]] = {}
         for addr in invite.addrs:
+            peer = peer_info_of(addr).peer_id.to_base58()
+            if peer != self.peer_id:
+                by_peer.setdefault(peer, []).append(addr)
+        now = self.clock()
+        for peer, addrs in by_peer.items():
+            self.book.learn(invite.swarm.id, peer, addrs, "invite", now)
+        errors = []
+        for peer in by_peer:
             try:
-                await self.connect(addr, swarm=invite.swarm)
+                await self._dial_member(net, invite.swarm.id, peer)
                 return invite.swarm
             except NetworkError as exc:
                 errors.append(str(exc))
-        for addr in invite.addrs:  # keep trying in the background
-            net.known_peers[peer_info_of(addr).peer_id.to_base58()] = addr
         raise NetworkError(
             f"joined swarm {invite.swarm.name!r} but could not reach the inviter yet"
-            f" ({'; '.join(errors)}); will keep trying"
+            f" ({'; '.join(errors) or 'no address'}); will keep trying"
         )
 
     async def connect(self, addr: str, *, swarm: Swarm | None = None) -> str:
-        """Dial a ``…/p2p/<peer id>`` multiaddr; remember it for reconnects."""
+        """Dial a ``…/p2p/<peer id>`` multiaddr on ``swarm``'s network (the open one if None)."""
         info = peer_info_of(addr)
         net = self._networks.get(swarm.psk_hex if swarm else None)
         if net is None:
             raise NotFound("that swarm's network is not running")
         await dial(net.host, info, timeout=self.config.dial_timeout)
         pid = info.peer_id.to_base58()
-        net.known_peers[pid] = addr
-        net.backoff.pop(pid, None)
+        net.dialled[pid] = addr
+        now = self.clock()
+        for sid in [swarm.id] if swarm is not None else list(net.swarms):
+            # Remembered for redials; it counts as a member once it shows it is one.
+            self.book.learn(sid, pid, [addr], "connect", now)
         return pid
 
     # --- records ---------------------------------------------------------------
@@ -253,6 +455,14 @@ class Node:
                 total[k] = total.get(k, 0) + v
         return total
 
+    def px_stats(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for net in self._networks.values():
+            if net.px is not None:
+                for k, v in vars(net.px.stats).items():
+                    total[k] = total.get(k, 0) + v
+        return total
+
     # --- networks ----------------------------------------------------------------
 
     async def _network(self, psk: str | None) -> _Network:
@@ -262,12 +472,15 @@ class Node:
             return net
         if self._nursery is None:
             raise RuntimeError("the node is not running: start Node.run() first")
+        listen = self._listen_for(psk)
+        advertiser = Advertiser(announce=self.config.announce if psk is None else ())
         host = build_host(
             self.identity,
             psk=psk,
             max_connections=self.config.max_connections,
             min_peers=self.config.min_peers,
             dial_timeout=self.config.dial_timeout,
+            advertiser=advertiser,
         )
         gossip = RecordGossip(
             host,
@@ -275,20 +488,80 @@ class Node:
             heartbeat_interval=self.config.heartbeat_interval,
             penalties=PeerPenalties(limit=self.config.penalty_limit),
         )
-        net = _Network(psk=psk, host=host, gossip=gossip)
+        net = _Network(psk=psk, host=host, gossip=gossip, advertiser=advertiser)
         net.sync = self._make_sync(net)
+        net.px = PeerExchange(
+            host,
+            member_swarms=lambda peer: self._member_swarms(net, peer),
+            hints_for=lambda sid, asker: self._hints_for(sid, asker),
+        )
         self._networks[psk] = net
-        await self._nursery.start(self._run_network, net)
+        try:
+            await self._nursery.start(self._run_network, net, listen)
+        except BaseException:
+            self._networks.pop(psk, None)
+            raise
         return net
 
-    async def _run_network(self, net: _Network, *, task_status: trio.TaskStatus[None]) -> None:
-        listen = parse_listen(self.config.listen)
+    def _listen_for(self, psk: str | None) -> list[multiaddr.Multiaddr]:
+        """The addresses a network listens on: its own TCP port, kept across restarts.
+
+        The open network uses the configured port when one is given (a busy one
+        is an error: pitfall 26 would share it silently). Every other case (port
+        0, and every private swarm) reuses the port of the last run, or picks a
+        free one, which is then remembered in the home.
+        """
+        tag = network_tag(psk)
+        stored = self._state.ports.get(tag)
+        taken = {p for t, p in self._state.ports.items() if t != tag}
+        chosen: int | None = None
+        out = []
+        for ma in parse_listen(self.config.listen):
+            split = addrlib.split_tcp(str(ma))
+            if split is None:
+                out.append(ma)
+                continue
+            _family, ip, port, rest = split
+            if psk is None and port != 0:
+                check_port_free(ma)
+                out.append(ma)
+                continue
+            if chosen is None:
+                if stored and stored not in taken and port_is_free(str(ip), stored):
+                    chosen = stored
+                else:
+                    if stored:
+                        log.warning(
+                            "port %d (kept from the last run) is taken now: listening on a new port;"
+                            " peers learn it from this node when it dials them",
+                            stored,
+                        )
+                    chosen = free_port(str(ip))
+                    while chosen in taken:
+                        chosen = free_port(str(ip))
+            out.append(multiaddr.Multiaddr(addrlib.tcp_addr(ip, chosen) + rest))
+        if chosen is not None and stored != chosen:
+            self._state.ports[tag] = chosen
+            self._ports_changed = True
+        return out
+
+    async def _run_network(
+        self, net: _Network, listen: list[multiaddr.Multiaddr], *, task_status: trio.TaskStatus[None]
+    ) -> None:
         try:
             with net.stop:
                 async with net.host.run(listen), trio.open_nursery() as nursery:
+                    if not net.host.get_transport_addrs():
+                        raise NetworkError(
+                            f"could not listen on {', '.join(map(str, listen))}:"
+                            " check 'listen' in config.toml"
+                        )
+                    net.host.get_network().register_notifee(_ConnTracker(net))
                     await nursery.start(net.gossip.run)
                     if net.sync is not None:
                         await nursery.start(net.sync.run)
+                    if net.px is not None:
+                        net.px.install()
                     net.started.set()
                     task_status.started()
                     await trio.sleep_forever()
@@ -304,9 +577,125 @@ class Node:
             await net.started.wait()
             info = peer_info_of(addr)
             await dial(net.host, info, timeout=self.config.dial_timeout)
-            net.known_peers[info.peer_id.to_base58()] = addr
+            net.dialled[info.peer_id.to_base58()] = addr
         except Exception as exc:
             log.info("could not dial %s: %s", addr, exc)
+
+    # --- staying in the swarms -----------------------------------------------------
+
+    def _member_swarms(self, net: _Network, peer: str) -> set[bytes]:
+        """The swarms of ``net`` that ``peer`` is in, as far as this node can tell.
+
+        On a private swarm's host every peer holds the key, so it is a member of
+        all of them; on the open host, a peer is a member of the swarms whose
+        topic it subscribes to (only someone who knows the swarm id can).
+        """
+        if peer in net.gossip.penalties.banned:
+            return set()
+        if net.psk is not None:
+            return set(net.swarms)
+        try:
+            pid = ID.from_base58(peer)
+        except Exception:
+            return set()
+        topics = net.gossip.pubsub.peer_topics
+        return {sid for sid, s in net.swarms.items() if pid in topics.get(s.topic, ())}
+
+    def _hints_for(self, swarm: bytes, asker: str) -> list[PeerHint]:
+        entries = self.book.shareable(swarm, self.clock(), exclude={asker})
+        return [PeerHint(swarm=swarm, peer=e.peer, addrs=e.addrs) for e in entries]
+
+    async def _maintain_loop(self) -> None:
+        """Every ``reconnect_interval``: note members in the book, exchange peers, redial."""
+        while True:
+            for net in list(self._networks.values()):
+                try:
+                    self._maintain(net)
+                except Exception as exc:  # keep the node running
+                    log.warning("swarm maintenance failed: %r", exc)
+            await trio.sleep(self.config.reconnect_interval)
+
+    def _maintain(self, net: _Network) -> None:
+        if not net.started.is_set() or self._nursery is None:
+            return
+        now_ms = self.clock()
+        now = time.monotonic()
+        connected = {p.to_base58() for p in net.host.get_connected_peers()}
+        members: dict[bytes, set[str]] = {sid: set() for sid in net.swarms}
+        for peer in connected:
+            shared = self._member_swarms(net, peer)
+            for sid in shared:
+                members[sid].add(peer)
+                self.book.connected(sid, peer, now_ms, addr=net.dialled.get(peer))
+                entry = self.book.entry(sid, peer)
+                if entry is not None and not entry.addrs:
+                    self.book.learn(sid, peer, self._identify_addrs(net, peer), "identify", now_ms)
+            if shared and now - net.px_asked.get(peer, -1e9) >= self.config.px_interval:
+                net.px_asked[peer] = now
+                self._nursery.start_soon(self._exchange, net, peer, shared)
+        for peer in list(net.px_asked):
+            if peer not in connected and now - net.px_asked[peer] >= self.config.px_interval:
+                del net.px_asked[peer]
+        banned = set(net.gossip.penalties.banned)
+        for sid in net.swarms:
+            want = self.config.target_peers - len(members[sid])
+            if want <= 0:
+                continue
+            skip = connected | banned | net.dialing | {self.peer_id}
+            for entry in self.book.due(sid, now_ms, exclude=skip)[:want]:
+                net.dialing.add(entry.peer)
+                self._nursery.start_soon(self._dial_from_book, net, sid, entry.peer)
+
+    def _identify_addrs(self, net: _Network, peer: str) -> list[str]:
+        """What ``peer`` advertised in identify (its listen addresses, if it is a meshnode)."""
+        try:
+            return [str(a) for a in net.host.get_peerstore().addrs(ID.from_base58(peer))]
+        except Exception:
+            return []
+
+    async def _exchange(self, net: _Network, peer: str, swarms: set[bytes]) -> None:
+        if net.px is None:
+            return
+        try:
+            async with net.px_limiter:
+                hints = await net.px.ask(ID.from_base58(peer), swarms)
+        except NetworkError as exc:
+            log.debug("%s", exc)
+            return
+        now = self.clock()
+        for hint in hints:
+            if hint.swarm in net.swarms and hint.peer != self.peer_id:
+                self.book.learn(hint.swarm, hint.peer, hint.addrs, "px", now)
+
+    async def _dial_member(self, net: _Network, sid: bytes, peer: str) -> str | None:
+        """Dial ``peer`` at its addresses in the book; note the outcome there."""
+        entry = self.book.entry(sid, peer)
+        addrs = list(entry.addrs) if entry else []
+        try:
+            async with net.dial_limiter:
+                addr = await dial_addrs(
+                    net.host, ID.from_base58(peer), addrs, timeout=self.config.dial_timeout
+                )
+        except NetworkError:
+            self.book.dial_failed(sid, peer, self.clock())
+            raise
+        if addr is not None:
+            net.dialled[peer] = addr
+        self.book.connected(sid, peer, self.clock(), addr=addr)
+        return addr
+
+    async def _dial_from_book(self, net: _Network, sid: bytes, peer: str) -> None:
+        try:
+            await self._dial_member(net, sid, peer)
+            log.info("connected to swarm peer %s", peer)
+        except NetworkError as exc:
+            log.info("%s", exc)
+        except Exception as exc:
+            log.warning("dialling %s failed: %r", peer, exc)
+        finally:
+            net.dialing.discard(peer)
+
+    # --- the LAN ---------------------------------------------------------------------
 
     async def _lan_discovery(self, net: _Network) -> None:
         """Dial peers found by mDNS on the LAN (a claim until Noise proves the id)."""
@@ -346,34 +735,12 @@ class Node:
                 return
             async with limiter:
                 await dial(net.host, PeerInfo(peer_id, addrs), timeout=self.config.dial_timeout)
-            net.known_peers[pid] = f"{addrs[0]}/p2p/{pid}"
+            net.dialled[pid] = f"{addrs[0]}/p2p/{pid}"
             log.info("connected to %s found on the LAN", pid)
         except Exception as exc:
             log.info("could not dial LAN peer %s: %s", pid, exc)
         finally:
             dialing.discard(pid)
-
-    async def _reconnect_loop(self) -> None:
-        """Redial known swarm peers that dropped, with exponential back-off per peer."""
-        while True:
-            await trio.sleep(self.config.reconnect_interval)
-            now = time.monotonic()
-            for net in list(self._networks.values()):
-                connected = {p.to_base58() for p in net.host.get_connected_peers()}
-                for pid, addr in list(net.known_peers.items()):
-                    if pid in connected or pid in net.gossip.penalties.banned:
-                        net.backoff.pop(pid, None)
-                        continue
-                    next_try, delay = net.backoff.get(pid, (0.0, self.config.reconnect_interval))
-                    if now < next_try:
-                        continue
-                    try:
-                        await dial(net.host, peer_info_of(addr), timeout=self.config.dial_timeout)
-                        net.backoff.pop(pid, None)
-                        log.info("reconnected to %s", pid)
-                    except Exception:
-                        delay = min(delay * 2, self.config.reconnect_max_backoff)
-                        net.backoff[pid] = (now + delay * random.uniform(0.8, 1.2), delay)
 
     # === sync (issue 4) =========================================================
     #

@@ -8,12 +8,22 @@
   the key cannot complete a connection.
 * Every dial has a timeout (pitfall 14: a wrong pnet key hangs ~21 s) and
   clears libp2p's 60 s negative dial cache first (pitfall 3).
+* What the host advertises comes from an :class:`Advertiser` (identify's
+  ``addrs_factory``): never ``0.0.0.0`` (pitfall 27), see :mod:`meshnode.addrs`.
+* Dialling a peer with several addresses tries them one by one, best first:
+  libp2p would try only the first address per transport (pitfall 30).
+* A listen port is checked free before the host binds it: libp2p sets
+  SO_REUSEPORT, so a second host on a busy port silently shares it (pitfall 26).
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
-from collections.abc import Sequence
+import socket
+import time
+from collections.abc import Callable, Sequence
 
 import libp2p
 import multiaddr
@@ -29,8 +39,11 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from meshnode.errors import BadValue, NetworkError
+from meshnode import addrs as addrlib
+from meshnode.errors import BadValue, NetworkError, PortInUse
 from meshnode.identity import Identity
+
+log = logging.getLogger(__name__)
 
 # Route libp2p's logs into ours (pitfall 11) but keep its chatter down.
 _libp2p_logger = logging.getLogger("libp2p")
@@ -51,12 +64,16 @@ def build_host(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     min_peers: int = 8,
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
+    advertiser: Advertiser | None = None,
 ) -> IHost:
     """A libp2p host for ``identity``: Noise only, Yamux, TCP, optional pnet key.
 
     ``min_peers`` is libp2p's low watermark: below it, the host dials peers it
     knows from its peerstore every 30 s (pitfall 17). 0 turns that off.
+    ``advertiser`` decides the addresses the host advertises (default: a plain
+    :class:`Advertiser`, which already expands wildcards).
     """
+    advertiser = advertiser or Advertiser()
     key_pair = create_new_key_pair(seed=identity.seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     config = ConnectionConfig(
@@ -67,13 +84,143 @@ def build_host(
         min_connections=0,
         dial_timeout=dial_timeout,
     )
-    return libp2p.new_host(
+    host = libp2p.new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
         connection_config=config,
         psk=psk,
+        addrs_factory=advertiser,
     )
+    advertiser.host = host
+    return host
+
+
+# --- addresses -------------------------------------------------------------------
+
+
+def interface_ips() -> list[str]:
+    """This machine's interface addresses (IPv4 and IPv6, no zone ids); [] if unknown."""
+    try:
+        import ifaddr  # a zeroconf dependency
+
+        out: list[str] = []
+        for adapter in ifaddr.get_adapters():
+            for entry in adapter.ips:
+                text = entry.ip if isinstance(entry.ip, str) else entry.ip[0]
+                text = text.split("%")[0]
+                if text not in out:
+                    out.append(text)
+        return out
+    except Exception:
+        log.warning("cannot list interface addresses", exc_info=True)
+        return []
+
+
+class Advertiser:
+    """What a host advertises: its listen addresses made dialable, plus what others found.
+
+    An ``addrs_factory`` for libp2p (called for identify, ``get_addrs``, …).
+    The node sets ``announce`` (from config.toml), ``mapped`` (UPnP),
+    ``observed`` (AutoNAT-confirmed) and ``relayed`` (circuit addresses) as it
+    learns them; ordering and filtering is :func:`meshnode.addrs.advertised`.
+    Interface addresses are re-read at most every ``refresh`` seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        announce: Sequence[str] = (),
+        interfaces: Callable[[], list[str]] = interface_ips,
+        refresh: float = 30.0,
+    ) -> None:
+        self.host: IHost | None = None
+        self.announce: list[str] = list(announce)
+        self.mapped: list[str] = []
+        self.observed: list[str] = []
+        self.relayed: list[str] = []
+        self._interfaces = interfaces
+        self._refresh = refresh
+        self._cache: tuple[float, list[str]] = (-1e9, [])
+
+    def interfaces(self) -> list[str]:
+        at, ips = self._cache
+        now = time.monotonic()
+        if now - at > self._refresh:
+            ips = self._interfaces()
+            self._cache = (now, ips)
+        return ips
+
+    def addrs(self) -> list[str]:
+        """The advertised addresses, best first, without ``/p2p/<self>``."""
+        listen = [str(a) for a in self.host.get_transport_addrs()] if self.host is not None else []
+        return addrlib.advertised(
+            listen=listen,
+            interfaces=self.interfaces(),
+            announce=self.announce,
+            mapped=self.mapped,
+            observed=self.observed,
+            relayed=self.relayed,
+        )
+
+    def __call__(self, candidates: Sequence[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+        out = []
+        try:
+            for text in self.addrs():
+                try:
+                    out.append(multiaddr.Multiaddr(text))
+                except Exception:
+                    log.debug("not advertising unparsable %r", text)
+        except Exception:  # called inside libp2p: never raise
+            log.warning("computing advertised addresses failed", exc_info=True)
+        return out
+
+
+def check_port_free(addr: multiaddr.Multiaddr) -> None:
+    """Raise :class:`PortInUse` if ``addr``'s TCP port cannot be bound without SO_REUSEPORT.
+
+    libp2p binds with SO_REUSEPORT, so without this check a second host (or a
+    second daemon) on a busy port would start fine and silently receive part of
+    its connections (pitfall 26). Port 0 is always free.
+    """
+    split = addrlib.split_tcp(str(addr))
+    if split is None or split[2] == 0:
+        return
+    _family, ip, port, _rest = split
+    if not _bindable(ip, port):
+        raise PortInUse(
+            f"TCP port {port} on {ip} is already in use (another meshnode daemon, or another"
+            " program): stop it, or choose another port with 'listen' in config.toml"
+            " or --listen"
+        )
+
+
+def free_port(ip: str) -> int:
+    """A TCP port that is free on ``ip`` now (bound and released without SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((ip, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(ip: str, port: int) -> bool:
+    return _bindable(ipaddress.ip_address(ip), port)
+
+
+def _bindable(ip: addrlib.IP, port: int) -> bool:
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
+        if ip.version == 6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind((str(ip), port))
+            sock.listen(1)
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
 
 
 def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
@@ -93,6 +240,49 @@ def peer_info_of(text: str) -> PeerInfo:
         return info_from_p2p_addr(addr)
     except Exception:
         raise BadValue(f"multiaddr {text!r} must end in /p2p/<peer id> to be dialled") from None
+
+
+async def dial_addrs(
+    host: IHost, peer: ID, addrs: Sequence[str], *, timeout: float = DEFAULT_DIAL_TIMEOUT
+) -> str | None:
+    """Connect to ``peer`` trying ``addrs`` one by one (best first); the address that worked.
+
+    Returns None if the peer was connected already. Each address gets its own
+    share of ``timeout`` (at least 3 s); the peer's stored addresses are
+    cleared before each attempt so libp2p dials exactly that one (pitfall 30).
+    Raises :class:`NetworkError` naming every failure.
+    """
+    if peer == host.get_id():
+        raise BadValue("that address is this node itself")
+    if peer in host.get_connected_peers():
+        return None
+    relayed = [a for a in addrs if "/p2p-circuit" in a]
+    direct = [a for a in addrs if "/p2p-circuit" not in a]
+    if not direct:
+        raise NetworkError(f"no direct address to dial {peer}" + (" (only relayed ones)" if relayed else ""))
+    deadline = trio.current_time() + timeout
+    errors = []
+    for i, addr in enumerate(direct):
+        left = deadline - trio.current_time()
+        if left <= 0:
+            errors.append(f"{addr}: no time left")
+            break
+        share = max(min(left, 3.0), left / (len(direct) - i))
+        try:
+            ma = multiaddr.Multiaddr(addrlib.strip_peer(addr))
+        except Exception:
+            errors.append(f"{addr}: not a multiaddr")
+            continue
+        try:
+            host.get_peerstore().clear_addrs(peer)
+        except Exception:
+            pass
+        try:
+            await dial(host, PeerInfo(peer, [ma]), timeout=share)
+            return addr
+        except NetworkError as exc:
+            errors.append(f"{addrlib.strip_peer(addr)}: {exc}")
+    raise NetworkError(f"could not reach {peer}: " + "; ".join(errors))
 
 
 async def dial(host: IHost, info: PeerInfo, *, timeout: float = DEFAULT_DIAL_TIMEOUT) -> None:
@@ -119,17 +309,26 @@ async def dial(host: IHost, info: PeerInfo, *, timeout: float = DEFAULT_DIAL_TIM
 
 
 def listen_addrs(host: IHost) -> list[str]:
-    """The host's dialable addresses, each ending in /p2p/<peer id>."""
+    """The host's advertised addresses (best first), each ending in /p2p/<peer id>."""
     pid = host.get_id().to_base58()
-    out = []
-    for addr in host.get_addrs():
-        text = str(addr)
-        out.append(text if "/p2p/" in text else f"{text}/p2p/{pid}")
-    return out
+    return [addrlib.with_peer(str(addr), pid) for addr in host.get_addrs()]
 
 
 def parse_listen(addrs: Sequence[str]) -> list[multiaddr.Multiaddr]:
     return [parse_multiaddr(a) for a in addrs]
 
 
-__all__ = ["ID", "build_host", "dial", "listen_addrs", "parse_listen", "parse_multiaddr", "peer_info_of"]
+__all__ = [
+    "ID",
+    "Advertiser",
+    "build_host",
+    "check_port_free",
+    "dial",
+    "dial_addrs",
+    "free_port",
+    "interface_ips",
+    "listen_addrs",
+    "parse_listen",
+    "parse_multiaddr",
+    "peer_info_of",
+]
