@@ -41,7 +41,7 @@ class Scope(enum.IntEnum):
     PUBLIC = 0
     PRIVATE = 1  # RFC 1918, shared address space (CGNAT), unique local, link-local
     LOOPBACK = 2
-    UNUSABLE = 3  # unspecified, multicast, reserved
+    UNUSABLE = 3  # unspecified, multicast, reserved, IPv6 link-local
 
 
 def scope_of(ip: IP) -> Scope:
@@ -50,6 +50,8 @@ def scope_of(ip: IP) -> Scope:
         ip = ip.ipv4_mapped
     if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip.is_reserved):
         return Scope.UNUSABLE
+    if ip.version == 6 and ip.is_link_local:
+        return Scope.UNUSABLE  # needs a zone id (fe80::1%eth0), which a multiaddr cannot carry
     if ip.is_loopback:
         return Scope.LOOPBACK
     if ip.is_private or ip.is_link_local or (ip.version == 4 and ip in _SHARED):

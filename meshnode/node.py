@@ -42,6 +42,7 @@ from meshnode.protocols.host import (
     Advertiser,
     build_host,
     check_port_free,
+    close_connections,
     dial,
     dial_addrs,
     free_port,
@@ -550,21 +551,29 @@ class Node:
     ) -> None:
         try:
             with net.stop:
-                async with net.host.run(listen), trio.open_nursery() as nursery:
-                    if not net.host.get_transport_addrs():
-                        raise NetworkError(
-                            f"could not listen on {', '.join(map(str, listen))}:"
-                            " check 'listen' in config.toml"
-                        )
-                    net.host.get_network().register_notifee(_ConnTracker(net))
-                    await nursery.start(net.gossip.run)
-                    if net.sync is not None:
-                        await nursery.start(net.sync.run)
-                    if net.px is not None:
-                        net.px.install()
-                    net.started.set()
-                    task_status.started()
-                    await trio.sleep_forever()
+                async with net.host.run(listen):
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            if not net.host.get_transport_addrs():
+                                raise NetworkError(
+                                    f"could not listen on {', '.join(map(str, listen))}:"
+                                    " check 'listen' in config.toml"
+                                )
+                            net.host.get_network().register_notifee(_ConnTracker(net))
+                            await nursery.start(net.gossip.run)
+                            if net.sync is not None:
+                                await nursery.start(net.sync.run)
+                            if net.px is not None:
+                                net.px.install()
+                            net.started.set()
+                            task_status.started()
+                            await trio.sleep_forever()
+                    finally:
+                        # Before host.run() cancels the connections' tasks: a connection
+                        # cancelled there leaves its socket open, and the peer goes on
+                        # believing it is connected.
+                        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                            await close_connections(net.host)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
                 try:

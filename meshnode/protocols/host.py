@@ -308,6 +308,26 @@ async def dial(host: IHost, info: PeerInfo, *, timeout: float = DEFAULT_DIAL_TIM
         raise NetworkError(f"could not connect to {info.peer_id}: {exc}") from None
 
 
+async def close_connections(host: IHost) -> None:
+    """Close every connection of ``host``, each socket for real; never raises.
+
+    ``SwarmConn.close()`` returns early when the connection was already marked
+    closed (e.g. by a cancelled task) and then leaves the socket open, so the
+    remote peer believes it is still connected; the secured connection under
+    it is closed here as well (closing twice is harmless).
+    """
+    network = host.get_network()
+    for peer in list(host.get_connected_peers()):
+        for conn in list(network.get_connections(peer)):
+            for close in (conn.close, getattr(getattr(conn.muxed_conn, "secured_conn", None), "close", None)):
+                if close is None:
+                    continue
+                try:
+                    await close()
+                except Exception as exc:
+                    log.debug("closing a connection to %s: %r", peer, exc)
+
+
 def listen_addrs(host: IHost) -> list[str]:
     """The host's advertised addresses (best first), each ending in /p2p/<peer id>."""
     pid = host.get_id().to_base58()
@@ -323,6 +343,7 @@ __all__ = [
     "Advertiser",
     "build_host",
     "check_port_free",
+    "close_connections",
     "dial",
     "dial_addrs",
     "free_port",
