@@ -80,7 +80,7 @@ class NodeConfig:
     target_peers: int = 4  # per swarm: below this many members connected, dial from the book
     px_interval: float = 120.0  # s between peer exchanges with one member
     penalty_limit: int = 20
-    mdns: bool = False  # advertise and browse on the LAN (open network only)
+    mdns: bool = False  # advertise and browse on the LAN (private swarms with a keyed tag)
     sync_interval: float = 60.0  # seconds between syncs with one random peer; 0: never
     sync_on_connect: bool = True  # sync when a peer connects (smaller peer id starts)
     sync_limits: SyncLimits = field(default_factory=SyncLimits)
@@ -236,8 +236,6 @@ class Node:
         nursery.start_soon(self._maintain_loop)
         for addr in self.config.bootstrap:
             nursery.start_soon(self._dial_quietly, self._networks[None], addr)
-        if self.config.mdns:
-            nursery.start_soon(self._lan_discovery, self._networks[None])
         if self.config.prune_interval > 0:
             nursery.start_soon(self._prune_loop)
         if self.config.state_path is not None:
@@ -565,6 +563,8 @@ class Node:
                                 await nursery.start(net.sync.run)
                             if net.px is not None:
                                 net.px.install()
+                            if self.config.mdns:
+                                nursery.start_soon(self._lan_discovery, net)
                             net.started.set()
                             task_status.started()
                             await trio.sleep_forever()
@@ -714,7 +714,8 @@ class Node:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._dial_discovered, net, recv)
             try:
-                await nursery.start(LanDiscovery(net.host, send).run)
+                key = bytes.fromhex(net.psk) if net.psk is not None else None
+                await nursery.start(LanDiscovery(net.host, send, swarm_key=key).run)
             except OSError as exc:
                 log.warning("LAN discovery is off: %s", exc)
                 nursery.cancel_scope.cancel()

@@ -2,7 +2,7 @@
 
 Runs ``meshnode.node.Node`` with ``NodeConfig(listen=[/ip4/--addr/tcp/0],
 mdns=True, min_peers=0)``, a fresh identity and a store at ``--db``, and
-joins the open swarm ``--swarm-name`` / ``--swarm-id``. Nobody tells it any
+joins the swarm ``--swarm-name`` / ``--swarm-id`` (private with ``--swarm-key``). Nobody tells it any
 peer's address: the node finds them by mDNS and dials them itself.
 
 With ``--publish TITLE`` it publishes one lend offer once it is connected to
@@ -88,7 +88,7 @@ async def watch_peers(node: Node, swarm: Swarm) -> None:
     seen: set[str] = set()
     counts: dict[str, int] = {}
     meshed = False
-    net = node._networks[None]
+    net = node._networks[swarm.psk_hex]
     while True:
         for pid in node.connected_peers():
             if pid not in seen:
@@ -106,7 +106,7 @@ async def watch_peers(node: Node, swarm: Swarm) -> None:
 
 
 async def publish_when_meshed(node: Node, swarm: Swarm, title: str) -> None:
-    net = node._networks[None]
+    net = node._networks[swarm.psk_hex]
     while not (node.connected_peers() and net.gossip.mesh_peers(swarm)):
         await trio.sleep(0.02)
     record = await node.publish(records.OfferBody(title=title, kind="lend"), swarm)
@@ -134,7 +134,8 @@ async def watch_store(node: Node) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     install_log_events()
-    swarm = Swarm(name=args.swarm_name, id=bytes.fromhex(args.swarm_id))
+    key = bytes.fromhex(args.swarm_key) if args.swarm_key else None
+    swarm = Swarm(name=args.swarm_name, id=bytes.fromhex(args.swarm_id), key=key)
     store = Store.open(args.db)
     try:
         node = Node(
@@ -149,7 +150,7 @@ async def main(args: argparse.Namespace) -> None:
             emit(
                 event="ready",
                 peer_id=node.peer_id,
-                addrs=node.addrs(),
+                addrs=node.addrs(swarm),
                 author=node.identity.public_key.hex(),
             )
             nursery.start_soon(watch_peers, node, swarm)
@@ -175,6 +176,7 @@ if __name__ == "__main__":
     parser.add_argument("--db", required=True, help="the store's file")
     parser.add_argument("--swarm-name", required=True)
     parser.add_argument("--swarm-id", required=True, help="64 hex chars")
+    parser.add_argument("--swarm-key", default="", help="64 hex chars: a private swarm")
     parser.add_argument("--publish", default="", help="publish one lend offer with this title")
     parser.add_argument("--run-for", type=float, default=60.0)
     trio.run(main, parser.parse_args())

@@ -96,6 +96,27 @@ def test_parse_txt_filters_and_never_raises() -> None:
         assert mdns.parse_txt(rnd.randbytes(rnd.randrange(0, 300))) is None
 
 
+def test_private_swarm_tags() -> None:
+    """A tag verifies only under its swarm key, reveals nothing else, and changes with its nonce."""
+    pid, other = peer_id(3), peer_id(4)
+    key, wrong = bytes(range(32)), bytes(32)
+    tag = mdns.swarm_tag(key, pid)
+    assert mdns.tag_matches(tag, key, pid)
+    assert not mdns.tag_matches(tag, wrong, pid)
+    assert not mdns.tag_matches(tag, key, other)  # bound to the advertised peer id
+    assert not mdns.tag_matches(tag, None, pid)  # the open host ignores private advertisements
+    assert mdns.tag_matches(None, None, pid)
+    assert not mdns.tag_matches(None, key, pid)  # and a private host ignores open ones
+    assert mdns.swarm_tag(key, pid) != tag  # a fresh nonce every time
+    assert key.hex() not in tag.hex()
+    record = mdns.build_txt(["/ip4/10.213.0.2/tcp/4001"], pid, tag)
+    assert mdns.parse_tag(record) == tag
+    assert mdns.parse_txt(record) == DiscoveredPeer(pid, [Multiaddr("/ip4/10.213.0.2/tcp/4001")])
+    assert mdns.parse_tag(mdns.build_txt(["/ip4/10.213.0.2/tcp/4001"], pid)) is None
+    for bad in [b"", txt(b"mtag=zz"), txt(b"mtag=00"), b"\xff" * 30]:
+        assert mdns.parse_tag(bad) is None
+
+
 def test_advertised_addresses_are_real() -> None:
     got = mdns.advertisable_addrs(
         [
@@ -349,18 +370,24 @@ def test_two_nodes_discover_and_connect(two_namespaces, record_property) -> None
 def meshnode_node(ns: str, addr: str, db: Path, swarm: Swarm, *, publish: str = "") -> NodeProc:
     """tests/mdns_meshnode.py: a real meshnode Node (mdns=True) in ``swarm``, told no peer address."""
     args = ["--addr", addr, "--db", str(db), "--swarm-name", swarm.name, "--swarm-id", swarm.id.hex()]
+    if swarm.key is not None:
+        args += ["--swarm-key", swarm.key.hex()]
     if publish:
         args += ["--publish", publish]
     return NodeProc(ns, MESHNODE_SCRIPT, *args, "--run-for", "80")
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("private", [False, True], ids=["open", "private"])
 def test_two_meshnodes_find_each_other_and_gossip_an_offer(
-    two_namespaces, tmp_path: Path, record_property
+    two_namespaces, tmp_path: Path, record_property, private: bool
 ) -> None:
-    """Two real Nodes in one open swarm, each told nobody's address: mDNS, dial, mesh, offer stored."""
+    """Two real Nodes in one swarm, each told nobody's address: mDNS, dial, mesh, offer stored.
+
+    In a private swarm each finds the other's private host by its keyed tag.
+    """
     (ns_a, addr_a), (ns_b, addr_b) = two_namespaces
-    swarm = Swarm.create("LAN test")
+    swarm = Swarm.create("LAN test", private=private)
     title = "Drill on the LAN"
     nodes: list[NodeProc] = []
     try:

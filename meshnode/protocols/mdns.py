@@ -16,6 +16,17 @@ What it does
       mDNS is unauthenticated - anyone on the link can announce any peer id and
       any address; only the Noise handshake on dial proves the peer id.
 
+Private swarms
+    A private swarm's host advertises its own service instance (its own port)
+    with one more TXT string, ``mtag=<hex>``: a random 8-byte nonce and
+    ``BLAKE2b-128(key=swarm key, "meshnode/lan/v1" || nonce || peer id)``. Only
+    a holder of the swarm key can tell which swarm a tag belongs to; the nonce
+    changes every ``rotate`` seconds (and at every start), so outsiders cannot
+    even tell that two advertisements are of the same swarm. A discovery
+    started with ``swarm_key`` delivers only peers whose tag verifies under it;
+    one without delivers only untagged peers (the open host must not dial a
+    private host: a pnet handshake with the wrong key hangs ~21 s).
+
 Service type
     ``_meshnode._udp.local.`` by default, not libp2p's ``_p2p._udp.local.``: on
     a LAN the generic type also finds every IPFS/libp2p node around, none of
@@ -49,6 +60,8 @@ joined when :meth:`LanDiscovery.run` is cancelled.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ipaddress
 import logging
 import secrets
@@ -69,6 +82,10 @@ DEFAULT_RESOLVE_TIMEOUT = 3.0  # s, one resolution of a discovered service
 DEFAULT_MAX_PENDING = 32  # concurrent resolutions; more are dropped
 MAX_ADDRS = 8  # addresses advertised, and accepted per peer
 _TXT_KEY = b"dnsaddr"
+_TAG_KEY = b"mtag"
+_TAG_NONCE = 8
+_TAG_MAC = 16
+DEFAULT_ROTATE = 3600.0  # s between fresh nonces of a private swarm's tag
 
 
 class DiscoveredPeer(NamedTuple):
@@ -149,14 +166,51 @@ def advertisable_addrs(addrs: Sequence[Multiaddr | str]) -> list[str]:
 # --------------------------------------------------------------------------- TXT record
 
 
-def build_txt(addrs: Sequence[str], peer_id: ID) -> bytes:
-    """Raw TXT rdata: one ``dnsaddr=<addr>/p2p/<id>`` string per address (libp2p mDNS spec)."""
+def build_txt(addrs: Sequence[str], peer_id: ID, tag: bytes | None = None) -> bytes:
+    """Raw TXT rdata: one ``dnsaddr=<addr>/p2p/<id>`` string per address (libp2p mDNS spec).
+
+    ``tag`` (a private swarm's, see :func:`swarm_tag`) adds ``mtag=<hex>``.
+    """
     out = bytearray()
     for addr in addrs:
         entry = _TXT_KEY + b"=" + f"{addr}/p2p/{peer_id.to_base58()}".encode()
         if len(entry) <= 255:
             out += bytes([len(entry)]) + entry
+    if tag is not None:
+        entry = _TAG_KEY + b"=" + tag.hex().encode()
+        out += bytes([len(entry)]) + entry
     return bytes(out)
+
+
+def swarm_tag(key: bytes, peer_id: ID, nonce: bytes | None = None) -> bytes:
+    """A private swarm's LAN tag for ``peer_id``: nonce || MAC (see the module docstring)."""
+    nonce = secrets.token_bytes(_TAG_NONCE) if nonce is None else nonce
+    mac = hashlib.blake2b(
+        b"meshnode/lan/v1" + nonce + peer_id.to_bytes(), key=key, digest_size=_TAG_MAC
+    ).digest()
+    return nonce + mac
+
+
+def parse_tag(text: bytes) -> bytes | None:
+    """The ``mtag`` of a TXT record (nonce || MAC), or None. Never raises."""
+    try:
+        for entry in _txt_strings(bytes(text)):
+            key, sep, value = entry.partition(b"=")
+            if sep and key == _TAG_KEY:
+                raw = bytes.fromhex(value.decode("ascii"))
+                return raw if len(raw) == _TAG_NONCE + _TAG_MAC else None
+    except Exception:
+        return None
+    return None
+
+
+def tag_matches(tag: bytes | None, key: bytes | None, peer_id: ID) -> bool:
+    """Whether an advertisement with ``tag`` belongs to the network of ``key`` (None: open)."""
+    if key is None:
+        return tag is None
+    if tag is None or len(tag) != _TAG_NONCE + _TAG_MAC:
+        return False
+    return hmac.compare_digest(swarm_tag(key, peer_id, tag[:_TAG_NONCE]), tag)
 
 
 def _txt_strings(text: bytes) -> list[bytes]:
@@ -264,6 +318,8 @@ class LanDiscovery:
         interfaces: Sequence[str] | None = None,
         resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
         max_pending: int = DEFAULT_MAX_PENDING,
+        swarm_key: bytes | None = None,
+        rotate: float = DEFAULT_ROTATE,
     ) -> None:
         self._host = host
         self._send = send_channel
@@ -285,7 +341,16 @@ class LanDiscovery:
         self._started = False
         self._lock = threading.Lock()
         self.advertised: list[str] = []
-        self.stats = {"delivered": 0, "dropped": 0, "unresolved": 0, "invalid": 0, "errors": 0}
+        self._swarm_key = swarm_key
+        self._rotate = rotate
+        self.stats = {
+            "delivered": 0,
+            "dropped": 0,
+            "unresolved": 0,
+            "invalid": 0,
+            "errors": 0,
+            "other_network": 0,
+        }
 
     # ----------------------------------------------------------------- trio side
 
@@ -308,7 +373,11 @@ class LanDiscovery:
                     await trio.sleep_forever()
                 await trio.to_thread.run_sync(self._start_sync)
                 task_status.started()
-                await trio.sleep_forever()
+                if self._swarm_key is None or not self.advertised:
+                    await trio.sleep_forever()
+                while True:  # a fresh nonce now and then: tags cannot be linked over time
+                    await trio.sleep(self._rotate)
+                    await trio.to_thread.run_sync(self._retag_sync)
             finally:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self._stop_sync)
@@ -383,6 +452,9 @@ class LanDiscovery:
                 return
             if peer.peer_id == self._own_id:
                 return
+            if not tag_matches(parse_tag(info.text or b""), self._swarm_key, peer.peer_id):
+                self._count("other_network")
+                return
             log.debug("mdns: %s resolved at %s", peer.peer_id, [str(a) for a in peer.addrs])
             self._deliver(peer)
         except Exception:
@@ -412,7 +484,7 @@ class LanDiscovery:
                     self.service_type,
                     self.service_name,
                     port=port,
-                    properties=build_txt(self.advertised, self._own_id),
+                    properties=self._txt(),
                     server=f"{self._instance}.local.",
                     parsed_addresses=[a.split("/")[2] for a in self.advertised],
                 )
@@ -420,6 +492,30 @@ class LanDiscovery:
         except BaseException:
             self._stop_sync()
             raise
+
+    def _txt(self) -> bytes:
+        tag = swarm_tag(self._swarm_key, self._own_id) if self._swarm_key is not None else None
+        return build_txt(self.advertised, self._own_id, tag)
+
+    def _retag_sync(self) -> None:
+        if self._zc is None or self._info is None:
+            return
+        try:
+            from zeroconf import ServiceInfo
+
+            old = self._info
+            info = ServiceInfo(
+                old.type,
+                old.name,
+                port=old.port,
+                properties=self._txt(),
+                server=old.server,
+                parsed_addresses=old.parsed_addresses(),
+            )
+            self._zc.update_service(info)
+            self._info = info
+        except Exception:
+            log.debug("mdns: re-tagging failed", exc_info=True)
 
     def _stop_sync(self) -> None:
         self._closed = True
@@ -456,5 +552,8 @@ __all__ = [
     "LanDiscovery",
     "advertisable_addrs",
     "build_txt",
+    "parse_tag",
     "parse_txt",
+    "swarm_tag",
+    "tag_matches",
 ]
