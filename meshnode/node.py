@@ -53,6 +53,7 @@ from meshnode.protocols.host import (
 )
 from meshnode.protocols.px import PeerExchange, PeerHint
 from meshnode.protocols.sync import SessionReport, SyncLimits, SyncService, stats_dict
+from meshnode.reach import Reachability, assess
 from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
 from meshnode.syncindex import SyncIndex
 
@@ -317,6 +318,39 @@ class Node:
             p.to_base58()
             for p in net.host.get_connected_peers()
             if swarm.id in self._member_swarms(net, p.to_base58())
+        )
+
+    def network_status(self) -> list[dict[str, Any]]:
+        """Each network (host): which swarms, its port, addresses, reachability, peers."""
+        out = []
+        for net in self._networks.values():
+            out.append(
+                {
+                    "network": "open" if net.psk is None else "private",
+                    "swarms": sorted(s.name for s in net.swarms.values()),
+                    "port": self._state.ports.get(net.tag),
+                    "addrs": listen_addrs(net.host),
+                    "reachability": self._reachability(net).as_dict(),
+                    "peers": len(net.host.get_connected_peers()),
+                    "swarm_peers": {s.name: len(self.swarm_peers(s)) for s in net.swarms.values()},
+                }
+            )
+        return out
+
+    def reachability(self) -> dict[str, str]:
+        """How others can reach this node's open network (see :mod:`meshnode.reach`)."""
+        net = self._networks.get(None)
+        if net is None:
+            return {"state": "unknown", "reason": "not running"}
+        return self._reachability(net).as_dict()
+
+    def _reachability(self, net: _Network) -> Reachability:
+        adv = net.advertiser
+        return assess(
+            listen=[str(a) for a in net.host.get_transport_addrs()],
+            advertised=adv.addrs(),
+            announce=adv.announce,
+            relayed=adv.relayed,
         )
 
     def peer_details(self) -> list[dict[str, Any]]:

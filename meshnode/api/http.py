@@ -129,8 +129,8 @@ async def get_peers(request: Request, s: ApiService) -> Any:
 
 
 async def post_connect(request: Request, s: ApiService) -> Any:
-    b = await body(request, {"addr"})
-    return await s.connect(b.get("addr"))
+    b = await body(request, {"addr", "swarm"})
+    return await s.connect(b.get("addr"), b.get("swarm"))
 
 
 async def post_stop(request: Request, s: ApiService) -> Any:

@@ -71,19 +71,26 @@ class ApiService:
         return {
             "peer_id": self.node.peer_id,
             "addrs": self.node.addrs(),
+            "reachability": self.node.reachability(),
             "swarms": [s.name for s in self.node.swarms()],
+            "networks": self.node.network_status(),
             "peers": len(self.node.connected_peers()),
             "records": count,
             "ingest": dict(vars(self.node.ingest.stats)),
             "gossip": self.node.gossip_stats(),
             "sync": self.node.sync_stats(),
+            "px": self.node.px_stats(),
         }
 
     async def peers(self) -> list[dict[str, Any]]:
-        return [{"peer_id": p} for p in self.node.connected_peers()]
+        rows = self.node.peer_details()
+        for row in rows:
+            row["since"] = iso(int(row["since"] * 1000)) if row["since"] is not None else None
+        return rows
 
-    async def connect(self, addr: str) -> dict[str, Any]:
-        pid = await self.node.connect(_text(addr, "addr", 400))
+    async def connect(self, addr: str, swarm: str | None = None) -> dict[str, Any]:
+        target = self.node.swarm(_text(swarm, "swarm", 40)) if swarm is not None else None
+        pid = await self.node.connect(_text(addr, "addr", 400), swarm=target)
         return {"peer_id": pid, "connected": True}
 
     async def stop(self) -> dict[str, Any]:

@@ -252,28 +252,60 @@ def status(home: HomeOption = None, json_out: JsonOption = False) -> None:
     if json_out:
         show_json(data)
         return
+    reach = data.get("reachability", {})
     typer.echo(f"peer id:  {data['peer_id']}")
+    typer.echo(f"reach:    {reach.get('state', '?')}: {reach.get('reason', '')}")
     typer.echo(f"swarms:   {', '.join(data['swarms']) or '-'}")
     typer.echo(f"peers:    {data['peers']}")
     typer.echo(f"records:  {data['records']}")
+    for net in data.get("networks", []):
+        members = ", ".join(f"{name} {n}" for name, n in sorted(net["swarm_peers"].items())) or "no swarm"
+        typer.echo(
+            f"network:  {net['network']} port {net['port'] or '-'}, {net['peers']} peers"
+            f" ({members} connected); {net['reachability']['state']}"
+        )
+        for addr in net["addrs"]:
+            typer.echo(f"            {addr}")
 
 
 @app.command()
 @mesh_errors
 def peers(home: HomeOption = None, json_out: JsonOption = False) -> None:
-    """Peers this node is connected to."""
+    """Peers this node is connected to: swarms, address, direction, route, since."""
     data = client(home).get("/peers")
     if json_out:
         show_json(data)
         return
-    table(data, [("peer_id", "peer")], empty="no peers connected")
+    for row in data:
+        row["route"] = "relayed" if row.get("relayed") else "direct"
+    table(
+        data,
+        [
+            ("peer_id", "peer"),
+            ("swarms", "swarms"),
+            ("addr", "address"),
+            ("direction", "direction"),
+            ("route", "route"),
+            ("since", "since"),
+        ],
+        empty="no peers connected",
+    )
 
 
 @app.command()
 @mesh_errors
-def connect(multiaddr: str, home: HomeOption = None) -> None:
-    """Connect to a peer: /ip4/…/tcp/…/p2p/<peer id>."""
-    data = client(home).post("/connect", {"addr": multiaddr})
+def connect(
+    multiaddr: str,
+    swarm: Annotated[
+        str | None, typer.Option("--swarm", help="Connect on this swarm's network (private swarms).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Connect to a peer: /ip4/…/tcp/…/p2p/<peer id> (remembered, and redialled when it drops)."""
+    body: dict[str, Any] = {"addr": multiaddr}
+    if swarm is not None:
+        body["swarm"] = swarm
+    data = client(home).post("/connect", body)
     typer.echo(f"connected to {data['peer_id']}")
 
 
