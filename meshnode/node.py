@@ -52,6 +52,7 @@ from meshnode.protocols.host import (
     port_is_free,
 )
 from meshnode.protocols.px import PeerExchange, PeerHint
+from meshnode.protocols.reachability import NetworkReach, ReachConfig
 from meshnode.protocols.sync import SessionReport, SyncLimits, SyncService, stats_dict
 from meshnode.reach import Reachability, assess
 from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
@@ -88,6 +89,9 @@ class NodeConfig:
     prune_interval: float = 3600.0  # seconds between prunes of expired records; 0: never
     state_path: Path | None = None  # ports and address book kept here (network.cbor); None: memory
     state_save_interval: float = 30.0
+    upnp: bool = False  # ask the home router to map each port (the daemon's default: on)
+    relay: bool = True  # relay for members when public; hold relay slots when not
+    reach_unknown_interval: float = 5.0  # s between reachability checks while unknown
 
 
 @dataclass
@@ -107,6 +111,7 @@ class _Network:
     host: IHost
     gossip: RecordGossip
     advertiser: Advertiser
+    reach: NetworkReach | None = None
     px: PeerExchange | None = None
     sync: SyncService | None = None
     swarms: dict[bytes, Swarm] = field(default_factory=dict)
@@ -330,7 +335,8 @@ class Node:
                     "swarms": sorted(s.name for s in net.swarms.values()),
                     "port": self._state.ports.get(net.tag),
                     "addrs": listen_addrs(net.host),
-                    "reachability": self._reachability(net).as_dict(),
+                    "reachability": self._reachability(net).as_dict()
+                    | (net.reach.details() if net.reach is not None else {}),
                     "peers": len(net.host.get_connected_peers()),
                     "swarm_peers": {s.name: len(self.swarm_peers(s)) for s in net.swarms.values()},
                 }
@@ -345,6 +351,8 @@ class Node:
         return self._reachability(net).as_dict()
 
     def _reachability(self, net: _Network) -> Reachability:
+        if net.reach is not None:
+            return net.reach.verdict()
         adv = net.advertiser
         return assess(
             listen=[str(a) for a in net.host.get_transport_addrs()],
@@ -370,7 +378,9 @@ class Node:
                         "network": "open" if net.psk is None else "private",
                         "addr": addr,
                         "direction": info.direction if info else "unknown",
-                        "relayed": "/p2p-circuit" in addr,
+                        "relayed": (net.reach.path(pid) == "relayed")
+                        if net.reach is not None
+                        else "/p2p-circuit" in addr,
                         "since": info.since if info else None,
                     }
                 )
@@ -523,6 +533,17 @@ class Node:
         )
         net = _Network(psk=psk, host=host, gossip=gossip, advertiser=advertiser)
         net.sync = self._make_sync(net)
+        net.reach = NetworkReach(
+            host,
+            advertiser,
+            gossip.pubsub,
+            is_member=lambda pid: bool(self._member_swarms(net, pid.to_base58())),
+            config=ReachConfig(
+                upnp=self.config.upnp,
+                relay=self.config.relay,
+                unknown_interval=self.config.reach_unknown_interval,
+            ),
+        )
         net.px = PeerExchange(
             host,
             member_swarms=lambda peer: self._member_swarms(net, peer),
@@ -597,6 +618,8 @@ class Node:
                                 await nursery.start(net.sync.run)
                             if net.px is not None:
                                 net.px.install()
+                            if net.reach is not None:
+                                await nursery.start(net.reach.run)
                             if self.config.mdns:
                                 nursery.start_soon(self._lan_discovery, net)
                             net.started.set()
@@ -717,7 +740,11 @@ class Node:
         try:
             async with net.dial_limiter:
                 addr = await dial_addrs(
-                    net.host, ID.from_base58(peer), addrs, timeout=self.config.dial_timeout
+                    net.host,
+                    ID.from_base58(peer),
+                    addrs,
+                    timeout=self.config.dial_timeout,
+                    dial_relayed=self._relayed_dialer(net),
                 )
         except NetworkError:
             self.book.dial_failed(sid, peer, self.clock())
@@ -726,6 +753,16 @@ class Node:
             net.dialled[peer] = addr
         self.book.connected(sid, peer, self.clock(), addr=addr)
         return addr
+
+    def _relayed_dialer(self, net: _Network) -> Callable[[ID, str, float], Any] | None:
+        reach = net.reach
+        if reach is None:
+            return None
+
+        async def dial_relayed(peer: ID, addr: str, timeout: float) -> None:
+            await reach.dial_relayed(peer, addr, timeout=timeout)
+
+        return dial_relayed
 
     async def _dial_from_book(self, net: _Network, sid: bytes, peer: str) -> None:
         try:

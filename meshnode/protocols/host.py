@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import libp2p
 import multiaddr
@@ -242,32 +242,50 @@ def peer_info_of(text: str) -> PeerInfo:
         raise BadValue(f"multiaddr {text!r} must end in /p2p/<peer id> to be dialled") from None
 
 
+RelayedDialer = Callable[[ID, str, float], Awaitable[None]]
+
+
 async def dial_addrs(
-    host: IHost, peer: ID, addrs: Sequence[str], *, timeout: float = DEFAULT_DIAL_TIMEOUT
+    host: IHost,
+    peer: ID,
+    addrs: Sequence[str],
+    *,
+    timeout: float = DEFAULT_DIAL_TIMEOUT,
+    dial_relayed: RelayedDialer | None = None,
 ) -> str | None:
-    """Connect to ``peer`` trying ``addrs`` one by one (best first); the address that worked.
+    """Connect to ``peer`` trying ``addrs`` one by one, in the order given; the address that worked.
 
     Returns None if the peer was connected already. Each address gets its own
     share of ``timeout`` (at least 3 s); the peer's stored addresses are
-    cleared before each attempt so libp2p dials exactly that one (pitfall 30).
-    Raises :class:`NetworkError` naming every failure.
+    cleared before each direct attempt so libp2p dials exactly that one
+    (pitfall 30). ``/p2p-circuit`` addresses go to ``dial_relayed(peer, addr,
+    seconds)`` (skipped without one). Raises :class:`NetworkError` naming
+    every failure.
     """
     if peer == host.get_id():
         raise BadValue("that address is this node itself")
     if peer in host.get_connected_peers():
         return None
-    relayed = [a for a in addrs if "/p2p-circuit" in a]
-    direct = [a for a in addrs if "/p2p-circuit" not in a]
-    if not direct:
-        raise NetworkError(f"no direct address to dial {peer}" + (" (only relayed ones)" if relayed else ""))
+    usable = [a for a in addrs if "/p2p-circuit" not in a or dial_relayed is not None]
+    if not usable:
+        raise NetworkError(f"no address to dial {peer} ({len(addrs)} known, none usable here)")
     deadline = trio.current_time() + timeout
     errors = []
-    for i, addr in enumerate(direct):
+    for i, addr in enumerate(usable):
         left = deadline - trio.current_time()
         if left <= 0:
             errors.append(f"{addr}: no time left")
             break
-        share = max(min(left, 3.0), left / (len(direct) - i))
+        share = max(min(left, 3.0), left / (len(usable) - i))
+        if "/p2p-circuit" in addr and dial_relayed is not None:
+            try:
+                await dial_relayed(peer, addrlib.with_peer(addr, peer.to_base58()), share)
+                return addr
+            except NetworkError as exc:
+                errors.append(f"{addrlib.strip_peer(addr)}: {exc}")
+            except Exception as exc:
+                errors.append(f"{addrlib.strip_peer(addr)}: {type(exc).__name__} {exc}")
+            continue
         try:
             ma = multiaddr.Multiaddr(addrlib.strip_peer(addr))
         except Exception:
