@@ -41,10 +41,20 @@ announce = []
 bootstrap = []
 # Find neighbours on the local network (mDNS).
 mdns = true
+# Ask the home router to forward each listen port to this machine (UPnP),
+# with a one-hour lease that is renewed, and removed when the daemon stops.
+upnp = true
+# Relay for neighbours behind NAT when this node is reachable from outside,
+# and use a neighbour as relay when it is not.
+relay = true
 # Most connections this node keeps.
 max_connections = 64
 # Seconds between catch-up syncs with a random neighbour (also on every connect).
 sync_interval = 60
+
+# Peers to dial for one swarm (e.g. a private one), by swarm name:
+# [swarms."Elm Street"]
+# bootstrap = ["/ip4/203.0.113.7/tcp/40123/p2p/12D3KooW..."]
 """
 
 
@@ -118,6 +128,9 @@ class Config:
     bootstrap: list[str] = field(default_factory=list)
     announce: list[str] = field(default_factory=list)
     mdns: bool = True
+    upnp: bool = True
+    relay: bool = True
+    swarm_bootstrap: dict[str, list[str]] = field(default_factory=dict)
     max_connections: int = 64
     sync_interval: float = 60.0
 
@@ -137,9 +150,21 @@ def load_config(home: Home) -> Config:
     node = data.get("node", {})
     if not isinstance(node, dict):
         raise ConfigError(f"{home.config}: [node] must be a table")
-    unknown = set(node) - {"listen", "bootstrap", "announce", "mdns", "max_connections", "sync_interval"}
+    unknown = set(node) - {
+        "listen",
+        "bootstrap",
+        "announce",
+        "mdns",
+        "upnp",
+        "relay",
+        "max_connections",
+        "sync_interval",
+    }
     if unknown:
         raise ConfigError(f"{home.config}: unknown keys in [node]: {sorted(unknown)}")
+    unknown = set(data) - {"node", "swarms"}
+    if unknown:
+        raise ConfigError(f"{home.config}: unknown tables: {sorted(unknown)}")
     listen = node.get("listen", DEFAULT_LISTEN)
     bootstrap = node.get("bootstrap", [])
     announce = node.get("announce", [])
@@ -152,9 +177,12 @@ def load_config(home: Home) -> Config:
             raise ConfigError(
                 f"{home.config}: announce: expected addresses like /ip4/203.0.113.7/tcp/4001, found {addr!r}"
             )
-    mdns = node.get("mdns", True)
-    if not isinstance(mdns, bool):
-        raise ConfigError(f"{home.config}: mdns must be true or false")
+    flags = {}
+    for name in ("mdns", "upnp", "relay"):
+        flags[name] = node.get(name, True)
+        if not isinstance(flags[name], bool):
+            raise ConfigError(f"{home.config}: {name} must be true or false")
+    swarm_bootstrap = _swarm_tables(home, data.get("swarms", {}))
     max_connections = node.get("max_connections", 64)
     if (
         isinstance(max_connections, bool)
@@ -173,10 +201,31 @@ def load_config(home: Home) -> Config:
         listen=listen,
         bootstrap=bootstrap,
         announce=announce,
-        mdns=mdns,
+        mdns=flags["mdns"],
+        upnp=flags["upnp"],
+        relay=flags["relay"],
+        swarm_bootstrap=swarm_bootstrap,
         max_connections=max_connections,
         sync_interval=float(sync_interval),
     )
+
+
+def _swarm_tables(home: Home, tables: object) -> dict[str, list[str]]:
+    """``[swarms."<name>"]`` tables: per-swarm settings (``bootstrap`` for now)."""
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{home.config}: [swarms] must be a table of swarm names")
+    out: dict[str, list[str]] = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict) or set(table) - {"bootstrap"}:
+            raise ConfigError(f'{home.config}: [swarms."{name}"] may only have bootstrap = [...]')
+        addrs = table.get("bootstrap", [])
+        if not isinstance(addrs, list) or not all(isinstance(a, str) and "/p2p/" in a for a in addrs):
+            raise ConfigError(
+                f'{home.config}: [swarms."{name}"] bootstrap must be a list of multiaddrs'
+                " ending in /p2p/<peer id>"
+            )
+        out[str(name)] = list(addrs)
+    return out
 
 
 def load_swarms(home: Home) -> list[Swarm]:

@@ -72,6 +72,7 @@ class NodeConfig:
 
     listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
     bootstrap: list[str] = field(default_factory=list)
+    swarm_bootstrap: dict[str, list[str]] = field(default_factory=dict)  # swarm name -> addrs
     announce: list[str] = field(default_factory=list)  # addresses of the open host's port, by hand
     max_connections: int = 64
     min_peers: int = 8  # below this, libp2p dials known peers every 30 s; 0: never
@@ -399,6 +400,14 @@ class Node:
         net = await self._network(swarm.psk_hex)
         await self._build_sync_index(swarm)
         net.swarms[swarm.id] = swarm
+        now = self.clock()
+        for addr in self.config.swarm_bootstrap.get(swarm.name, []):
+            try:
+                peer = peer_info_of(addr).peer_id.to_base58()
+            except BadValue as exc:
+                log.warning("bootstrap of swarm %r: %s", swarm.name, exc)
+                continue
+            self.book.learn(swarm.id, peer, [addr], "bootstrap", now)  # dialled by the maintenance loop
         await net.gossip.join(swarm)
         if net.sync is not None:
             net.sync.sync_joined(swarm)

@@ -37,6 +37,14 @@ def test_new_home_is_private_with_a_default_config(tmp_path):
         ("[node]\nmax_connections = 0", "max_connections"),
         ("[node]\nsync_interval = -5", "sync_interval"),
         ("node = 3", "must be a table"),
+        ("[node]\nupnp = 1", "upnp must be true or false"),
+        ("[node]\nrelay = 'no'", "relay must be true or false"),
+        ("[node]\nannounce = ['/ip4/0.0.0.0/tcp/4001']", "announce: expected"),
+        ("[node]\nannounce = ['/ip4/81.2.69.1/tcp/0']", "announce: expected"),
+        ("[node]\nannounce = ['/dns4/example.org/tcp/4001']", "announce: expected"),
+        ("[elsewhere]\nx = 1", "unknown tables"),
+        ('[swarms."Elm"]\ncolour = 1', "may only have bootstrap"),
+        ('[swarms."Elm"]\nbootstrap = ["/ip4/1.2.3.4/tcp/1"]', "ending in /p2p/"),
     ],
 )
 def test_bad_config_is_refused_clearly(tmp_path, text, words):
@@ -44,6 +52,18 @@ def test_bad_config_is_refused_clearly(tmp_path, text, words):
     home.config.write_text(text)
     with pytest.raises(ConfigError, match=words):
         load_config(home)
+
+
+def test_reachability_settings_are_read(tmp_path):
+    home = Home(tmp_path)
+    pid = "12D3KooWHT5sHybxFXhDkm2gPASTivnjHynJrkULd1JX7w18LBAP"
+    home.config.write_text(
+        "[node]\nupnp = false\nrelay = false\nannounce = ['/ip4/81.2.69.1/tcp/4001']\n"
+        f'[swarms."Elm Street"]\nbootstrap = ["/ip4/81.2.69.1/tcp/40123/p2p/{pid}"]\n'
+    )
+    config = load_config(home)
+    assert (config.upnp, config.relay, config.announce) == (False, False, ["/ip4/81.2.69.1/tcp/4001"])
+    assert config.swarm_bootstrap == {"Elm Street": [f"/ip4/81.2.69.1/tcp/40123/p2p/{pid}"]}
 
 
 def test_swarms_round_trip_privately(tmp_path):
