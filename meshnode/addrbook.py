@@ -25,7 +25,7 @@ Rules
     * Order to dial (:meth:`AddressBook.due`): peers last connected most
       recently first, never-connected ones after (newest learned first);
       within a peer, addresses that worked (most recent first), then the
-      rest in the order they were learned.
+      rest by :func:`meshnode.addrs.rank`: public, relayed, private, loopback.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshnode.addrs import split_tcp, strip_peer
+from meshnode.addrs import rank, split_tcp, strip_peer
 from meshnode.errors import DecodeError
 
 MAX_ADDRS = 8
@@ -301,7 +301,7 @@ class AddressBook:
     def _view(self, pid: str, e: _Peer) -> BookEntry:
         order = sorted(
             e.addrs.items(),
-            key=lambda kv: (kv[1].last_ok is None, -(kv[1].last_ok or 0)),
+            key=lambda kv: (kv[1].last_ok is None, -(kv[1].last_ok or 0), rank(kv[0])),
         )
         return BookEntry(
             peer=pid,

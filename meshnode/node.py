@@ -64,6 +64,7 @@ CLOSE_TIMEOUT = 5.0
 LAN_DIAL_DEFER = 2.0  # s; on the LAN the peer with the larger id lets the other dial first
 MAX_CONCURRENT_DIALS = 4  # per network, from the address book
 MAX_CONCURRENT_PX = 2  # per network
+PX_WHILE_SHORT = 10.0  # s between peer exchanges with a member while a swarm has too few peers
 
 
 @dataclass
@@ -361,6 +362,26 @@ class Node:
             announce=adv.announce,
             relayed=adv.relayed,
         )
+
+    def known_peers(self) -> list[dict[str, Any]]:
+        """The address book, swarm by swarm: who, where, when last connected, failed dials."""
+        out = []
+        for swarm in self.swarms():
+            for pid in self.book.peers(swarm.id):
+                entry = self.book.entry(swarm.id, pid)
+                if entry is None:
+                    continue
+                out.append(
+                    {
+                        "swarm": swarm.name,
+                        "peer_id": pid,
+                        "addrs": list(entry.addrs),
+                        "last_seen": entry.last_seen,
+                        "failures": entry.failures,
+                        "next_try": entry.next_try,
+                    }
+                )
+        return out
 
     def peer_details(self) -> list[dict[str, Any]]:
         """Every connection: peer, swarms shared, address, direction, direct or relayed, since."""
@@ -697,15 +718,23 @@ class Node:
         now = time.monotonic()
         connected = {p.to_base58() for p in net.host.get_connected_peers()}
         members: dict[bytes, set[str]] = {sid: set() for sid in net.swarms}
+        shared_with: dict[str, set[bytes]] = {}
         for peer in connected:
-            shared = self._member_swarms(net, peer)
+            shared = shared_with[peer] = self._member_swarms(net, peer)
             for sid in shared:
                 members[sid].add(peer)
                 self.book.connected(sid, peer, now_ms, addr=net.dialled.get(peer))
                 entry = self.book.entry(sid, peer)
-                if entry is not None and not entry.addrs:
-                    self.book.learn(sid, peer, self._identify_addrs(net, peer), "identify", now_ms)
-            if shared and now - net.px_asked.get(peer, -1e9) >= self.config.px_interval:
+                known = set(entry.addrs) if entry is not None else set()
+                fresh = [a for a in self._identify_addrs(net, peer) if addrlib.strip_peer(a) not in known]
+                if fresh:  # what it advertises now (e.g. a new relay address)
+                    self.book.learn(sid, peer, fresh, "identify", now_ms)
+        for peer, shared in shared_with.items():
+            # Ask members what they know every px_interval, and more often while
+            # a swarm has too few peers (addresses appear as others find relays).
+            short = any(len(members[sid]) < self.config.target_peers for sid in shared)
+            interval = min(self.config.px_interval, PX_WHILE_SHORT) if short else self.config.px_interval
+            if shared and now - net.px_asked.get(peer, -1e9) >= interval:
                 net.px_asked[peer] = now
                 self._nursery.start_soon(self._exchange, net, peer, shared)
         for peer in list(net.px_asked):

@@ -27,14 +27,18 @@ class Daemon:
     """One ``meshnode daemon`` process with its own home, on 127.0.0.1."""
 
     home: Path
+    prefix: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", ns]
+    listen: str | None = "/ip4/127.0.0.1/tcp/0"  # None: the default config (0.0.0.0:4001, mDNS, UPnP)
+    args: list[str] = field(default_factory=list)  # more daemon arguments, e.g. ["--log-level", "info"]
     proc: subprocess.Popen[str] | None = None
     peer_id: str = ""
     addrs: list[str] = field(default_factory=list)
     output: list[str] = field(default_factory=list)
 
     def start(self, timeout: float = 30.0) -> Daemon:
+        listen = ["--listen", self.listen] if self.listen else []
         self.proc = subprocess.Popen(
-            [*MESHNODE, "daemon", "--home", str(self.home), "--listen", "/ip4/127.0.0.1/tcp/0"],
+            [*self.prefix, *MESHNODE, "daemon", "--home", str(self.home), *listen, *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

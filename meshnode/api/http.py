@@ -128,6 +128,10 @@ async def get_peers(request: Request, s: ApiService) -> Any:
     return await s.peers()
 
 
+async def get_known(request: Request, s: ApiService) -> Any:
+    return await s.known_peers()
+
+
 async def post_connect(request: Request, s: ApiService) -> Any:
     b = await body(request, {"addr", "swarm"})
     return await s.connect(b.get("addr"), b.get("swarm"))
@@ -238,6 +242,7 @@ def build_app(service: ApiService) -> Starlette:
         r("/id", get_id, "GET"),
         r("/status", get_status, "GET"),
         r("/peers", get_peers, "GET"),
+        r("/peers/known", get_known, "GET"),
         r("/connect", post_connect, "POST"),
         r("/stop", post_stop, "POST"),
         r("/swarms", get_swarms, "GET"),

@@ -88,6 +88,13 @@ class ApiService:
             row["since"] = iso(int(row["since"] * 1000)) if row["since"] is not None else None
         return rows
 
+    async def known_peers(self) -> list[dict[str, Any]]:
+        rows = self.node.known_peers()
+        for row in rows:
+            row["last_seen"] = iso(row["last_seen"])
+            row["next_try"] = iso(row["next_try"]) if row["next_try"] else None
+        return rows
+
     async def connect(self, addr: str, swarm: str | None = None) -> dict[str, Any]:
         target = self.node.swarm(_text(swarm, "swarm", 40)) if swarm is not None else None
         pid = await self.node.connect(_text(addr, "addr", 400), swarm=target)

@@ -270,8 +270,35 @@ def status(home: HomeOption = None, json_out: JsonOption = False) -> None:
 
 @app.command()
 @mesh_errors
-def peers(home: HomeOption = None, json_out: JsonOption = False) -> None:
+def peers(
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+    known: Annotated[
+        bool, typer.Option("--known", help="The address book: every peer met, per swarm, and where.")
+    ] = False,
+) -> None:
     """Peers this node is connected to: swarms, address, direction, route, since."""
+    if known:
+        rows = client(home).get("/peers/known")
+        if json_out:
+            show_json(rows)
+            return
+        for row in rows:
+            row["addr"] = row["addrs"][0] if row["addrs"] else None
+            row["more"] = len(row["addrs"]) - 1 if row["addrs"] else 0
+        table(
+            rows,
+            [
+                ("swarm", "swarm"),
+                ("peer_id", "peer"),
+                ("addr", "best address"),
+                ("more", "more"),
+                ("last_seen", "last connected"),
+                ("failures", "failed dials"),
+            ],
+            empty="the address book is empty",
+        )
+        return
     data = client(home).get("/peers")
     if json_out:
         show_json(data)

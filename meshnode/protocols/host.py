@@ -9,7 +9,9 @@
 * Every dial has a timeout (pitfall 14: a wrong pnet key hangs ~21 s) and
   clears libp2p's 60 s negative dial cache first (pitfall 3).
 * What the host advertises comes from an :class:`Advertiser` (identify's
-  ``addrs_factory``): never ``0.0.0.0`` (pitfall 27), see :mod:`meshnode.addrs`.
+  ``addrs_factory``, and ``host.get_addrs`` itself, whose own suffix handling
+  mangles circuit addresses): never ``0.0.0.0`` (pitfall 27), see
+  :mod:`meshnode.addrs`.
 * Dialling a peer with several addresses tries them one by one, best first:
   libp2p would try only the first address per transport (pitfall 30).
 * A listen port is checked free before the host binds it: libp2p sets
@@ -54,6 +56,7 @@ if _libp2p_logger.level == logging.NOTSET:
 logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
 
 DEFAULT_DIAL_TIMEOUT = 10.0
+LOCAL_DIAL_TIMEOUT = 2.0  # a private or loopback address: answered at once on the same network
 DEFAULT_MAX_CONNECTIONS = 64
 
 
@@ -93,6 +96,22 @@ def build_host(
         addrs_factory=advertiser,
     )
     advertiser.host = host
+    # libp2p's get_addrs() strips "/p2p/<first id>" and everything after it from
+    # each address before appending ours, which turns a circuit address
+    # (.../p2p/<relay>/p2p-circuit) into the relay's own address with our id.
+    # identify and the signed peer record call host.get_addrs(): answer it here.
+    pid = host.get_id().to_base58()
+
+    def get_addrs() -> list[multiaddr.Multiaddr]:
+        out = []
+        for text in advertiser.addrs():
+            try:
+                out.append(multiaddr.Multiaddr(addrlib.with_peer(text, pid)))
+            except Exception:
+                log.debug("not advertising unparsable %r", text)
+        return out
+
+    host.get_addrs = get_addrs  # type: ignore[method-assign]
     return host
 
 
@@ -256,7 +275,9 @@ async def dial_addrs(
     """Connect to ``peer`` trying ``addrs`` one by one, in the order given; the address that worked.
 
     Returns None if the peer was connected already. Each address gets its own
-    share of ``timeout`` (at least 3 s); the peer's stored addresses are
+    share of ``timeout`` (at least 3 s; private and loopback addresses at most
+    :data:`LOCAL_DIAL_TIMEOUT`, since from another home they are a black
+    hole and on the same network they answer at once); the peer's stored addresses are
     cleared before each direct attempt so libp2p dials exactly that one
     (pitfall 30). ``/p2p-circuit`` addresses go to ``dial_relayed(peer, addr,
     seconds)`` (skipped without one). Raises :class:`NetworkError` naming
@@ -277,6 +298,8 @@ async def dial_addrs(
             errors.append(f"{addr}: no time left")
             break
         share = max(min(left, 3.0), left / (len(usable) - i))
+        if addrlib.rank(addr)[0] >= 2:
+            share = min(share, LOCAL_DIAL_TIMEOUT)  # a LAN peer answers at once; elsewhere it is a black hole
         if "/p2p-circuit" in addr and dial_relayed is not None:
             try:
                 await dial_relayed(peer, addrlib.with_peer(addr, peer.to_base58()), share)

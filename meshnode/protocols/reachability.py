@@ -106,7 +106,9 @@ class NetworkReach:
         )
         self.mapper: Any = None
         self.relay: RelayService | RelayClient | None = None
-        self.upgrade = DirectUpgrade(host, retry_interval=self.config.dcutr_retry_interval)
+        self.upgrade = DirectUpgrade(
+            host, retry_interval=self.config.dcutr_retry_interval, public_addrs=self._public_addrs
+        )
         self._mode_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -249,6 +251,20 @@ class NetworkReach:
             if split is not None:
                 ports.append(split[2])
         return list(dict.fromkeys(ports))
+
+    def _public_addrs(self) -> list[str]:
+        """Our addresses as the internet sees them, dialable or not yet (for hole punching).
+
+        The UPnP mapping and confirmed addresses, then each public address a
+        dial-back was tried at (our router's IP at our listen port: a hole
+        punch opens exactly that).
+        """
+        out = [*self.advertiser.mapped, *self.advertiser.observed]
+        for result in self.checker.last_results:
+            split = addrlib.split_tcp(result.addr)
+            if split is not None and addrlib.scope_of(split[1]) is addrlib.Scope.PUBLIC:
+                out.append(addrlib.tcp_addr(split[1], split[2]))
+        return list(dict.fromkeys(out))
 
     def _on_verdict(self, status: ReachabilityStatus) -> None:
         log.info("reachability: %s (%s)", status.reachability.value, status.reason)

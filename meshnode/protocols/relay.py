@@ -77,6 +77,21 @@ What was broken in py-libp2p 0.8.1 and what this module does about it
 10. GossipSub goes silent one way when a relayed connection closes while a
     direct one stays (pitfall 34, ``pubsub/pubsub.py:1129-1133``):
     :class:`ResubscribeNotifee` re-sends our subscriptions ~1 s later.
+11. On a private-network (pnet) host the listening side of a relayed
+    connection applies the pnet key (``network/swarm.py:2101``) and the
+    dialling side does not (``upgrade_outbound_raw_conn``; the key is applied
+    only on the TCP dial path, ``swarm.py:1458``): every circuit dial in a
+    private swarm hung. The dialler here applies it too.
+12. DCUtR offers the NAT address it predicts from identify's observed-address
+    manager only (``dcutr.py`` ``_get_observed_addrs``); on a private
+    network's host that manager recorded nothing, so DCUtR offered the LAN
+    address and no punch worked. :class:`DirectUpgrade` takes the node's own
+    public addresses (from the AutoNAT answers) and offers those first.
+13. On a pnet host, ``Swarm.dial_addr_as_responder`` (DCUtR's simultaneous
+    open) applies the pnet layer twice (``network/swarm.py:1458`` and again
+    in ``upgrade_inbound_raw_conn``, ``swarm.py:2101``): the punched TCP
+    connection came up and its handshake always failed. DirectUpgrade makes
+    that host's inbound upgrade apply it once.
 
 Remaining quirks left alone: after a successful circuit dial libp2p stores
 ``<relay addr>/p2p-circuit/p2p/<peer>`` in the peer's peerstore entry for
@@ -101,6 +116,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.dcutr import MAX_HOLE_PUNCH_ATTEMPTS, DCUtRProtocol
+from libp2p.relay.circuit_v2.dcutr import MAX_OBSERVED_ADDRS as MAX_OBSERVED
 from libp2p.relay.circuit_v2.exceptions import RelayConnectionError
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, StopMessage
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
@@ -109,6 +125,7 @@ from libp2p.relay.circuit_v2.protocol_buffer import StatusCode, to_proto_status
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
+from libp2p.security.pnet.protector import new_protected_conn
 from libp2p.tools.anyio_service import background_trio_service
 from libp2p.tools.constants import MAX_READ_LEN
 from multiaddr import Multiaddr
@@ -574,7 +591,7 @@ class _CircuitDialer:
         target = circuit_addr(relay, peer_id, relay_transport)
         try:
             with trio.fail_after(max(0.1, deadline - trio.current_time())):
-                return await self._transport.dial(target)
+                return await self._dial_circuit(target, relay, peer_id)
         except trio.TooSlowError:
             raise NetworkError(
                 f"could not reach {peer_id} through relay {relay} within {timeout:.0f} s"
@@ -587,6 +604,29 @@ class _CircuitDialer:
             cause = exc.__cause__ or exc.__context__
             detail = _status_text(cause) if isinstance(cause, RelayConnectionError) else str(exc)
             raise NetworkError(f"could not reach {peer_id} through relay {relay}: {detail}") from None
+
+    async def _dial_circuit(self, target: Multiaddr, relay: ID, peer_id: ID) -> INetConn:
+        """``CircuitV2Transport.dial``, plus the private-network layer on a pnet host.
+
+        libp2p applies the pnet key to a relayed connection on the listening
+        side (``upgrade_inbound_raw_conn``) but not on the dialling side
+        (``upgrade_outbound_raw_conn`` leaves it to the TCP dial path), so in a
+        private swarm every circuit dial hung until its timeout (bug 11).
+        """
+        relay_maddr, _dest = self._transport.parse_circuit_ma(target)
+        raw = await self._transport.dial_peer_info(
+            dest_info=PeerInfo(peer_id, [target]),
+            relay_info=PeerInfo(relay, [relay_maddr] if relay_maddr is not None else []),
+        )
+        psk = getattr(self._host.get_network(), "psk", None)
+        if psk is not None:
+            raw = new_protected_conn(raw, psk)
+        conn = await self._host.upgrade_outbound_connection(raw, peer_id)
+        try:  # so peer_path() and `meshnode peers` see it as relayed, as on the listening side
+            conn.set_transport_info([target], ConnectionType.RELAYED)  # type: ignore[attr-defined]
+        except Exception:
+            pass
+        return conn
 
 
 _STATUS_TEXT = {
@@ -984,7 +1024,13 @@ class DirectUpgrade:
     """
 
     def __init__(
-        self, host: IHost, *, retry_interval: float = 120.0, max_rounds: int = 5, dial_timeout: int = 3
+        self,
+        host: IHost,
+        *,
+        retry_interval: float = 120.0,
+        max_rounds: int = 5,
+        dial_timeout: int = 3,
+        public_addrs: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self.host = host
         self.retry_interval = retry_interval
@@ -992,6 +1038,35 @@ class DirectUpgrade:
         self.dcutr = DCUtRProtocol(host, dial_timeout=dial_timeout)
         self.retries = 0
         self._rounds: dict[ID, int] = {}
+        if public_addrs is not None:
+            self._use_public_addrs(public_addrs)
+        _pnet_once_on_responder_dials(host)
+
+    def _use_public_addrs(self, public_addrs: Callable[[], Sequence[str]]) -> None:
+        """Offer ``public_addrs()`` (e.g. our router's address at our listen port) in DCUtR's CONNECT.
+
+        DCUtR predicts our NAT address only from identify's observed-address
+        manager (``dcutr.py`` ``_get_observed_addrs``), which on a private
+        network's host recorded nothing, so it offered our LAN address and the
+        punch never worked (bug 12). The node knows the public IP its peers see
+        (the AutoNAT dial-back answers): those addresses go first.
+        """
+        original = self.dcutr._get_observed_addrs
+
+        async def observed_addrs() -> list[bytes]:
+            out: list[bytes] = []
+            try:
+                for text in public_addrs():
+                    addr = Multiaddr(text)
+                    if addr.to_bytes() not in out:
+                        out.append(addr.to_bytes())
+            except Exception as exc:
+                log.debug("dcutr: public addresses unavailable: %r", exc)
+            if not out:
+                return await original()
+            return out[:MAX_OBSERVED]
+
+        self.dcutr._get_observed_addrs = observed_addrs  # type: ignore[method-assign]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with background_trio_service(self.dcutr):
@@ -1018,6 +1093,35 @@ class DirectUpgrade:
             retried.append(peer)
             self.retries += 1
         return retried
+
+
+def _pnet_once_on_responder_dials(host: IHost) -> None:
+    """Bug 13: on a pnet host, a hole-punch dial made as responder gets the pnet layer twice.
+
+    ``Swarm.dial_addr_as_responder`` wraps the raw connection in the pnet
+    layer (``network/swarm.py:1458``) and then upgrades it with
+    ``upgrade_inbound_raw_conn``, which wraps it again (``swarm.py:2101``): the
+    punched TCP connection was established and then every handshake on it
+    failed. On this host's swarm only, an inbound upgrade of a connection
+    that is already wrapped (and has not been used yet) unwraps it first, so
+    the layer is applied exactly once. Installed only on pnet hosts.
+    """
+    from libp2p.security.pnet.psk_conn import PskConn
+
+    swarm = host.get_network()
+    if getattr(swarm, "psk", None) is None or getattr(swarm, "_meshnode_pnet_once", False):
+        return
+    original = swarm.upgrade_inbound_raw_conn
+
+    async def upgrade_inbound_raw_conn(raw_conn: Any, maddr: Multiaddr) -> Any:
+        if isinstance(raw_conn, PskConn) and getattr(raw_conn, "read_cipher", None) is None:
+            inner = getattr(raw_conn, "_conn", None)
+            if inner is not None and getattr(raw_conn, "write_cipher", None) is None:
+                raw_conn = inner
+        return await original(raw_conn, maddr)
+
+    swarm.upgrade_inbound_raw_conn = upgrade_inbound_raw_conn  # type: ignore[method-assign]
+    swarm._meshnode_pnet_once = True  # type: ignore[attr-defined]
 
 
 # --- GossipSub after a connection switch (pitfall 34) --------------------------------------
