@@ -17,6 +17,7 @@ first, with back-off.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from meshnode.errors import BadValue, NetworkError, NotFound
 from meshnode.identity import Identity
 from meshnode.ingest import Ingest, wall_clock_ms
 from meshnode.netstate import NetState, load_state, network_tag, save_state
+from meshnode.protocols.connmgr import ConnectionManager, ConnLimits
+from meshnode.protocols.connmgr import install as install_connmgr
 from meshnode.protocols.gossip import PeerPenalties, RecordGossip
 from meshnode.protocols.host import (
     Advertiser,
@@ -113,6 +116,7 @@ class _Network:
     host: IHost
     gossip: RecordGossip
     advertiser: Advertiser
+    connmgr: ConnectionManager | None = None
     reach: NetworkReach | None = None
     px: PeerExchange | None = None
     sync: SyncService | None = None
@@ -340,6 +344,7 @@ class Node:
                     "reachability": self._reachability(net).as_dict()
                     | (net.reach.details() if net.reach is not None else {}),
                     "peers": len(net.host.get_connected_peers()),
+                    "connections": dataclasses.asdict(net.connmgr.stats()) if net.connmgr else {},
                     "swarm_peers": {s.name: len(self.swarm_peers(s)) for s in net.swarms.values()},
                 }
             )
@@ -562,6 +567,14 @@ class Node:
             penalties=PeerPenalties(limit=self.config.penalty_limit),
         )
         net = _Network(psk=psk, host=host, gossip=gossip, advertiser=advertiser)
+        # Inbound slots come back when a connection ends (pitfall 25); limits per
+        # IP and subnet; members of our swarms are never trimmed.
+        net.connmgr = install_connmgr(
+            host,
+            is_protected=lambda pid: bool(self._member_swarms(net, pid.to_base58())),
+            limits=ConnLimits.for_max(self.config.max_connections),
+        )
+        gossip.on_accept = net.connmgr.note_useful
         net.sync = self._make_sync(net)
         net.reach = NetworkReach(
             host,
@@ -643,6 +656,8 @@ class Node:
                                     " check 'listen' in config.toml"
                                 )
                             net.host.get_network().register_notifee(_ConnTracker(net))
+                            if net.connmgr is not None:
+                                await nursery.start(net.connmgr.run)
                             await nursery.start(net.gossip.run)
                             if net.sync is not None:
                                 await nursery.start(net.sync.run)

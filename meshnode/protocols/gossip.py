@@ -235,6 +235,7 @@ class RecordGossip:
         self._publish_interval = publish_interval
         self._nursery: trio.Nursery | None = None
         self._drainers: dict[str, trio.CancelScope] = {}
+        self.on_accept: Callable[[ID], None] | None = None  # a forwarder delivered a valid new record
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -339,6 +340,11 @@ class RecordGossip:
             verdict = Verdict.REJECT
         if verdict is Verdict.ACCEPT:
             self.stats.accepted += 1
+            if self.on_accept is not None:
+                try:
+                    self.on_accept(forwarder)
+                except Exception as exc:  # never raise out of the validator
+                    log.debug("on_accept failed: %r", exc)
             return True
         if verdict is Verdict.IGNORE:
             self.stats.ignored += 1
