@@ -17,9 +17,14 @@ from tests.netutil import wait_until
 pytestmark = pytest.mark.timeout(120)
 
 
-async def _run(node: Node, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]) -> None:
-    with scope:
-        await node.run(task_status=task_status)
+async def _run(
+    node: Node, scope: trio.CancelScope, stopped: trio.Event, *, task_status: trio.TaskStatus[None]
+) -> None:
+    try:
+        with scope:
+            await node.run(task_status=task_status)
+    finally:
+        stopped.set()
 
 
 def ids_of(node: Node, swarm: Swarm) -> set[bytes]:
@@ -34,6 +39,7 @@ async def test_nodes_that_leave_and_return_converge(tmp_path):
     stores = [Store.open(tmp_path / f"n{i}.db") for i in range(n)]
     nodes: list[Node | None] = [None] * n
     scopes: list[trio.CancelScope | None] = [None] * n
+    stopped: list[trio.Event] = [trio.Event() for _ in range(n)]
     published = 0
     try:
         async with trio.open_nursery() as nursery:
@@ -53,7 +59,8 @@ async def test_nodes_that_leave_and_return_converge(tmp_path):
                     ),
                 )
                 scopes[i] = trio.CancelScope()
-                await nursery.start(_run, node, scopes[i])
+                stopped[i] = trio.Event()
+                await nursery.start(_run, node, scopes[i], stopped[i])
                 await node.join_swarm(swarm)
                 ports[i] = node.addrs()[0].split("/")[4]
                 nodes[i] = node
@@ -70,6 +77,8 @@ async def test_nodes_that_leave_and_return_converge(tmp_path):
                 for i in gone:
                     scopes[i].cancel()
                     nodes[i] = None
+                for i in gone:  # stopped for good (its port free again) before it comes back on it
+                    await stopped[i].wait()
                 live = [node for node in nodes if node is not None]
                 # The others keep publishing while they are away.
                 for node in live:
