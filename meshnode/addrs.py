@@ -17,8 +17,9 @@ transports, the router and the relays told the node:
 ===========  =============================================================
 
 Order is by how likely an address works from another home: by hand, mapped,
-observed, any listen address on a public IP, relayed, then private (LAN)
-addresses, which work only for neighbours on the same network. Unspecified
+observed, any listen address on a public IP, relayed (through a public
+relay), then private (LAN) addresses and circuits through a relay's LAN
+address, which work only for neighbours on the same network. Unspecified
 addresses are never advertised; loopback only when the node listens on
 loopback alone (one-machine set-ups and tests), since it is useless elsewhere.
 """
@@ -128,7 +129,8 @@ def expand_listen(listen: Iterable[str], interfaces: Sequence[str]) -> list[str]
 def rank(addr: str) -> tuple[int, int]:
     """Sort key of a listen/observed address: public IPs first, then private, then loopback."""
     if "/p2p-circuit" in addr:
-        return (1, 0)
+        relay = split_tcp(addr.split("/p2p/")[0])  # through a relay on a LAN: as good as a LAN address
+        return (1, 0) if relay is None or scope_of(relay[1]) is Scope.PUBLIC else (2, 2)
     split = split_tcp(addr)
     if split is None:
         return (3, 0)

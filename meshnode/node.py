@@ -173,6 +173,14 @@ class _ConnTracker(INotifee):
         pass
 
 
+def _listen_port(host: IHost) -> int | None:
+    for addr in host.get_transport_addrs():
+        split = addrlib.split_tcp(str(addr))
+        if split is not None:
+            return split[2]
+    return None
+
+
 def _direction(conn: Any) -> str:
     value = str(getattr(conn, "direction", "")).lower()
     return "inbound" if "inbound" in value else "outbound" if "outbound" in value else "unknown"
@@ -339,7 +347,7 @@ class Node:
                 {
                     "network": "open" if net.psk is None else "private",
                     "swarms": sorted(s.name for s in net.swarms.values()),
-                    "port": self._state.ports.get(net.tag),
+                    "port": _listen_port(net.host),
                     "addrs": listen_addrs(net.host),
                     "reachability": self._reachability(net).as_dict()
                     | (net.reach.details() if net.reach is not None else {}),
@@ -351,11 +359,21 @@ class Node:
         return out
 
     def reachability(self) -> dict[str, str]:
-        """How others can reach this node's open network (see :mod:`meshnode.reach`)."""
-        net = self._networks.get(None)
-        if net is None:
+        """How others can reach this node (see :mod:`meshnode.reach`).
+
+        The verdict of the first network that carries swarms (the open one
+        first); the open network's when there are none. ``status`` also lists
+        every network's own.
+        """
+        nets = [n for n in self._networks.values() if n.swarms] or [
+            n for n in self._networks.values() if n.psk is None
+        ]
+        if not nets:
             return {"state": "unknown", "reason": "not running"}
-        return self._reachability(net).as_dict()
+        out = self._reachability(nets[0]).as_dict()
+        if nets[0].psk is not None:
+            out["reason"] = f"{out['reason']} (swarm {', '.join(s.name for s in nets[0].swarms.values())})"
+        return out
 
     def _reachability(self, net: _Network) -> Reachability:
         if net.reach is not None:

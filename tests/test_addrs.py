@@ -304,3 +304,40 @@ def test_netstate_round_trip_and_corrupt_file(tmp_path) -> None:
     assert network_tag("ab" * 32) != network_tag("cd" * 32) and "ab" * 8 not in network_tag("ab" * 32)
     path.write_bytes(b"\xa1garbage")
     assert load_state(path).ports == {}  # a cache: a corrupt file costs the memory, not the start
+
+
+def test_circuits_through_a_relays_lan_address_rank_with_lan_addresses() -> None:
+    public = f"/ip4/81.2.69.1/tcp/4001/p2p/{RELAY}/p2p-circuit"
+    lan = f"/ip4/192.168.1.10/tcp/4001/p2p/{RELAY}/p2p-circuit"
+    got = a.advertised(listen=["/ip4/192.168.2.10/tcp/1"], relayed=[lan, public])
+    assert got == [public, "/ip4/192.168.2.10/tcp/1", lan]
+
+
+# --------------------------------------------------------------------------- reachability verdicts
+
+
+def test_reachability_verdicts() -> None:
+    from meshnode.reach import assess
+
+    lan = ["/ip4/192.168.1.10/tcp/4001"]
+    assert assess(listen=["/ip4/127.0.0.1/tcp/1"], advertised=[]).state == "local"
+    public = assess(listen=lan, advertised=lan, autonat_state="public", autonat_reason="2 of 2 reached us")
+    assert public.state == "public" and "2 of 2" in public.reason
+    upnp = assess(listen=lan, advertised=lan, upnp_state="mapped", upnp_addr="/ip4/81.2.69.1/tcp/4001")
+    assert upnp.state == "upnp" and "81.2.69.1" in upnp.reason
+    double_nat = assess(listen=lan, advertised=lan, upnp_state="mapped", upnp_addr="/ip4/10.0.0.2/tcp/4001")
+    assert double_nat.state == "unknown"
+    relayed = assess(
+        listen=lan,
+        advertised=lan,
+        autonat_state="private",
+        autonat_reason="1 server could not reach us",
+        relayed=[f"/ip4/81.2.69.1/tcp/4001/p2p/{RELAY}/p2p-circuit"],
+    )
+    assert relayed.state == "relayed" and RELAY in relayed.reason and "could not reach" in relayed.reason
+    private = assess(listen=lan, advertised=lan, autonat_state="private", autonat_reason="none reached us")
+    assert private.state == "private" and "nobody can dial in" in private.reason
+    by_hand = assess(listen=lan, advertised=lan, announce=["/ip4/81.2.69.9/tcp/4001"])
+    assert by_hand.state == "unknown" and "81.2.69.9" in by_hand.reason
+    nothing = assess(listen=lan, advertised=lan, upnp_reason="no UPnP gateway answered")
+    assert nothing.state == "unknown" and "no UPnP gateway answered" in nothing.reason
