@@ -144,6 +144,20 @@ def test_refusals_are_one_line_nonzero_and_change_nothing(daemons, tmp_path):
     assert second.returncode == 75
     assert f"pid {a.proc.pid}" in second.stderr
 
+    # A daemon of another home on a port in use stops with a clear error, never a silent share.
+    busy = a.addrs[0].rsplit("/p2p/", 1)[0]
+    other = subprocess.run(
+        [*MESHNODE, "daemon", "--home", str(tmp_path / "other"), "--listen", busy],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_for(tmp_path / "other"),
+        stdin=subprocess.DEVNULL,
+    )
+    assert other.returncode == 78, other.stderr
+    assert "ready" not in other.stdout
+    assert f"TCP port {busy.split('/')[4]} on 127.0.0.1 is already in use" in other.stderr
+
     # The CLI with no daemon says how to start one.
     down = Daemon(tmp_path / "nobody")
     result = down.cli("status", check=False)
