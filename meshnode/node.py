@@ -79,6 +79,7 @@ class NodeConfig:
     swarm_bootstrap: dict[str, list[str]] = field(default_factory=dict)  # swarm name -> addrs
     announce: list[str] = field(default_factory=list)  # addresses of the open host's port, by hand
     max_connections: int = 64
+    conn_grace: float = 15.0  # s a new connection may stay before it can be trimmed
     min_peers: int = 8  # below this, libp2p dials known peers every 30 s; 0: never
     dial_timeout: float = 10.0
     heartbeat_interval: float = 1.0
@@ -590,7 +591,7 @@ class Node:
         net.connmgr = install_connmgr(
             host,
             is_protected=lambda pid: bool(self._member_swarms(net, pid.to_base58())),
-            limits=ConnLimits.for_max(self.config.max_connections),
+            limits=ConnLimits.for_max(self.config.max_connections, grace=self.config.conn_grace),
         )
         gossip.on_accept = net.connmgr.note_useful
         net.sync = self._make_sync(net)

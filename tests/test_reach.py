@@ -232,3 +232,65 @@ async def test_peer_exchange_tells_strangers_nothing(tmp_path: Path) -> None:
         assert member_px is not None
         with trio.fail_after(10):
             assert await member_px.ask(ID.from_base58(na.peer_id), [swarm.id]) == []  # only B itself is known
+
+
+@pytest.mark.timeout(90)
+async def test_idle_strangers_cannot_cut_a_node_off_its_swarm(tmp_path: Path) -> None:
+    """Fresh keys fill every inbound slot and sit idle: members stay, the node still dials, strangers go."""
+    from meshnode.protocols.host import build_host, dial, peer_info_of
+
+    swarm = Swarm.create("Elm Street")
+    a = Member(tmp_path, "a", max_connections=8, conn_grace=2.0)
+    b, c, d = Member(tmp_path, "b"), Member(tmp_path, "c"), Member(tmp_path, "d")
+    async with nursery_for_test() as nursery:
+        na = await a.start(nursery, [swarm])
+        nb = await b.start(nursery)
+        await nb.join_invite(na.invite(swarm))
+        await wait_until(lambda: na.swarm_peers(swarm) == [nb.peer_id], timeout=15)
+
+        strangers = [build_host(Identity.generate(), min_peers=0) for _ in range(10)]
+        held = 0
+        async with trio.open_nursery() as idle:
+            for host in strangers:
+                await idle.start(_sit_idle, host)
+                try:
+                    await dial(host, peer_info_of(na.addrs()[0]), timeout=5)
+                    held += 1
+                except NetworkError:
+                    pass
+            stats = na.network_status()[0]["connections"]
+            print(f"\n{held} of 10 idle strangers got in; node: {stats}")
+            assert held >= 5 and stats["slots_in_use"] >= held
+            assert nb.peer_id in na.connected_peers()  # the member is not pushed out
+
+            # The node's own dial still finds a slot (the outbound reserve).
+            nc = await c.start(nursery, [swarm])
+            await na.connect(nc.addrs()[0], swarm=swarm)
+            await wait_until(lambda: nc.peer_id in na.swarm_peers(swarm), timeout=10)
+
+            # After the grace period strangers are trimmed down to the low watermark
+            # (half the cap); the members stay.
+            members = {nb.peer_id, nc.peer_id}
+            await wait_until(
+                lambda: members <= set(na.connected_peers()) and len(na.connected_peers()) <= 4, timeout=30
+            )
+            assert na.network_status()[0]["connections"]["trimmed"] >= held - 2
+            # And a newcomer can join through an invite again.
+            nd = await d.start(nursery)
+            await nd.join_invite(na.invite(swarm))
+            await wait_until(lambda: nd.peer_id in na.swarm_peers(swarm), timeout=15)
+            idle.cancel_scope.cancel()
+
+
+async def _sit_idle(host, *, task_status: trio.TaskStatus[None]) -> None:
+    try:
+        async with host.run([]):
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await host.close()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await host.close()
