@@ -80,7 +80,7 @@ class NodeConfig:
     announce: list[str] = field(default_factory=list)  # addresses of the open host's port, by hand
     max_connections: int = 64
     conn_grace: float = 15.0  # s a new connection may stay before it can be trimmed
-    min_peers: int = 8  # below this, libp2p dials known peers every 30 s; 0: never
+    min_peers: int = 0  # libp2p's own redials of its peerstore (pitfall 17); 0: off, the address book redials
     dial_timeout: float = 10.0
     heartbeat_interval: float = 1.0
     reconnect_interval: float = 5.0  # s between looks at each swarm's peers (and the first back-off)
