@@ -74,7 +74,8 @@ async def raw_gossip(n: int, messages: int, payloads: list[bytes]) -> list[float
 async def meshnode_gossip(n: int, messages: int) -> tuple[list[float], int]:
     swarm = Swarm.create("bench")
     with tempfile.TemporaryDirectory() as tmp:
-        async with running_nodes(Path(tmp), n, min_peers=0) as nodes:
+        # target_peers=0: the node adds no links of its own, so both sides keep the same ring
+        async with running_nodes(Path(tmp), n, min_peers=0, target_peers=0) as nodes:
             for node in nodes:
                 await node.join_swarm(swarm)
             for i in range(n):

@@ -62,7 +62,8 @@ async def run_meshnode(args: argparse.Namespace) -> None:
         node = Node(
             Identity(seed=bytes.fromhex(args.seed)),
             store,
-            NodeConfig(listen=["/ip4/127.0.0.1/tcp/0"], min_peers=0),
+            # target_peers=0: no links of the node's own, only the bench's topology
+            NodeConfig(listen=["/ip4/127.0.0.1/tcp/0"], min_peers=0, target_peers=0),
         )
         node.ingest.on_stored.append(lambda r: emit(ev="got", id=r.id.hex(), t=time.time()))
         try:

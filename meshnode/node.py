@@ -85,7 +85,7 @@ class NodeConfig:
     heartbeat_interval: float = 1.0
     reconnect_interval: float = 5.0  # s between looks at each swarm's peers (and the first back-off)
     reconnect_max_backoff: float = 120.0
-    target_peers: int = 4  # per swarm: below this many members connected, dial from the book
+    target_peers: int = 4  # per swarm: below this many members connected, dial from the book; 0: never
     px_interval: float = 120.0  # s between peer exchanges with one member
     penalty_limit: int = 20
     mdns: bool = False  # advertise and browse on the LAN (private swarms with a keyed tag)
