@@ -14,7 +14,8 @@ Rules
     * A peer remembers when it was last connected (either direction), its
       consecutive failed dials, and when it may next be dialled: back-off
       doubles from ``base_backoff_ms`` up to ``max_backoff_ms`` per failure
-      and resets on any connection.
+      and resets on any connection; a newly learned address makes the peer
+      due at once (the failure count stays).
     * Bounded: at most :data:`MAX_ADDRS` addresses a peer (the oldest never
       good one goes first), :data:`MAX_PEERS` peers a swarm. When a swarm is
       full, a peer never connected makes room only by evicting another never
@@ -136,6 +137,7 @@ class AddressBook:
             known = entry.addrs.get(addr)
             if known is None:
                 entry.addrs[addr] = _Addr(source=source, learned=now)
+                entry.next_try = min(entry.next_try, now)  # somewhere new to try: no need to wait
             else:
                 known.learned = max(known.learned, now)
         while len(entry.addrs) > MAX_ADDRS:

@@ -67,7 +67,7 @@ CLOSE_TIMEOUT = 5.0
 LAN_DIAL_DEFER = 2.0  # s; on the LAN the peer with the larger id lets the other dial first
 MAX_CONCURRENT_DIALS = 4  # per network, from the address book
 MAX_CONCURRENT_PX = 2  # per network
-PX_WHILE_SHORT = 10.0  # s between peer exchanges with a member while a swarm has too few peers
+PX_WHILE_SHORT = 5.0  # s between peer exchanges with a member while a swarm has too few peers
 
 
 @dataclass
@@ -456,6 +456,10 @@ class Node:
         await net.gossip.join(swarm)
         if net.sync is not None:
             net.sync.sync_joined(swarm)
+        try:  # redial the swarm's peers from the book now (after a restart), not at the next look
+            self._maintain(net)
+        except Exception as exc:
+            log.debug("maintenance after joining failed: %r", exc)
 
     async def leave_swarm(self, swarm: Swarm) -> None:
         net = self._networks.get(swarm.psk_hex)
@@ -745,7 +749,7 @@ class Node:
                     log.warning("swarm maintenance failed: %r", exc)
             await trio.sleep(self.config.reconnect_interval)
 
-    def _maintain(self, net: _Network) -> None:
+    def _maintain(self, net: _Network, *, exchange: bool = True) -> None:
         if not net.started.is_set() or self._nursery is None:
             return
         now_ms = self.clock()
@@ -768,7 +772,7 @@ class Node:
             # a swarm has too few peers (addresses appear as others find relays).
             short = any(len(members[sid]) < self.config.target_peers for sid in shared)
             interval = min(self.config.px_interval, PX_WHILE_SHORT) if short else self.config.px_interval
-            if shared and now - net.px_asked.get(peer, -1e9) >= interval:
+            if exchange and shared and now - net.px_asked.get(peer, -1e9) >= interval:
                 net.px_asked[peer] = now
                 self._nursery.start_soon(self._exchange, net, peer, shared)
         for peer in list(net.px_asked):
@@ -801,9 +805,17 @@ class Node:
             log.debug("%s", exc)
             return
         now = self.clock()
+        learned = False
         for hint in hints:
             if hint.swarm in net.swarms and hint.peer != self.peer_id:
+                before = self.book.entry(hint.swarm, hint.peer)
                 self.book.learn(hint.swarm, hint.peer, hint.addrs, "px", now)
+                learned |= before is None or self.book.entry(hint.swarm, hint.peer) != before
+        if learned:  # dial the newcomers now rather than at the next look
+            try:
+                self._maintain(net, exchange=False)
+            except Exception as exc:
+                log.debug("maintenance after peer exchange failed: %r", exc)
 
     async def _dial_member(self, net: _Network, sid: bytes, peer: str) -> str | None:
         """Dial ``peer`` at its addresses in the book; note the outcome there."""

@@ -341,3 +341,16 @@ def test_reachability_verdicts() -> None:
     assert by_hand.state == "unknown" and "81.2.69.9" in by_hand.reason
     nothing = assess(listen=lan, advertised=lan, upnp_reason="no UPnP gateway answered")
     assert nothing.state == "unknown" and "no UPnP gateway answered" in nothing.reason
+
+
+def test_a_new_address_makes_a_backed_off_peer_due_again() -> None:
+    book = AddressBook(base_backoff_ms=1000, max_backoff_ms=60_000)
+    book.learn(SW, PEER, ["/ip4/192.168.2.10/tcp/1"], "px", 0)
+    for _ in range(4):
+        book.dial_failed(SW, PEER, 100)
+    assert book.due(SW, 200) == []
+    book.learn(SW, PEER, ["/ip4/192.168.2.10/tcp/1"], "px", 200)  # nothing new: still waiting
+    assert book.due(SW, 200) == []
+    book.learn(SW, PEER, [f"/ip4/81.2.69.1/tcp/4001/p2p/{RELAY}/p2p-circuit"], "px", 300)
+    (entry,) = book.due(SW, 300)
+    assert entry.addrs[0].endswith("/p2p-circuit") and entry.failures == 4
