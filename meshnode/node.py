@@ -27,7 +27,7 @@ from typing import Any
 
 import multiaddr
 import trio
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetwork
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
@@ -54,6 +54,7 @@ from meshnode.protocols.host import (
     peer_info_of,
     port_is_free,
 )
+from meshnode.protocols.notifee import Notifee
 from meshnode.protocols.px import PeerExchange, PeerHint
 from meshnode.protocols.reachability import NetworkReach, ReachConfig
 from meshnode.protocols.sync import SessionReport, SyncLimits, SyncService, stats_dict
@@ -138,7 +139,7 @@ class _Network:
         return network_tag(self.psk)
 
 
-class _ConnTracker(INotifee):
+class _ConnTracker(Notifee):
     """Remembers each peer's connection (direction, address, since) for ``meshnode peers``."""
 
     def __init__(self, net: _Network) -> None:
@@ -160,18 +161,6 @@ class _ConnTracker(INotifee):
                 self._net.conns.pop(peer.to_base58(), None)
         except Exception as exc:
             log.debug("conn tracker: %r", exc)
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
-
-    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
 
 
 def _listen_port(host: IHost) -> int | None:

@@ -66,11 +66,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
-from libp2p.abc import IHost, IMuxedConn, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, IMuxedConn, INetConn, INetwork
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
 from meshnode.errors import BadValue, ConfigError
+from meshnode.protocols.notifee import Notifee
 
 log = logging.getLogger(__name__)
 
@@ -539,7 +540,7 @@ async def _hold_until_closed(swarm: Any, conn: Any, muxed: Any) -> None:
 # --- the connection manager -------------------------------------------------------
 
 
-class _Notifee(INotifee):
+class _Notifee(Notifee):
     """Records when connections open and wakes the trimmer above the high watermark."""
 
     def __init__(self, manager: ConnectionManager) -> None:
@@ -557,18 +558,6 @@ class _Notifee(INotifee):
             self._manager._on_disconnected(conn)
         except Exception as exc:
             log.debug("connmgr disconnected: %r", exc)
-        await trio.lowlevel.checkpoint()
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
         await trio.lowlevel.checkpoint()
 
 

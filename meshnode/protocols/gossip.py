@@ -28,14 +28,14 @@ from collections.abc import Awaitable, Callable, KeysView
 from dataclasses import dataclass, field
 
 import trio
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetwork
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams
 from libp2p.tools.anyio_service import background_trio_service
-from multiaddr import Multiaddr
 
+from meshnode.protocols.notifee import Notifee
 from meshnode.swarm import Swarm
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class GossipStats:
     refused_connections: int = 0
 
 
-class _BannedPeerGate(INotifee):
+class _BannedPeerGate(Notifee):
     """Closes any new connection from a banned peer as soon as it is secured.
 
     libp2p's connection gate filters by IP address only, which cannot tell
@@ -179,21 +179,6 @@ class _BannedPeerGate(INotifee):
                 self._gossip._nursery.start_soon(self._gossip._disconnect, peer)
         except Exception as exc:  # a notifee must never raise into libp2p
             log.debug("banned-peer gate: %r", exc)
-        await trio.lowlevel.checkpoint()
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
         await trio.lowlevel.checkpoint()
 
 

@@ -109,7 +109,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetStream, INetwork
 from libp2p.connection_types import ConnectionType
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.peer.id import ID
@@ -132,6 +132,7 @@ from multiaddr import Multiaddr
 
 from meshnode.errors import BadValue, NetworkError
 from meshnode.protocols.host import dial as dial_peer
+from meshnode.protocols.notifee import Notifee
 from meshnode.ratelimit import KeyedRateLimit
 
 log = logging.getLogger(__name__)
@@ -724,7 +725,7 @@ class _Relay:
     status: ReservationStatus
 
 
-class _ConnectionWatch(INotifee):
+class _ConnectionWatch(Notifee):
     """Wakes the keepers on every connect/disconnect (a fresh event per change)."""
 
     def __init__(self) -> None:
@@ -740,18 +741,6 @@ class _ConnectionWatch(INotifee):
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
         self._poke()
-        await trio.lowlevel.checkpoint()
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
         await trio.lowlevel.checkpoint()
 
 
@@ -1143,7 +1132,7 @@ def resend_subscriptions(pubsub: Any, peer: ID) -> bool:
         return False
 
 
-class ResubscribeNotifee(INotifee):
+class ResubscribeNotifee(Notifee):
     """When one of a peer's connections closes and another remains, resend our subscriptions.
 
     Works around pitfall 34: libp2p pubsub forgets a peer's subscriptions when
@@ -1186,18 +1175,3 @@ class ResubscribeNotifee(INotifee):
                     return
         finally:
             self._pending.discard(peer)
-
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        await trio.lowlevel.checkpoint()

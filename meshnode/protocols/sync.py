@@ -43,13 +43,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import trio
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetStream, INetwork
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from multiaddr import Multiaddr
 
 from meshnode import wire
 from meshnode.errors import MeshError, NetworkError, StoreError, ValidationError
+from meshnode.protocols.notifee import Notifee
 from meshnode.ratelimit import KeyedRateLimit
 from meshnode.reconcile import MAX_MESSAGE_BYTES as MAX_RECONCILE_MESSAGE
 from meshnode.reconcile import Reconciler
@@ -350,7 +350,7 @@ def _most_relevant(group: BaseExceptionGroup) -> BaseException:
 # --- the service -------------------------------------------------------------------
 
 
-class _ConnectNotifee(INotifee):
+class _ConnectNotifee(Notifee):
     """Hands every new connection's peer id to the service (never blocks libp2p)."""
 
     def __init__(self, send: trio.MemorySendChannel[ID]) -> None:
@@ -361,21 +361,6 @@ class _ConnectNotifee(INotifee):
             self._send.send_nowait(conn.muxed_conn.peer_id)
         except Exception:  # full (the periodic sync covers it) or closed
             pass
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        pass
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        pass
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        pass
 
 
 class SyncService:
