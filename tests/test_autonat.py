@@ -6,7 +6,6 @@ import contextlib
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -15,7 +14,6 @@ from hypothesis import strategies as st
 from libp2p.peer.peerinfo import PeerInfo
 
 from meshnode import wire
-from meshnode.identity import Identity
 from meshnode.protocols.autonat import (
     PROTOCOL_ID,
     AutoNATLimits,
@@ -26,23 +24,10 @@ from meshnode.protocols.autonat import (
     ReachabilityChecker,
     decide,
 )
-from meshnode.protocols.host import build_host, dial, parse_listen
+from meshnode.protocols.host import dial
+from tests.netutil import running_hosts
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@contextlib.asynccontextmanager
-async def hosts(n: int) -> AsyncIterator[list]:
-    made = [build_host(Identity.generate(), min_peers=0) for _ in range(n)]
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            for h in made:
-                await stack.enter_async_context(h.run(parse_listen(["/ip4/127.0.0.1/tcp/0"])))
-            yield made
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(10):
-            for h in made:
-                await h.close()
 
 
 def closed_port() -> int:
@@ -54,7 +39,7 @@ def closed_port() -> int:
 
 @contextlib.asynccontextmanager
 async def server_and_client(n_servers: int = 1, limits: AutoNATLimits | None = None):
-    async with hosts(n_servers + 1) as made, trio.open_nursery() as nursery:
+    async with running_hosts(n_servers + 1) as made, trio.open_nursery() as nursery:
         client, servers = made[0], made[1:]
         services = []
         for s in servers:
@@ -185,7 +170,7 @@ async def test_garbage_requests_do_not_hurt_the_server():
 
 
 async def test_a_peer_without_the_protocol_is_no_evidence():
-    async with hosts(2) as (client, other):
+    async with running_hosts(2) as (client, other):
         await dial(client, PeerInfo(other.get_id(), list(other.get_addrs())))
         status = await ReachabilityChecker(client).check()
         assert status.reachability is Reachability.UNKNOWN

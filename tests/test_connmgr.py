@@ -33,6 +33,7 @@ from meshnode.protocols.connmgr import (
 )
 from meshnode.protocols.gossip import RecordGossip, Verdict
 from meshnode.protocols.host import build_host, dial
+from tests.netutil import serving
 
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 
@@ -234,25 +235,6 @@ def test_install_fails_loudly_when_libp2p_internals_are_missing():
 
 def new_host(max_connections: int = 8, psk: str | None = None) -> IHost:
     return build_host(Identity.generate(), max_connections=max_connections, min_peers=0, psk=psk)
-
-
-@contextlib.asynccontextmanager
-async def serving(host: IHost, listen: bool = True) -> AsyncIterator[IHost]:
-    """Run ``host`` (listening on 127.0.0.1) and always close it (pitfall 4).
-
-    It is closed *inside* ``run()``: closed only after ``run()`` has exited, its
-    connections' sockets stay open and the remote side never sees them end.
-    """
-    try:
-        async with host.run([LOOPBACK] if listen else []):
-            try:
-                yield host
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(10):
-                    await host.close()
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(10):
-            await host.close()
 
 
 def info_of(host: IHost) -> PeerInfo:

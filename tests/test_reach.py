@@ -20,7 +20,7 @@ from meshnode.identity import Identity
 from meshnode.node import Node, NodeConfig
 from meshnode.store import Store
 from meshnode.swarm import Swarm
-from tests.netutil import wait_until
+from tests.netutil import serving, wait_until
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 
@@ -283,14 +283,6 @@ async def test_idle_strangers_cannot_cut_a_node_off_its_swarm(tmp_path: Path) ->
 
 
 async def _sit_idle(host, *, task_status: trio.TaskStatus[None]) -> None:
-    try:
-        async with host.run([]):
-            task_status.started()
-            try:
-                await trio.sleep_forever()
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await host.close()
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await host.close()
+    async with serving(host, listen=False):
+        task_status.started()
+        await trio.sleep_forever()

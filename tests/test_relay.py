@@ -21,9 +21,8 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshnode.errors import BadValue, NetworkError
-from meshnode.identity import Identity
 from meshnode.protocols.gossip import new_router
-from meshnode.protocols.host import build_host, dial, parse_listen
+from meshnode.protocols.host import dial
 from meshnode.protocols.relay import (
     DirectUpgrade,
     RelayClient,
@@ -34,26 +33,11 @@ from meshnode.protocols.relay import (
     peer_path,
     resend_subscriptions,
 )
-from tests.netutil import wait_until
+from tests.netutil import running_hosts, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
 ECHO = TProtocol("/test/echo/1")
-
-
-@contextlib.asynccontextmanager
-async def hosts(n: int) -> AsyncIterator[list]:
-    """``n`` meshnode hosts on 127.0.0.1, always closed afterwards (pitfall 4)."""
-    made = [build_host(Identity.generate(), min_peers=0) for _ in range(n)]
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            for h in made:
-                await stack.enter_async_context(h.run(parse_listen(["/ip4/127.0.0.1/tcp/0"])))
-            yield made
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(10):
-            for h in made:
-                await h.close()
 
 
 async def echo_handler(stream) -> None:
@@ -98,7 +82,7 @@ def info(host) -> PeerInfo:
 @contextlib.asynccontextmanager
 async def relay_setup(limits: RelayLimitsConfig | None = None, members=None) -> AsyncIterator[dict]:
     """A relays for C (a member); B dials; C reserves on A and reports its circuit addresses."""
-    async with hosts(3) as (a, b, c), trio.open_nursery() as nursery:
+    async with running_hosts(3) as (a, b, c), trio.open_nursery() as nursery:
         allowed = members if members is not None else {c.get_id()}
         service = RelayService(a, lambda peer: peer in allowed, limits=limits or RelayLimitsConfig())
         await nursery.start(service.run)
@@ -169,7 +153,7 @@ async def test_reserve_then_dial_through_the_relay_and_echo():
 
 
 async def test_a_non_member_is_refused_a_reservation_and_cannot_be_dialled():
-    async with hosts(1) as (d,), relay_setup() as s:
+    async with running_hosts(1) as (d,), relay_setup() as s:
         a, b = s["a"], s["b"]
         client_d = RelayClient(d, retry_interval=30)
         s["nursery"].start_soon(client_d.run)
