@@ -286,3 +286,22 @@ async def _sit_idle(host, *, task_status: trio.TaskStatus[None]) -> None:
     async with serving(host, listen=False):
         task_status.started()
         await trio.sleep_forever()
+
+
+@pytest.mark.timeout(90)
+async def test_private_swarms_connect_and_bootstrap_on_their_own_host(tmp_path: Path) -> None:
+    """``connect --swarm`` dials a private swarm's host; its ``bootstrap`` entries are dialled on join."""
+    swarm = Swarm.create("Hidden", private=True)
+    a, b = Member(tmp_path, "a"), Member(tmp_path, "b")
+    async with nursery_for_test() as nursery:
+        na = await a.start(nursery, [swarm])
+        private_addr = na.addrs(swarm)[0]
+        c = Member(tmp_path, "c", swarm_bootstrap={"Hidden": [private_addr]})
+        nb = await b.start(nursery, [swarm])
+        with pytest.raises(NetworkError):  # the open host has no key: it cannot reach a private host
+            await nb.connect(private_addr)
+        assert await nb.connect(private_addr, swarm=swarm) == na.peer_id
+        await wait_until(lambda: nb.peer_id in na.swarm_peers(swarm), timeout=15)
+        nc = await c.start(nursery, [swarm])  # told nobody's address but the bootstrap entry
+        took = await wait_until(lambda: na.peer_id in nc.swarm_peers(swarm), timeout=20)
+        print(f"\nbootstrap peer of a private swarm dialled {took:.2f} s after joining")
