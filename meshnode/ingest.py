@@ -25,9 +25,9 @@ import trio
 
 from meshnode import records as rec
 from meshnode.errors import ClockSkewError, MeshError
-from meshnode.protocols.gossip import Verdict
 from meshnode.ratelimit import KeyedRateLimit
 from meshnode.swarm import Swarm
+from meshnode.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 

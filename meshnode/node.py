@@ -40,7 +40,7 @@ from meshnode.ingest import Ingest, wall_clock_ms
 from meshnode.netstate import NetState, load_state, network_tag, save_state
 from meshnode.protocols.connmgr import ConnectionManager, ConnLimits
 from meshnode.protocols.connmgr import install as install_connmgr
-from meshnode.protocols.gossip import PeerPenalties, RecordGossip
+from meshnode.protocols.gossip import RecordGossip
 from meshnode.protocols.host import (
     Advertiser,
     build_host,
@@ -61,6 +61,7 @@ from meshnode.protocols.sync import SessionReport, SyncLimits, SyncService, stat
 from meshnode.reach import Reachability, assess
 from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
 from meshnode.syncindex import SyncIndex
+from meshnode.verdicts import PeerPenalties
 
 log = logging.getLogger(__name__)
 

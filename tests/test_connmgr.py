@@ -31,8 +31,9 @@ from meshnode.protocols.connmgr import (
     choose_trims,
     subnet_of,
 )
-from meshnode.protocols.gossip import RecordGossip, Verdict
+from meshnode.protocols.gossip import RecordGossip
 from meshnode.protocols.host import build_host, dial
+from meshnode.verdicts import Verdict
 from tests.netutil import serving
 
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")

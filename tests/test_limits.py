@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from meshnode.protocols.gossip import PeerPenalties
 from meshnode.ratelimit import KeyedRateLimit
+from meshnode.verdicts import PeerPenalties
 
 
 def test_token_bucket_allows_burst_then_rate():

@@ -19,13 +19,11 @@ What this adapter takes care of, each a measured py-libp2p 0.8.1 pitfall
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, KeysView
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import trio
 from libp2p.abc import IHost, INetConn, INetwork
@@ -37,6 +35,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from meshnode.protocols.notifee import Notifee
 from meshnode.swarm import Swarm
+from meshnode.verdicts import PeerPenalties, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +91,6 @@ def new_router(
     )
 
 
-class Verdict(enum.Enum):
-    """What the node decided about one gossiped record."""
-
-    ACCEPT = "accept"  # valid and new: store it and relay it
-    IGNORE = "ignore"  # valid but known, or over a rate limit: drop quietly
-    REJECT = "reject"  # invalid: drop and count it against the forwarder
-
-
 Judge = Callable[[bytes, str, Swarm], Awaitable[Verdict]]
 
 
@@ -107,46 +98,6 @@ def message_id(msg: object) -> bytes:
     """The pubsub message id: the record id of the payload (BLAKE2b-256)."""
     data = getattr(msg, "data", b"") or b""
     return hashlib.blake2b(data, digest_size=32).digest()
-
-
-@dataclass
-class PeerPenalties:
-    """Counts invalid messages per peer; a peer over the limit is to be banned.
-
-    ``limit`` invalid messages within ``window`` seconds ban a peer. Pure
-    bookkeeping: the caller acts on :meth:`record`'s answer. Memory is
-    bounded: at most ``max_peers`` peers are tracked and ``max_banned`` bans
-    remembered (oldest forgotten first), so fresh identities cannot grow it.
-    """
-
-    limit: int = 20
-    window: float = 60.0
-    max_peers: int = 4096
-    max_banned: int = 4096
-    _events: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
-    _banned: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    invalid_total: int = 0
-
-    @property
-    def banned(self) -> KeysView[str]:
-        return self._banned.keys()
-
-    def record(self, peer: str, now: float) -> bool:
-        """Count one invalid message from ``peer``; True when it must be banned now."""
-        self.invalid_total += 1
-        if peer in self._banned:
-            return False
-        events = [t for t in self._events.pop(peer, []) if now - t < self.window]
-        events.append(now)
-        if len(events) >= self.limit:
-            self._banned[peer] = None
-            while len(self._banned) > self.max_banned:
-                self._banned.popitem(last=False)
-            return True
-        self._events[peer] = events
-        while len(self._events) > self.max_peers:
-            self._events.popitem(last=False)
-        return False
 
 
 @dataclass

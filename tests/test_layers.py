@@ -1,0 +1,70 @@
+"""The core is pure by construction: importing it pulls in no I/O library.
+
+docs/architecture.md's rule (outer layers depend on inner ones, never the
+reverse; the core does no I/O) is checked here in a fresh interpreter, so an
+import added anywhere in the core's dependency graph that brings in trio,
+libp2p, SQLite, sockets or threads fails this test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+CORE = [
+    "meshnode.errors",
+    "meshnode.wire",
+    "meshnode.records",
+    "meshnode.identity",
+    "meshnode.swarm",
+    "meshnode.barter",
+    "meshnode.trust",
+    "meshnode.reconcile",
+    "meshnode.syncindex",
+    "meshnode.ratelimit",
+    "meshnode.verdicts",
+    "meshnode.addrs",
+    "meshnode.addrbook",
+    "meshnode.reach",
+]
+FORBIDDEN = [
+    "trio",
+    "libp2p",
+    "multiaddr",
+    "sqlite3",
+    "_sqlite3",
+    "socket",
+    "threading",
+    "zeroconf",
+    "miniupnpc",
+    "httpx",
+    "hypercorn",
+    "starlette",
+    "asyncio",
+]
+
+
+def io_imports(modules: list[str]) -> list[str]:
+    """The forbidden modules that importing ``modules`` loads, in a fresh interpreter."""
+    probe = f"""
+import json, sys
+before = set(sys.modules)
+for name in {modules!r}:
+    __import__(name)
+loaded = set(sys.modules) - before
+print(json.dumps(sorted(m for m in loaded if m.split(".")[0] in {FORBIDDEN!r})))
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_core_modules_import_no_io_library() -> None:
+    assert io_imports(CORE) == []
+
+
+def test_the_probe_sees_io_imports() -> None:
+    """The check itself works: the node (an outer layer) does load libp2p and trio."""
+    found = {m.split(".")[0] for m in io_imports(["meshnode.node"])}
+    assert {"libp2p", "trio", "sqlite3"} <= found
