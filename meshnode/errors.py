@@ -4,6 +4,34 @@ Every refusal anywhere in meshnode raises a :class:`MeshError` subclass. Each
 class carries a stable machine-readable ``code`` (used in API error bodies and
 ``--json`` output) and a process ``exit_code`` (used by the CLI). Messages say
 what was expected and what was found, and where it helps, what to do next.
+
+The tree (code, exit code)::
+
+    MeshError ("error", 1)
+    ├── DecodeError ("malformed", 65)
+    ├── ValidationError ("invalid", 65)
+    │   ├── SignatureError ("bad_signature")
+    │   ├── ClockSkewError ("clock_skew")
+    │   ├── ExpiredError ("expired")
+    │   ├── WrongSwarmError ("wrong_swarm")
+    │   ├── ReconcileError ("bad_reconcile")
+    │   └── SyncViolation ("protocol_violation")
+    ├── NotAllowed ("not_allowed", 77)
+    │   └── TransitionError ("bad_transition")
+    ├── NotFound ("not_found", 66)
+    ├── BadValue ("bad_value", 64)
+    │   └── InviteError ("bad_invite")
+    ├── IdentityError ("identity", 78)
+    ├── ConfigError ("config", 78)
+    │   └── PortInUse ("port_in_use")
+    ├── StoreError ("store", 74)
+    ├── NetworkError ("network", 69)
+    │   ├── SyncTimeout ("timeout")
+    │   └── PeerGone ("peer_gone")
+    ├── DaemonNotRunning ("daemon_down", 69)
+    └── DaemonAlreadyRunning ("daemon_running", 75)
+
+A test checks that this drawing and :data:`ALL_ERRORS` name every class.
 """
 
 from __future__ import annotations
@@ -137,6 +165,33 @@ class NetworkError(MeshError):
     exit_code = 69  # EX_UNAVAILABLE
 
 
+# --- peers breaking a protocol ----------------------------------------------------
+
+
+class ReconcileError(ValidationError):
+    """A reconciliation message or move that breaks the protocol: drop the peer."""
+
+    code = "bad_reconcile"
+
+
+class SyncViolation(ValidationError):
+    """A sync peer broke the protocol: abort, reset the stream, penalise it."""
+
+    code = "protocol_violation"
+
+
+class SyncTimeout(NetworkError):
+    """A sync peer did not send or take a frame in time."""
+
+    code = "timeout"
+
+
+class PeerGone(NetworkError):
+    """The stream ended or was reset by the peer (not its fault: not penalised)."""
+
+    code = "peer_gone"
+
+
 class DaemonNotRunning(MeshError):
     """The CLI could not reach the daemon's API socket."""
 
@@ -169,6 +224,10 @@ ALL_ERRORS: tuple[type[MeshError], ...] = (
     StoreError,
     InviteError,
     NetworkError,
+    ReconcileError,
+    SyncViolation,
+    SyncTimeout,
+    PeerGone,
     DaemonNotRunning,
     DaemonAlreadyRunning,
 )

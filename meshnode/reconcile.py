@@ -180,7 +180,7 @@ from enum import IntEnum
 from typing import Any, Literal, NamedTuple, Protocol
 
 from meshnode import wire
-from meshnode.errors import BadValue, MeshError, ValidationError
+from meshnode.errors import BadValue, MeshError, ReconcileError
 
 VERSION = 1
 ID_SIZE = 32
@@ -205,10 +205,6 @@ _MAX_BITMAP = (MAX_IDS_PER_RANGE + 7) // 8
 
 Item = tuple[int, bytes]
 Role = Literal["initiator", "responder"]
-
-
-class ReconcileError(ValidationError):
-    """A reconciliation message or move that breaks the protocol: drop the peer."""
 
 
 # --- bounds ------------------------------------------------------------------

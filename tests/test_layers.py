@@ -68,3 +68,18 @@ def test_the_probe_sees_io_imports() -> None:
     """The check itself works: the node (an outer layer) does load libp2p and trio."""
     found = {m.split(".")[0] for m in io_imports(["meshnode.node"])}
     assert {"libp2p", "trio", "sqlite3"} <= found
+
+
+def test_one_error_tree_every_code_distinct_and_drawn() -> None:
+    """Every MeshError subclass is in ALL_ERRORS (so its code round-trips through the API) and drawn."""
+    import meshnode.errors as errors
+
+    classes = {
+        obj for obj in vars(errors).values() if isinstance(obj, type) and issubclass(obj, errors.MeshError)
+    }
+    assert classes == set(errors.ALL_ERRORS)
+    assert len({cls.code for cls in classes}) == len(classes)
+    assert all(errors.ERRORS_BY_CODE[cls.code] is cls for cls in classes)
+    drawing = errors.__doc__ or ""
+    for cls in classes:
+        assert f'{cls.__name__} ("{cls.code}"' in drawing, cls.__name__

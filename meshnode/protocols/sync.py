@@ -48,7 +48,13 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from meshnode import wire
-from meshnode.errors import MeshError, NetworkError, StoreError, ValidationError
+from meshnode.errors import (
+    MeshError,
+    PeerGone,
+    StoreError,
+    SyncTimeout,
+    SyncViolation,
+)
 from meshnode.protocols.notifee import Notifee
 from meshnode.ratelimit import KeyedRateLimit
 from meshnode.reconcile import MAX_MESSAGE_BYTES as MAX_RECONCILE_MESSAGE
@@ -82,6 +88,16 @@ MAX_REFUSE_TEXT = 200
 #: two protocol violations in a minute ban a peer, five timeouts do.
 VIOLATION_WEIGHT = 10
 TIMEOUT_WEIGHT = 4
+
+
+def penalty_weight(exc: BaseException) -> int:
+    """What aborting a session with ``exc`` costs the peer (0: not its fault)."""
+    if isinstance(exc, SyncViolation):
+        return VIOLATION_WEIGHT
+    if isinstance(exc, SyncTimeout):
+        return TIMEOUT_WEIGHT
+    return 0
+
 
 _RECORDS_OVERHEAD = 16  # array heads of [4, [...]] (<= 1 + 1 + 5 bytes), kept generous
 _ITEM_HEAD = 3  # CBOR head of a byte string of 24 .. 65535 bytes
@@ -152,26 +168,6 @@ class SessionReport:
 
 
 # --- errors --------------------------------------------------------------------
-
-
-class SyncViolation(ValidationError):
-    """The peer broke the protocol: abort, reset the stream, penalise it."""
-
-    code = "protocol_violation"
-
-    weight = VIOLATION_WEIGHT
-
-
-class SyncTimeout(NetworkError):
-    """The peer did not send or take a frame in time."""
-
-    code = "timeout"
-
-    weight = TIMEOUT_WEIGHT
-
-
-class PeerGone(Exception):
-    """The stream ended or was reset by the peer (not penalised)."""
 
 
 class Refused(Exception):
@@ -763,8 +759,8 @@ class SyncService:
             report.outcome = "aborted"
             report.error = f"{type(exc).__name__}: {exc}"
             stats.sessions_aborted += 1
-            weight = getattr(exc, "weight", 0)
-            if isinstance(exc, SyncViolation | SyncTimeout) and weight:
+            weight = penalty_weight(exc)
+            if weight:
                 stats.penalties += 1
                 log.info("sync with %s aborted, penalised %d: %s", report.peer, weight, exc)
                 try:
