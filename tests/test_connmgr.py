@@ -326,6 +326,7 @@ async def _cycles(n: int) -> tuple[float, connmgr.ConnStats, bool]:
     return elapsed, stats, fresh_ok
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_inbound_slots_come_back_after_200_cycles():
     with trio.fail_after(100):

@@ -14,7 +14,7 @@ import pytest
 from meshnode.store import Store
 from tests.daemonutil import Daemon
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
 def _writer(

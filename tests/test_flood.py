@@ -15,7 +15,7 @@ from meshnode.swarm import decode_invite
 from tests.daemonutil import Daemon
 from tests.test_hostile import raw_peer
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 FLOOD_SECONDS = 30.0
 

@@ -25,6 +25,8 @@ from tests.netlab import Home, Host, Lab, LabUnavailable, skip_reason
 
 CHURNER = Path(__file__).with_name("churner.py")
 
+pytestmark = pytest.mark.slow  # minutes: real daemons in network namespaces
+
 
 @pytest.fixture
 def lab():

@@ -320,6 +320,7 @@ def two_namespaces():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_two_nodes_discover_and_connect(two_namespaces, record_property) -> None:
     (ns_a, addr_a), (ns_b, addr_b) = two_namespaces
@@ -377,6 +378,7 @@ def meshnode_node(ns: str, addr: str, db: Path, swarm: Swarm, *, publish: str = 
     return NodeProc(ns, MESHNODE_SCRIPT, *args, "--run-for", "80")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("private", [False, True], ids=["open", "private"])
 def test_two_meshnodes_find_each_other_and_gossip_an_offer(

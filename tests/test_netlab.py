@@ -53,6 +53,9 @@ def open_lab() -> netlab.Lab:
         pytest.skip(str(exc))
 
 
+pytestmark = pytest.mark.slow  # builds network namespaces
+
+
 @pytest.fixture(scope="module")
 def lab():
     lab = open_lab()

@@ -315,6 +315,10 @@ async def test_direct_upgrade_replaces_the_relayed_connection_and_gossip_survive
             await wait_until(lambda: notifees[b].resent >= 1 or notifees[c].resent >= 1, timeout=10)
             await pubsubs[c].wait_for_subscription(b.get_id(), topic, timeout=10)
             await pubsubs[b].wait_for_subscription(c.get_id(), topic, timeout=10)
+            # Each back in the other's mesh (a heartbeat after the resubscription; on a
+            # loaded machine that can take a while): only then is delivery owed.
+            await pubsubs[b].wait_for_mesh(c.get_id(), topic, timeout=20)
+            await pubsubs[c].wait_for_mesh(b.get_id(), topic, timeout=20)
             for i in range(3):
                 await pubsubs[b].publish(topic, f"b{i}".encode())
                 await pubsubs[c].publish(topic, f"c{i}".encode())

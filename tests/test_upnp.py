@@ -603,6 +603,7 @@ def router_mappings(lab: netlab.Lab, home: netlab.Home) -> list:
     return lab.python(home.host, LIST_SRC).wait_for("mappings", 15)["mappings"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_mapper_in_a_home_behind_miniupnpd(lab: netlab.Lab, record_property) -> None:
     home, pub = lab.homes["up"], lab.public["pub"]
@@ -648,6 +649,7 @@ def test_mapper_in_a_home_behind_miniupnpd(lab: netlab.Lab, record_property) -> 
             proc.proc.kill()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_mapper_killed_mapping_expires_with_lease(lab: netlab.Lab) -> None:
     """SIGKILL leaves the mapping, but only for the lease (here: miniupnpd lists its countdown)."""
@@ -664,6 +666,7 @@ def test_mapper_killed_mapping_expires_with_lease(lab: netlab.Lab) -> None:
     delete_mapping(lab, home, 4102)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_mapper_behind_a_router_without_upnp(lab: netlab.Lab, record_property) -> None:
     home = lab.homes["plain"]
@@ -684,6 +687,7 @@ def test_mapper_behind_a_router_without_upnp(lab: netlab.Lab, record_property) -
             proc.proc.kill()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_mapper_recovers_when_the_router_forgets_or_restarts(lab: netlab.Lab) -> None:
     home, pub = lab.homes["up"], lab.public["pub"]
