@@ -113,8 +113,6 @@ ACCEPT, DECLINE, COUNTER, CANCEL, COMPLETE = "accept", "decline", "counter", "ca
 ANSWERS: frozenset[str] = frozenset({ACCEPT, DECLINE, COUNTER})
 """The moves of the awaiting party in an open trade."""
 
-CONSUMED_KINDS: frozenset[str] = frozenset({"give", "swap"})
-"""Offer kinds a completed trade takes out of circulation for good."""
 RETURNING_KINDS: frozenset[str] = frozenset({"lend", "service"})
 """Offer kinds a completed trade releases (the item comes back, the service can be done again)."""
 

@@ -105,7 +105,7 @@ class Ingest:
         self._swarm_ids = swarm_ids
         self._clock = clock
         self._batch_size = batch_size
-        self._send, self._recv = trio.open_memory_channel[tuple[rec.Record, trio.Event | None]](queue_size)
+        self._send, self._recv = trio.open_memory_channel[rec.Record](queue_size)
         self._limiter = trio.CapacityLimiter(verify_threads)
         self._db_limiter = trio.CapacityLimiter(1)
         self._peer_limit = KeyedRateLimit(rate=peer_rate, burst=peer_burst)
@@ -128,10 +128,7 @@ class Ingest:
                     batch.append(self._recv.receive_nowait())
                 except trio.WouldBlock:
                     break
-            await self._write([r for r, _ in batch])
-            for _, done in batch:
-                if done is not None:
-                    done.set()
+            await self._write(batch)
 
     async def _write(self, records: list[rec.Record]) -> None:
         now = self._clock()
@@ -193,7 +190,7 @@ class Ingest:
             self._recent.add(rid)
             self.stats.duplicates += 1
             return Verdict.IGNORE
-        await self._enqueue(record, None)
+        await self._enqueue(record)
         return Verdict.ACCEPT
 
     async def submit(self, record: rec.Record) -> None:
@@ -284,9 +281,9 @@ class Ingest:
         rec.verify_record(record)
         return False
 
-    async def _enqueue(self, record: rec.Record, done: trio.Event | None) -> None:
+    async def _enqueue(self, record: rec.Record) -> None:
         self._pending.add(record.id)
-        await self._send.send((record, done))
+        await self._send.send(record)
 
 
 def _open_all(datas: list[bytes], now: int, swarms: set[bytes]) -> tuple[list[rec.Record], int, int]:

@@ -139,10 +139,6 @@ class AttestBody:
     note: str = ""
     expires: int | None = None
 
-    @property
-    def level_float(self) -> float:
-        return self.level / LEVEL_SCALE
-
 
 @dataclass(frozen=True)
 class ProposalBody:
@@ -177,8 +173,6 @@ class ProfileBody:
     nickname: str = ""
     bio: str = ""
 
-
-Body = OfferBody | WantBody | UpdateBody | WithdrawBody | AttestBody | ProposalBody | ReplyBody | ProfileBody
 
 BODY_TYPES: dict[str, type] = {
     "offer": OfferBody,

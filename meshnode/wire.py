@@ -24,9 +24,6 @@ import cbor2
 
 from meshnode.errors import DecodeError
 
-#: A value meshnode puts on the wire: the JSON-like subset of CBOR plus bytes.
-WireValue = None | bool | int | str | bytes | list["WireValue"] | dict[str, "WireValue"]
-
 DEFAULT_MAX_SIZE = 16 * 1024
 DEFAULT_MAX_DEPTH = 8
 _INT_MIN = -(2**63)
