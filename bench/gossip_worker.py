@@ -76,7 +76,7 @@ async def run_meshnode(args: argparse.Namespace) -> None:
                         await node.connect(cmd["addr"])
                         emit(ev="connected")
                     elif cmd["cmd"] == "mesh":
-                        emit(ev="mesh", peers=len(node._networks[None].gossip.mesh_peers(TOPIC_SWARM)))
+                        emit(ev="mesh", peers=len(node.network().gossip.mesh_peers(TOPIC_SWARM)))
                     elif cmd["cmd"] == "publish":
                         times = []
                         for i in range(cmd["count"]):

@@ -88,7 +88,7 @@ async def watch_peers(node: Node, swarm: Swarm) -> None:
     seen: set[str] = set()
     counts: dict[str, int] = {}
     meshed = False
-    net = node._networks[swarm.psk_hex]
+    net = node.network(swarm)
     while True:
         for pid in node.connected_peers():
             if pid not in seen:
@@ -106,7 +106,7 @@ async def watch_peers(node: Node, swarm: Swarm) -> None:
 
 
 async def publish_when_meshed(node: Node, swarm: Swarm, title: str) -> None:
-    net = node._networks[swarm.psk_hex]
+    net = node.network(swarm)
     while not (node.connected_peers() and net.gossip.mesh_peers(swarm)):
         await trio.sleep(0.02)
     record = await node.publish(records.OfferBody(title=title, kind="lend"), swarm)

@@ -78,7 +78,7 @@ async def wait_for_mesh(nodes: list[Node], swarm, *, timeout: float = 10.0) -> N
 
     def ready() -> bool:
         for node in nodes:
-            net = node._networks[swarm.psk_hex]
+            net = node.network(swarm)
             if not net.gossip.mesh_peers(swarm):
                 return False
         return True

@@ -84,7 +84,7 @@ async def test_hostile_peer_is_refused_penalised_and_cut_off(tmp_path):
             await dial(h_host, peer_info_of(a.addrs()[0]))
             await wait_for_mesh([a, b], swarm)
             hostile = h_host.get_id().to_base58()
-            gossip_a = a._networks[None].gossip
+            gossip_a = a.network().gossip
             await wait_until(lambda: hostile in gossip_a.mesh_peers(swarm), timeout=10)
             honest = await b.publish(rec.OfferBody(title="Honest ladder", kind="lend"), swarm)
             await wait_until(lambda: a.store.has(honest.id), timeout=10)

@@ -185,9 +185,7 @@ async def test_members_who_joined_through_one_inviter_find_each_other(tmp_path: 
         print(f"\n3 members who only knew the inviter are all connected {took:.2f} s later")
         await members[0].stop()
         nb, nc = others[0], others[1]
-        await wait_until(
-            lambda: nc.peer_id in nb._networks[swarm.psk_hex].gossip.mesh_peers(swarm), timeout=20
-        )
+        await wait_until(lambda: nc.peer_id in nb.network(swarm).gossip.mesh_peers(swarm), timeout=20)
         record = await nb.publish(rec.OfferBody(title="After the inviter left", kind="lend"), swarm)
         await wait_until(lambda: nc.store.has(record.id) and others[2].store.has(record.id), timeout=20)
 
@@ -220,7 +218,7 @@ async def test_peer_exchange_tells_strangers_nothing(tmp_path: Path) -> None:
         await wait_until(lambda: bool(na.book.shareable(swarm.id, na.clock())), timeout=10)
         stranger = await c.start(nursery)
         await stranger.connect(na.addrs()[0])
-        px = stranger._networks[None].px
+        px = stranger.network().px
         assert px is not None
         from libp2p.peer.id import ID
 
@@ -228,7 +226,7 @@ async def test_peer_exchange_tells_strangers_nothing(tmp_path: Path) -> None:
             hints = await px.ask(ID.from_base58(na.peer_id), [swarm.id])
         assert hints == []
         assert na.px_stats()["refused"] >= 1
-        member_px = nb._networks[None].px
+        member_px = nb.network().px
         assert member_px is not None
         with trio.fail_after(10):
             assert await member_px.ask(ID.from_base58(na.peer_id), [swarm.id]) == []  # only B itself is known
