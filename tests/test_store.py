@@ -34,7 +34,7 @@ from meshnode.records import (
     new_record,
 )
 from meshnode.store import SCHEMA_VERSION, Store, fts_query, schema
-from meshnode.store import sqlite as store_sqlite
+from meshnode.store import write as store_write
 
 NOW = 1_700_000_000_000
 SWARM = hashlib.blake2b(b"test swarm", digest_size=32).digest()
@@ -131,7 +131,7 @@ def test_failed_batch_stores_nothing(store, monkeypatch):
     def boom(*args, **kwargs):
         raise sqlite3.OperationalError("disk I/O error (simulated)")
 
-    monkeypatch.setattr(store_sqlite.Store, "_derive_items", boom)
+    monkeypatch.setattr(store_write, "update_items", boom)
     with pytest.raises(StoreError, match="simulated"):
         store.add_records([offer(), offer(title="Bike", seq=2)], now_ms=NOW)
     monkeypatch.undo()
@@ -493,7 +493,7 @@ def test_waiting_update_pruned_long_after_it_expired(store):
     o = offer()
     u = update(o, expires=NOW + HOUR)
     store.add_record(u, now_ms=NOW)
-    assert store.prune_expired(NOW + HOUR + store_sqlite.ORPHAN_GRACE_MS) == 1
+    assert store.prune_expired(NOW + HOUR + store_write.ORPHAN_GRACE_MS) == 1
     assert not store.has(u.id) and store.is_pruned(u.id)
     store.add_record(o, now_ms=NOW)  # the target itself is not refused
     assert store.item(o.id).title == "Cordless drill"
@@ -702,20 +702,42 @@ def test_file_store_reopens_with_its_data(tmp_path):
                 r.add_record(offer(title="x", seq=8), now_ms=NOW)
 
 
+def test_open_reader_gives_reads_beside_the_writer(tmp_path):
+    """A file store: a second, read-only connection. In memory: the store's own, read-only, left open."""
+    with Store.open(":memory:") as s:
+        s.add_record(offer(), now_ms=NOW)
+        view = s.open_reader()
+        assert view.readonly and view.count() == 1
+        with pytest.raises(StoreError, match="read-only"):
+            view.add_record(offer(title="x", seq=8), now_ms=NOW)
+        view.close()
+        assert s.add_record(offer(title="y", seq=9), now_ms=NOW) and s.count() == 2
+    path = tmp_path / "store.db"
+    with Store.open(path) as s:
+        reader = s.open_reader()
+        assert reader is not s and reader.readonly and reader.path == str(path)
+        s.add_record(offer(), now_ms=NOW)
+        assert reader.count() == 1
+        reader.close()
+        with pytest.raises(StoreError):
+            reader.count()  # its own connection is closed...
+        assert s.add_record(offer(title="y", seq=9), now_ms=NOW) and s.count() == 2  # ...the writer's is not
+
+
 def test_reader_is_not_blocked_by_a_write_batch(tmp_path, monkeypatch):
     path = tmp_path / "store.db"
     first, second = offer(title="first"), offer(title="second", seq=2)
     with Store.open(path) as s, s.reader() as r:
         s.add_record(first, now_ms=NOW)
         inside, release = threading.Event(), threading.Event()
-        real = store_sqlite.Store._derive_items
+        real = store_write.update_items
 
-        def slow(self, *args):
+        def slow(*args):
             inside.set()
             assert release.wait(10)
-            return real(self, *args)
+            return real(*args)
 
-        monkeypatch.setattr(store_sqlite.Store, "_derive_items", slow)
+        monkeypatch.setattr(store_write, "update_items", slow)
         writer = threading.Thread(target=lambda: s.add_record(second, now_ms=NOW))
         writer.start()
         try:

@@ -1,10 +1,14 @@
 """Persistent storage of records and the state derived from them (SQLite).
 
-See :mod:`meshnode.store.sqlite` for the rules and :mod:`meshnode.store.schema`
-for the tables.
+:class:`Store` (in :mod:`meshnode.store.sqlite`) is the one face of the
+store; its module docstring names the module that does each job.
+:mod:`meshnode.store.schema` holds the tables.
 """
 
+from meshnode.store.derive import ITEM_TYPES, LiveItem
 from meshnode.store.schema import SCHEMA_VERSION
-from meshnode.store.sqlite import ITEM_TYPES, AddResult, LiveItem, Store, fts_query
+from meshnode.store.search import fts_query
+from meshnode.store.sqlite import Store
+from meshnode.store.write import AddResult
 
 __all__ = ["ITEM_TYPES", "SCHEMA_VERSION", "AddResult", "LiveItem", "Store", "fts_query"]

@@ -1,11 +1,11 @@
-"""The SQLite schema of the store and its ordered migrations.
+"""The SQLite schema of the store, its ordered migrations, and applying them.
 
 ``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``;
 the version lives in ``PRAGMA user_version`` and a meshnode database is
 marked with ``PRAGMA application_id`` = :data:`APPLICATION_ID`. Each step
-runs in one transaction together with the version bump, so a database is
-always at exactly one known version. Never edit a released step: append a
-new one.
+runs in one transaction together with the version bump (:func:`migrate`),
+so a database is always at exactly one known version. Never edit a released
+step: append a new one.
 
 Tables
 ------
@@ -41,6 +41,11 @@ Tables
 """
 
 from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+from meshnode.errors import StoreError
 
 #: "mesh" in ASCII; identifies a meshnode database file.
 APPLICATION_ID = 0x6D657368
@@ -124,3 +129,47 @@ MIGRATIONS: tuple[str, ...] = (_V1,)
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, where: str) -> None:
+    """Apply the missing steps of :data:`MIGRATIONS`, each in its own transaction.
+
+    The version is read again under the write lock, so two processes opening
+    one old file upgrade it once. Raises :class:`StoreError` if a step fails
+    (that step is rolled back).
+    """
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot lock the store {where} to upgrade it: {exc}") from None
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
+        if version >= len(MIGRATIONS):
+            conn.execute("ROLLBACK")
+            return
+        try:
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("COMMIT")
+        except (sqlite3.Error, StoreError) as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(
+                f"upgrading the store {where} from schema version {version} to {version + 1} failed: {exc}"
+            ) from None
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split an SQL script into complete statements (trigger bodies stay whole)."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if not buf and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf.strip()
+            buf = ""
+    if buf.strip():
+        raise StoreError(f"schema script ends with an incomplete statement: {buf.strip()[:60]!r}")
