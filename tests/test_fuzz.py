@@ -11,15 +11,28 @@ from hypothesis import strategies as st
 
 from meshnode import wire
 from meshnode.errors import MeshError
-from meshnode.protocols.sync import END, HELLO, NOTWANT, RECORDS, VERSION, decode_message, encode_message
+from meshnode.protocols.sync.messages import (
+    VERSION,
+    End,
+    Hello,
+    NotWant,
+    Reconcile,
+    Records,
+    Refuse,
+    RefuseCode,
+    decode_message,
+)
 from tests.daemonutil import Daemon
 
 GOOD_SYNC = [
-    encode_message(HELLO, VERSION, bytes(32), b""),
-    encode_message(NOTWANT, [bytes([1]) * 32]),
-    encode_message(RECORDS, [b"x" * 40]),
-    encode_message(END, 3),
+    Hello(VERSION, bytes(32), b"").to_wire(),
+    Refuse(RefuseCode.BUSY, "busy").to_wire(),
+    Reconcile(b"\x80").to_wire(),
+    NotWant((bytes([1]) * 32,)).to_wire(),
+    Records((b"x" * 40,)).to_wire(),
+    End(3).to_wire(),
 ]
+MESSAGE_CLASSES = [Hello, Refuse, Reconcile, NotWant, Records, End]
 
 
 @given(st.binary(max_size=300))
@@ -47,6 +60,16 @@ def test_sync_decoder_takes_wrong_shapes(fields):
         decode_message(wire.encode(fields))
     except MeshError:
         pass
+
+
+@given(st.sampled_from(MESSAGE_CLASSES), st.binary(max_size=300) | st.sampled_from(GOOD_SYNC))
+def test_each_message_kind_takes_any_bytes(cls, data):
+    """``X.from_wire`` refuses garbage, and every other kind, with MeshErrors only."""
+    try:
+        msg = cls.from_wire(data)
+    except MeshError:
+        return
+    assert isinstance(msg, cls) and msg.to_wire() == data
 
 
 json_values = st.recursive(

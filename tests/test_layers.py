@@ -27,6 +27,9 @@ CORE = [
     "meshnode.addrs",
     "meshnode.addrbook",
     "meshnode.reach",
+    "meshnode.protocols.sync.limits",
+    "meshnode.protocols.sync.messages",
+    "meshnode.protocols.sync.session",
 ]
 FORBIDDEN = [
     "trio",
