@@ -18,18 +18,38 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from meshnode import records as rec
-from meshnode.errors import ClockSkewError, MeshError
+from meshnode.errors import ClockSkewError, MeshError, StoreError
 from meshnode.ratelimit import KeyedRateLimit
 from meshnode.swarm import Swarm
 from meshnode.verdicts import Verdict
 
+if TYPE_CHECKING:
+    from meshnode.store import AddResult
+
 log = logging.getLogger(__name__)
+
+
+class RecordLookup(Protocol):
+    """What ingest asks of its read connection (see :meth:`RecordStore.open_reader`)."""
+
+    def has(self, record_id: bytes) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class RecordStore(Protocol):
+    """What ingest needs of the store (:class:`meshnode.store.Store` is one)."""
+
+    def add_records(self, records: Sequence[rec.Record], *, now_ms: int) -> AddResult: ...
+
+    def open_reader(self) -> RecordLookup: ...
 
 
 def wall_clock_ms() -> int:
@@ -86,7 +106,7 @@ class Ingest:
 
     def __init__(
         self,
-        store: object,
+        store: RecordStore,
         *,
         swarm_ids: Callable[[], set[bytes]],
         clock: Callable[[], int] = wall_clock_ms,
@@ -101,7 +121,7 @@ class Ingest:
         self.store = store
         # Look-ups use their own read-only connection, so they never wait
         # behind a write batch (WAL lets readers run beside the writer).
-        self._reader = store.reader() if getattr(store, "path", ":memory:") != ":memory:" else store
+        self._reader = store.open_reader()
         self._swarm_ids = swarm_ids
         self._clock = clock
         self._batch_size = batch_size
@@ -136,11 +156,15 @@ class Ingest:
             result = await trio.to_thread.run_sync(
                 lambda: self.store.add_records(records, now_ms=now), limiter=self._db_limiter
             )
-        except Exception as exc:  # the store failed as a whole: keep running, report it
+        except StoreError as exc:  # SQLite failed, the batch was rolled back: keep running, report it
             self.stats.last_error = f"store failed: {exc}"
             log.error("storing a batch of %d records failed: %s", len(records), exc)
-            for r in records:
-                self._pending.discard(r.id)
+            self._pending.difference_update(r.id for r in records)
+            return
+        except Exception as exc:  # a bug: one batch must not stop every later one, but say so loudly
+            self.stats.last_error = f"storing a batch raised {exc!r}"
+            log.exception("storing a batch of %d records raised an unexpected error", len(records))
+            self._pending.difference_update(r.id for r in records)
             return
         self.stats.batches += 1
         added = set(result.added)
@@ -262,8 +286,7 @@ class Ingest:
         return BatchReport(stored=stored, duplicates=dup, invalid=invalid, refused=refused)
 
     def close(self) -> None:
-        if self._reader is not self.store:
-            self._reader.close()
+        self._reader.close()
 
     # --- helpers ---------------------------------------------------------------
 
@@ -271,8 +294,8 @@ class Ingest:
         for callback in self.on_stored:
             try:
                 callback(record)
-            except Exception as exc:
-                log.debug("on_stored callback failed: %r", exc)
+            except Exception:  # a bug in a listener must not stop the writer (nor the other listeners)
+                log.exception("on_stored callback %r failed for record %s", callback, record.id.hex())
 
     def _known_or_verify(self, record: rec.Record) -> bool:
         """True if already stored; else verify the signature (raises if bad)."""

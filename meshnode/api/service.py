@@ -44,15 +44,12 @@ class ApiService:
     def __init__(self, node: Node, home: Home, *, request_stop: Callable[[], None]) -> None:
         self.node = node
         self.home = home
-        self.reader = (
-            node.store.reader() if getattr(node.store, "path", ":memory:") != ":memory:" else node.store
-        )
+        self.reader = node.store.open_reader()  # reads never wait behind a write batch
         self._request_stop = request_stop
         self._lock = trio.Lock()  # one state-changing request at a time
 
     def close(self) -> None:
-        if self.reader is not self.node.store:
-            self.reader.close()
+        self.reader.close()
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args)
