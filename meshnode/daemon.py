@@ -1,9 +1,31 @@
-"""The daemon: one node in the foreground until SIGINT/SIGTERM.
+"""The daemon: start one node, in the foreground or detached, and run it until it is stopped.
 
-Start-up order: home and config, the key, the lock (one daemon per home),
-the store, the node, the swarms saved in the home; then one ``ready`` line
-on stdout with the peer id and listen addresses. Shutdown cancels the
-nursery; every host is closed and the store is closed last.
+Three ways in, one per job:
+
+* :func:`run_foreground` (``meshnode daemon``): takes the home's lock (one
+  daemon per home), checks the ``--listen`` addresses, logs to stderr at the
+  given level and runs :func:`run_daemon` under trio. A :class:`MeshError`
+  from inside the node comes out as itself (the first one, if several); any
+  other failure is logged with its traceback and comes out as one
+  :class:`MeshError` ("the daemon stopped on an internal error").
+* :func:`start_detached` (``meshnode daemon --detach``): runs ``meshnode
+  daemon`` in the foreground as a background process (a session of its own,
+  stdin closed, stdout and stderr appended to the home's ``daemon.log``) and
+  returns once it printed its ``ready`` line. If it exits first, its last
+  ``error:`` line and its exit code become this process's error; if it is not
+  ready within the timeout, that is a :class:`MeshError`.
+* :func:`run_daemon` (async): the node's life. Start-up order: home and
+  config, the key, the lock, the store, the node, the swarms saved in the
+  home, the API socket (refused unless 0600); then one ``ready`` line with the
+  peer id and listen addresses. It stops on SIGINT, SIGTERM or ``meshnode
+  stop``: the nursery is cancelled, every host is closed and the store is
+  closed last.
+
+Every ``meshnode daemon`` imports this module before it takes the lock, so at
+module level it imports only the home, the lock and the errors; trio,
+libp2p, the node and the store are imported once the lock is held. A second
+daemon is thus refused at once, and CLI commands see a starting daemon at once
+(and wait for its API socket).
 """
 
 from __future__ import annotations
@@ -13,18 +35,136 @@ import logging
 import os
 import signal
 import stat
-from collections.abc import Callable
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import trio
-
-from meshnode.errors import ConfigError
+from meshnode.errors import ConfigError, MeshError
 from meshnode.home import Home, ensure_home, load_config, load_swarms
-from meshnode.keyfile import create_identity
 from meshnode.lock import DaemonLock
-from meshnode.node import Node, NodeConfig
-from meshnode.store import Store
+
+if TYPE_CHECKING:
+    import trio
+
+    from meshnode.node import Node
 
 log = logging.getLogger(__name__)
+
+READY = "ready "
+"""How the line that says the daemon is up begins (``ready peer_id=… addrs=…``)."""
+
+DETACH_TIMEOUT = 60.0
+"""Seconds ``--detach`` waits for the ``ready`` line."""
+
+FOREGROUND_COMMAND = [sys.executable, "-m", "meshnode.cli.main", "daemon"]
+"""What ``--detach`` runs in the background: the same command, in the foreground."""
+
+CHILD_ERROR = "error: "
+"""How the foreground command's one error line begins (``meshnode.cli.main.fail``)."""
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass(frozen=True)
+class Detached:
+    """A daemon started in the background that said it is ready."""
+
+    ready_line: str
+    pid: int
+    log: Path
+
+
+# --- meshnode daemon --------------------------------------------------------------
+
+
+def run_foreground(home: Home, listen: list[str], level: int) -> None:
+    """Run the daemon of ``home`` in this process until it stops (see the module docstring)."""
+    ensure_home(home)
+    lock = DaemonLock(home.lock)
+    lock.acquire()  # before the slow imports, so 'meshnode' commands see a daemon starting
+    try:
+        _run_locked(home, listen, level, lock)
+    finally:
+        lock.release()
+
+
+def _run_locked(home: Home, listen: list[str], level: int, lock: DaemonLock) -> None:
+    import trio
+
+    from meshnode.protocols.host import parse_multiaddr
+
+    for addr in listen:
+        parse_multiaddr(addr)
+    logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT)
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        trio.run(functools.partial(run_daemon, home, listen=listen, announce=announce, lock=lock))
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        mesh = [e for e in leaves if isinstance(e, MeshError)]
+        if mesh:
+            raise mesh[0] from None
+        logging.getLogger("meshnode").error("daemon crashed", exc_info=group)
+        raise MeshError(
+            f"the daemon stopped on an internal error: {leaves[0]!r} (details in the log above)"
+        ) from None
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+# --- meshnode daemon --detach --------------------------------------------------------
+
+
+def start_detached(
+    home: Home, listen: list[str], log_level: str, *, timeout: float = DETACH_TIMEOUT
+) -> Detached:
+    """Start the daemon of ``home`` in the background, logging to the home; wait for ``ready``."""
+    ensure_home(home)
+    args = [*FOREGROUND_COMMAND, "--home", str(home.root), "--log-level", log_level]
+    for addr in listen:
+        args += ["--listen", addr]
+    with open(home.log, "ab") as log_file:
+        start = log_file.tell()
+        proc = subprocess.Popen(
+            args, stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(home.log, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", "replace")
+        for line in text.splitlines():
+            if line.startswith(READY):
+                return Detached(ready_line=line, pid=proc.pid, log=home.log)
+        if proc.poll() is not None:
+            errors = [ln for ln in text.splitlines() if ln.startswith(CHILD_ERROR)]
+            message = errors[-1][len(CHILD_ERROR) :] if errors else f"the daemon exited; see {home.log}"
+            raise _failed_as(message, proc.returncode or 1)
+        time.sleep(0.1)
+    raise MeshError(f"the daemon did not get ready within {timeout:.0f} s; see {home.log}")
+
+
+def _failed_as(message: str, exit_code: int) -> MeshError:
+    """The background daemon's failure as ours: its one-line message and its exit code."""
+    error = MeshError(message)
+    error.exit_code = exit_code  # the daemon's own (75 running, 78 config, …), whatever its class was
+    return error
+
+
+# --- the node's life ----------------------------------------------------------------
 
 
 async def run_daemon(
@@ -33,11 +173,20 @@ async def run_daemon(
     listen: list[str] | None = None,
     announce: Callable[[str], None] = print,
     lock: DaemonLock | None = None,
-    task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Node] | None = None,
 ) -> None:
-    """Run a node and its local API for ``home`` until SIGINT, SIGTERM or ``meshnode stop``."""
+    """Run a node and its local API for ``home`` until SIGINT, SIGTERM or ``meshnode stop``.
+
+    Takes the home's lock unless it is given one. With ``nursery.start`` it
+    reports the running node once it announced ``ready``.
+    """
+    import trio
+
     from meshnode.api.http import serve_api
     from meshnode.api.service import ApiService
+    from meshnode.keyfile import create_identity
+    from meshnode.node import Node, NodeConfig
+    from meshnode.store import Store
 
     ensure_home(home)
     config = load_config(home)
@@ -76,8 +225,9 @@ async def run_daemon(
                         await nursery.start(functools.partial(serve_api, service, home.socket, shutdown=stop))
                         check_socket(home)
                         nursery.start_soon(_wait_for_signal, signals, stop)
-                        announce(f"ready peer_id={node.peer_id} addrs={','.join(node.addrs())}")
-                        task_status.started(node)
+                        announce(f"{READY}peer_id={node.peer_id} addrs={','.join(node.addrs())}")
+                        if task_status is not None:
+                            task_status.started(node)
                         await stop.wait()
                         await trio.sleep(0.1)  # let the API answer the stop request
                         nursery.cancel_scope.cancel()

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from meshnode.api.service import ApiService
+from meshnode.api.service import DEFAULT_VOUCH, ApiService
 from meshnode.errors import (
     BadValue,
     DaemonAlreadyRunning,
@@ -116,33 +116,27 @@ def qint(request: Request, name: str, default: int) -> int:
 # --- handlers ------------------------------------------------------------------
 
 
-async def get_id(request: Request, s: ApiService) -> Any:
-    return await s.identity()
+def calls(method: Callable[[ApiService], Awaitable[Any]]) -> Handler:
+    """The handler of a route that takes nothing from the request: ``method(service)``."""
+
+    async def handler(request: Request, s: ApiService) -> Any:
+        return await method(s)
+
+    return handler
 
 
-async def get_status(request: Request, s: ApiService) -> Any:
-    return await s.status()
+def calls_with_path(method: Callable[[ApiService, str], Awaitable[Any]], name: str) -> Handler:
+    """The handler of a route that takes one path parameter ``name``: ``method(service, value)``."""
 
+    async def handler(request: Request, s: ApiService) -> Any:
+        return await method(s, request.path_params[name])
 
-async def get_peers(request: Request, s: ApiService) -> Any:
-    return await s.peers()
-
-
-async def get_known(request: Request, s: ApiService) -> Any:
-    return await s.known_peers()
+    return handler
 
 
 async def post_connect(request: Request, s: ApiService) -> Any:
     b = await body(request, {"addr", "swarm"})
     return await s.connect(b.get("addr"), b.get("swarm"))
-
-
-async def post_stop(request: Request, s: ApiService) -> Any:
-    return await s.stop()
-
-
-async def get_swarms(request: Request, s: ApiService) -> Any:
-    return await s.swarms()
 
 
 async def post_swarms(request: Request, s: ApiService) -> Any:
@@ -156,14 +150,6 @@ async def post_swarms(request: Request, s: ApiService) -> Any:
 async def post_join(request: Request, s: ApiService) -> Any:
     b = await body(request, {"code"})
     return await s.swarm_join(b.get("code"))
-
-
-async def get_invite(request: Request, s: ApiService) -> Any:
-    return await s.swarm_invite(request.path_params["name"])
-
-
-async def delete_swarm(request: Request, s: ApiService) -> Any:
-    return await s.swarm_leave(request.path_params["name"])
 
 
 def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
@@ -191,27 +177,17 @@ def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
             limit=qint(request, "limit", 100),
         )
 
-    async def show(request: Request, s: ApiService) -> Any:
-        return await s.item_show(request.path_params["id"])
-
-    async def withdraw(request: Request, s: ApiService) -> Any:
-        return await s.item_withdraw(request.path_params["id"])
-
     return [
         (f"/{plural}", add, "POST"),
         (f"/{plural}", listing, "GET"),
-        (f"/{plural}/{{id}}", show, "GET"),
-        (f"/{plural}/{{id}}", withdraw, "DELETE"),
+        (f"/{plural}/{{id}}", calls_with_path(ApiService.item_show, "id"), "GET"),
+        (f"/{plural}/{{id}}", calls_with_path(ApiService.item_withdraw, "id"), "DELETE"),
     ]
 
 
 async def post_proposal(request: Request, s: ApiService) -> Any:
     b = await body(request, {"offer", "give", "note"})
     return await s.propose(b.get("offer"), b.get("give", []), b.get("note", ""))
-
-
-async def get_proposals(request: Request, s: ApiService) -> Any:
-    return await s.proposals()
 
 
 async def post_reply(request: Request, s: ApiService) -> Any:
@@ -227,11 +203,7 @@ async def post_reply(request: Request, s: ApiService) -> Any:
 
 async def post_vouch(request: Request, s: ApiService) -> Any:
     b = await body(request, {"peer", "level", "note", "swarm"})
-    return await s.vouch(b.get("peer"), b.get("level", 0.8), b.get("note", ""), b.get("swarm"))
-
-
-async def get_trust(request: Request, s: ApiService) -> Any:
-    return await s.trust(request.path_params["peer"])
+    return await s.vouch(b.get("peer"), b.get("level", DEFAULT_VOUCH), b.get("note", ""), b.get("swarm"))
 
 
 def build_app(service: ApiService) -> Starlette:
@@ -239,22 +211,22 @@ def build_app(service: ApiService) -> Starlette:
         return Route(API_PREFIX + path, endpoint(handler, service), methods=[method])
 
     routes = [
-        r("/id", get_id, "GET"),
-        r("/status", get_status, "GET"),
-        r("/peers", get_peers, "GET"),
-        r("/peers/known", get_known, "GET"),
+        r("/id", calls(ApiService.identity), "GET"),
+        r("/status", calls(ApiService.status), "GET"),
+        r("/peers", calls(ApiService.peers), "GET"),
+        r("/peers/known", calls(ApiService.known_peers), "GET"),
         r("/connect", post_connect, "POST"),
-        r("/stop", post_stop, "POST"),
-        r("/swarms", get_swarms, "GET"),
+        r("/stop", calls(ApiService.stop), "POST"),
+        r("/swarms", calls(ApiService.swarms), "GET"),
         r("/swarms", post_swarms, "POST"),
         r("/swarms/join", post_join, "POST"),
-        r("/swarms/{name}/invite", get_invite, "GET"),
-        r("/swarms/{name}", delete_swarm, "DELETE"),
+        r("/swarms/{name}/invite", calls_with_path(ApiService.swarm_invite, "name"), "GET"),
+        r("/swarms/{name}", calls_with_path(ApiService.swarm_leave, "name"), "DELETE"),
         r("/proposals", post_proposal, "POST"),
-        r("/proposals", get_proposals, "GET"),
+        r("/proposals", calls(ApiService.proposals), "GET"),
         r("/proposals/{id}/{action}", post_reply, "POST"),
         r("/vouch", post_vouch, "POST"),
-        r("/trust/{peer}", get_trust, "GET"),
+        r("/trust/{peer}", calls_with_path(ApiService.trust, "peer"), "GET"),
     ]
     for type_, plural in (("offer", "offers"), ("want", "wants")):
         routes += [r(path, handler, method) for path, handler, method in item_routes(type_, plural)]

@@ -1,21 +1,33 @@
-"""The ``meshnode`` command line.
+"""The ``meshnode`` command line: one typer command per thing a neighbour does.
+
+A command parses its arguments, asks the daemon's local API
+(:mod:`meshnode.cli.client`) and prints the answer: as
+:mod:`meshnode.cli.render` shows it, or with ``--json`` the answer itself.
+``meshnode daemon`` hands over to :mod:`meshnode.daemon`.
 
 Every failure prints one line on stderr and exits with the error's exit code
 (:mod:`meshnode.errors`); nothing is half done.
+
+Every command is a new process, so at start this module imports no trio,
+libp2p, httpx or rich: each command imports what it uses.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import sys
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import typer
 
-from meshnode.errors import MeshError
+from meshnode.cli import render
+from meshnode.errors import BadValue, MeshError
+
+if TYPE_CHECKING:
+    from meshnode.cli.client import ApiClient
+    from meshnode.cli.render import Shown
 
 app = typer.Typer(
     name="meshnode",
@@ -56,6 +68,34 @@ def mesh_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def client(home: str | None) -> ApiClient:
+    from meshnode.cli.client import ApiClient
+    from meshnode.home import resolve_home
+
+    return ApiClient(resolve_home(home))
+
+
+def show(shown: Shown) -> None:
+    """Print text as it is, a table at least :data:`render.TABLE_MIN_WIDTH` wide."""
+    if isinstance(shown, str):
+        typer.echo(shown)
+        return
+    import shutil
+
+    from rich.console import Console
+
+    width = shutil.get_terminal_size((render.TABLE_MIN_WIDTH, 24)).columns
+    Console(width=max(width, render.TABLE_MIN_WIDTH)).print(shown)
+
+
+def segment(text: str) -> str:
+    """``text`` as one path segment of an API URL."""
+    return quote(text, safe="")
+
+
+# --- node ---------------------------------------------------------------------
+
+
 @app.command()
 @mesh_errors
 def init(home: HomeOption = None, json_out: JsonOption = False) -> None:
@@ -67,11 +107,9 @@ def init(home: HomeOption = None, json_out: JsonOption = False) -> None:
     ensure_home(h)
     identity, created = create_identity(h.root)
     if json_out:
-        typer.echo(json.dumps({"peer_id": identity.peer_id, "home": str(h.root), "created": created}))
-        return
-    typer.echo(f"{'Created' if created else 'Found'} node {identity.peer_id}")
-    typer.echo(f"home: {h.root}")
-    typer.echo("next: run 'meshnode daemon' to start it")
+        show(render.compact_json({"peer_id": identity.peer_id, "home": str(h.root), "created": created}))
+    else:
+        show(render.initialised(identity.peer_id, str(h.root), created))
 
 
 @app.command()
@@ -87,148 +125,18 @@ def daemon(
     ] = False,
 ) -> None:
     """Run the node until Ctrl-C (SIGINT), SIGTERM or 'meshnode stop'."""
-    from meshnode.home import ensure_home, resolve_home
-    from meshnode.lock import DaemonLock
+    from meshnode.daemon import run_foreground, start_detached
+    from meshnode.home import resolve_home
 
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
-        fail(f"--log-level: expected debug, info, warning or error, found {log_level!r}", 64)
+        raise BadValue(f"--log-level: expected debug, info, warning or error, found {log_level!r}")
     h = resolve_home(home)
     if detach:
-        _detach(h, listen or [], log_level)
-        return
-    ensure_home(h)
-    lock = DaemonLock(h.lock)
-    lock.acquire()  # before the slow imports, so 'meshnode' commands see a daemon starting
-    try:
-        _run_daemon(h, listen or [], level, lock)
-    finally:
-        lock.release()
-
-
-def _run_daemon(h: Any, listen: list[str], level: int, lock: Any) -> None:
-    import trio
-
-    from meshnode.daemon import run_daemon
-    from meshnode.protocols.host import parse_multiaddr
-
-    for addr in listen:
-        parse_multiaddr(addr)
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-    def announce(line: str) -> None:
-        print(line, flush=True)
-
-    try:
-        trio.run(functools.partial(run_daemon, h, listen=listen, announce=announce, lock=lock))
-    except BaseExceptionGroup as group:
-        leaves = list(_leaves(group))
-        mesh = [e for e in leaves if isinstance(e, MeshError)]
-        if mesh:
-            raise mesh[0] from None
-        logging.getLogger("meshnode").error("daemon crashed", exc_info=group)
-        fail(f"the daemon stopped on an internal error: {leaves[0]!r} (details in the log above)")
-
-
-def _detach(h: Any, listen: list[str], log_level: str, timeout: float = 60.0) -> None:
-    """Start the daemon as a background process logging to the home; wait for 'ready'."""
-    import subprocess
-    import time
-
-    from meshnode.home import ensure_home
-
-    ensure_home(h)
-    args = [
-        sys.executable,
-        "-m",
-        "meshnode.cli.main",
-        "daemon",
-        "--home",
-        str(h.root),
-        "--log-level",
-        log_level,
-    ]
-    for addr in listen:
-        args += ["--listen", addr]
-    with open(h.log, "ab") as log_file:
-        start = log_file.tell()
-        proc = subprocess.Popen(
-            args, stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(h.log, "rb") as f:
-            f.seek(start)
-            text = f.read().decode("utf-8", "replace")
-        for line in text.splitlines():
-            if line.startswith("ready "):
-                typer.echo(f"{line} pid={proc.pid} log={h.log}")
-                return
-        if proc.poll() is not None:
-            errors = [ln for ln in text.splitlines() if ln.startswith("error: ")]
-            message = errors[-1][len("error: ") :] if errors else f"the daemon exited; see {h.log}"
-            fail(message, proc.returncode or 1)
-        time.sleep(0.1)
-    fail(f"the daemon did not get ready within {timeout:.0f} s; see {h.log}")
-
-
-def _leaves(exc: BaseException) -> Any:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
+        started = start_detached(h, listen or [], log_level)
+        show(render.detached(started.ready_line, started.pid, str(started.log)))
     else:
-        yield exc
-
-
-def client(home: str | None) -> Any:
-    from meshnode.cli.client import ApiClient
-    from meshnode.home import resolve_home
-
-    return ApiClient(resolve_home(home))
-
-
-def show_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], *, empty: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    if not rows:
-        typer.echo(empty)
-        return
-    t = Table(show_edge=False, header_style="bold")
-    for key, title in columns:
-        # ids and peer ids are copied into other commands: never cut them
-        whole = key in ("id", "author", "from", "to", "peer_id")
-        t.add_column(title, no_wrap=whole, min_width=None, overflow="fold" if whole else "ellipsis")
-    for row in rows:
-        t.add_row(*(_cell(row.get(key)) for key, _ in columns))
-    import shutil
-
-    Console(width=max(shutil.get_terminal_size((200, 24)).columns, 200)).print(t)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, list):
-        return ", ".join(_short(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return _short(value) if isinstance(value, str) else str(value)
-
-
-def _short(value: str) -> str:
-    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-        return value[:12]
-    return value  # peer ids stay whole: people copy them into 'vouch' and 'trust'
-
-
-# --- node ---------------------------------------------------------------------
+        run_foreground(h, listen or [], level)
 
 
 @app.command("id")
@@ -236,12 +144,7 @@ def _short(value: str) -> str:
 def id_(home: HomeOption = None, json_out: JsonOption = False) -> None:
     """This node's peer id and addresses."""
     data = client(home).get("/id")
-    if json_out:
-        show_json(data)
-        return
-    typer.echo(data["peer_id"])
-    for addr in data["addrs"]:
-        typer.echo(f"  {addr}")
+    show(render.pretty_json(data) if json_out else render.identity(data))
 
 
 @app.command()
@@ -249,23 +152,7 @@ def id_(home: HomeOption = None, json_out: JsonOption = False) -> None:
 def status(home: HomeOption = None, json_out: JsonOption = False) -> None:
     """What the daemon is doing."""
     data = client(home).get("/status")
-    if json_out:
-        show_json(data)
-        return
-    reach = data.get("reachability", {})
-    typer.echo(f"peer id:  {data['peer_id']}")
-    typer.echo(f"reach:    {reach.get('state', '?')}: {reach.get('reason', '')}")
-    typer.echo(f"swarms:   {', '.join(data['swarms']) or '-'}")
-    typer.echo(f"peers:    {data['peers']}")
-    typer.echo(f"records:  {data['records']}")
-    for net in data.get("networks", []):
-        members = ", ".join(f"{name} {n}" for name, n in sorted(net["swarm_peers"].items())) or "no swarm"
-        typer.echo(
-            f"network:  {net['network']} port {net['port'] or '-'}, {net['peers']} peers"
-            f" ({members} connected); {net['reachability']['state']}"
-        )
-        for addr in net["addrs"]:
-            typer.echo(f"            {addr}")
+    show(render.pretty_json(data) if json_out else render.status(data))
 
 
 @app.command()
@@ -279,44 +166,11 @@ def peers(
 ) -> None:
     """Peers this node is connected to: swarms, address, direction, route, since."""
     if known:
-        rows = client(home).get("/peers/known")
-        if json_out:
-            show_json(rows)
-            return
-        for row in rows:
-            row["addr"] = row["addrs"][0] if row["addrs"] else None
-            row["more"] = len(row["addrs"]) - 1 if row["addrs"] else 0
-        table(
-            rows,
-            [
-                ("swarm", "swarm"),
-                ("peer_id", "peer"),
-                ("addr", "best address"),
-                ("more", "more"),
-                ("last_seen", "last connected"),
-                ("failures", "failed dials"),
-            ],
-            empty="the address book is empty",
-        )
-        return
-    data = client(home).get("/peers")
-    if json_out:
-        show_json(data)
-        return
-    for row in data:
-        row["route"] = "relayed" if row.get("relayed") else "direct"
-    table(
-        data,
-        [
-            ("peer_id", "peer"),
-            ("swarms", "swarms"),
-            ("addr", "address"),
-            ("direction", "direction"),
-            ("route", "route"),
-            ("since", "since"),
-        ],
-        empty="no peers connected",
-    )
+        data = client(home).get("/peers/known")
+        show(render.pretty_json(data) if json_out else render.known_peers(data))
+    else:
+        data = client(home).get("/peers")
+        show(render.pretty_json(data) if json_out else render.peers(data))
 
 
 @app.command()
@@ -332,8 +186,7 @@ def connect(
     body: dict[str, Any] = {"addr": multiaddr}
     if swarm is not None:
         body["swarm"] = swarm
-    data = client(home).post("/connect", body)
-    typer.echo(f"connected to {data['peer_id']}")
+    show(render.connected(client(home).post("/connect", body)))
 
 
 @app.command()
@@ -341,7 +194,7 @@ def connect(
 def stop(home: HomeOption = None) -> None:
     """Stop the daemon of this home."""
     client(home).post("/stop")
-    typer.echo("daemon stopping")
+    show(render.STOPPING)
 
 
 # --- swarms -------------------------------------------------------------------
@@ -362,30 +215,14 @@ def swarm_create(
 ) -> None:
     """Create a swarm and join it."""
     data = client(home).post("/swarms", {"name": name, "private": private})
-    if json_out:
-        show_json(data)
-        return
-    typer.echo(f"created {'private ' if data['private'] else ''}swarm {data['name']!r}")
-    typer.echo(f"invite neighbours with: meshnode swarm invite {shlex_quote(data['name'])}")
-
-
-def shlex_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
+    show(render.pretty_json(data) if json_out else render.swarm_created(data))
 
 
 @swarm_app.command("invite")
 @mesh_errors
 def swarm_invite(name: str, home: HomeOption = None) -> None:
     """Print an invite code for a swarm (alone on stdout)."""
-    typer.echo(client(home).get(f"/swarms/{quote(name)}/invite")["code"])
-
-
-def quote(text: str) -> str:
-    from urllib.parse import quote as q
-
-    return q(text, safe="")
+    show(client(home).get(f"/swarms/{segment(name)}/invite")["code"])
 
 
 @swarm_app.command("join")
@@ -394,11 +231,11 @@ def swarm_join(code: str, home: HomeOption = None, json_out: JsonOption = False)
     """Join a swarm with an invite code."""
     data = client(home).post("/swarms/join", {"code": code})
     if json_out:
-        show_json(data)
+        show(render.pretty_json(data))
         return
-    typer.echo(f"joined swarm {data['name']!r}")
+    show(render.joined(data))
     if data.get("warning"):
-        typer.echo(f"warning: {data['warning']}", err=True)
+        typer.echo(render.warning(data["warning"]), err=True)
 
 
 @swarm_app.command("list")
@@ -406,31 +243,18 @@ def swarm_join(code: str, home: HomeOption = None, json_out: JsonOption = False)
 def swarm_list(home: HomeOption = None, json_out: JsonOption = False) -> None:
     """The swarms this node is in."""
     data = client(home).get("/swarms")
-    if json_out:
-        show_json(data)
-        return
-    table(data, [("name", "name"), ("private", "private"), ("id", "id")], empty="no swarms yet")
+    show(render.pretty_json(data) if json_out else render.swarms(data))
 
 
 @swarm_app.command("leave")
 @mesh_errors
 def swarm_leave(name: str, home: HomeOption = None) -> None:
     """Leave a swarm."""
-    client(home).delete(f"/swarms/{quote(name)}")
-    typer.echo(f"left swarm {name!r}")
+    client(home).delete(f"/swarms/{segment(name)}")
+    show(render.left(name))
 
 
 # --- offers and wants ---------------------------------------------------------
-
-ITEM_COLUMNS = [
-    ("id", "id"),
-    ("title", "title"),
-    ("kind", "kind"),
-    ("tags", "tags"),
-    ("author", "author"),
-    ("trust", "trust"),
-    ("expires", "expires"),
-]
 
 
 def item_app(type_: str, plural: str, what: str) -> typer.Typer:
@@ -455,7 +279,7 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
         if swarm:
             body["swarm"] = swarm
         data = client(home).post(f"/{plural}", body)
-        typer.echo(json.dumps(data) if json_out else data["id"])
+        show(render.compact_json(data) if json_out else data["id"])
 
     add.__doc__ = f"Publish {what}; prints its id."
 
@@ -473,43 +297,22 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
         if mine:
             params["mine"] = "true"
         data = client(home).get(f"/{plural}", **params)
-        if json_out:
-            show_json(data)
-            return
-        table(data, ITEM_COLUMNS, empty=f"no {plural} found")
+        show(render.pretty_json(data) if json_out else render.items(data, plural))
 
     listing.__doc__ = f"List live {plural}, most trusted authors first."
 
     @sub.command("show")
     @mesh_errors
-    def show(item_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
-        data = client(home).get(f"/{plural}/{quote(item_id)}")
-        if json_out:
-            show_json(data)
-            return
-        for key in (
-            "id",
-            "title",
-            "kind",
-            "tags",
-            "desc",
-            "where",
-            "author",
-            "trust",
-            "created",
-            "expires",
-            "withdrawn",
-        ):
-            value = data.get(key)
-            typer.echo(f"{key + ':':10} {', '.join(value) if isinstance(value, list) else value}")
+    def show_item(item_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+        data = client(home).get(f"/{plural}/{segment(item_id)}")
+        show(render.pretty_json(data) if json_out else render.item(data))
 
-    show.__doc__ = f"Show one {type_}."
+    show_item.__doc__ = f"Show one {type_}."
 
     @sub.command("withdraw")
     @mesh_errors
     def withdraw(item_id: str, home: HomeOption = None) -> None:
-        data = client(home).delete(f"/{plural}/{quote(item_id)}")
-        typer.echo(f"withdrew {data['withdrawn'][:12]}")
+        show(render.withdrawn(client(home).delete(f"/{plural}/{segment(item_id)}")))
 
     withdraw.__doc__ = f"Withdraw one of your {plural}."
     return sub
@@ -520,15 +323,6 @@ app.add_typer(item_app("want", "wants", "a want (something you look for)"), name
 
 
 # --- barter -------------------------------------------------------------------
-
-TRADE_COLUMNS = [
-    ("id", "id"),
-    ("state", "state"),
-    ("from", "from"),
-    ("to", "to"),
-    ("give", "give"),
-    ("take", "take"),
-]
 
 
 @app.command()
@@ -542,7 +336,7 @@ def propose(
 ) -> None:
     """Propose a trade for a neighbour's offer; prints the proposal id."""
     data = client(home).post("/proposals", {"offer": offer_id, "give": give or [], "note": note})
-    typer.echo(json.dumps(data) if json_out else data["id"])
+    show(render.compact_json(data) if json_out else data["id"])
 
 
 @app.command()
@@ -550,23 +344,14 @@ def propose(
 def proposals(home: HomeOption = None, json_out: JsonOption = False) -> None:
     """Your trades, newest first."""
     data = client(home).get("/proposals")
-    if json_out:
-        show_json(data)
-        return
-    table(data, TRADE_COLUMNS, empty="no proposals")
+    show(render.pretty_json(data) if json_out else render.trades(data))
 
 
 def _reply(
     action: str, proposal_id: str, home: str | None, json_out: bool, body: dict[str, Any] | None = None
 ) -> None:
-    data = client(home).post(f"/proposals/{quote(proposal_id)}/{action}", body or {})
-    if json_out:
-        show_json(data)
-        return
-    note = ""
-    if action == "complete" and data["state"] == "accepted":
-        note = " (done on your side; completed once the other side runs 'meshnode complete' too)"
-    typer.echo(f"{data['id'][:12]} is now {data['state']}{note}")
+    data = client(home).post(f"/proposals/{segment(proposal_id)}/{action}", body or {})
+    show(render.pretty_json(data) if json_out else render.replied(action, data))
 
 
 @app.command()
@@ -613,11 +398,31 @@ def counter(
 # --- trust --------------------------------------------------------------------
 
 
+class ServiceVouchLevel:
+    """``vouch --level``'s default: the API's own, :data:`meshnode.api.service.DEFAULT_VOUCH`.
+
+    A callable, so click asks for the value only when ``--level`` is left out
+    or its help is shown: the service imports libp2p (~0.8 s), which no other
+    command should pay. ``str()`` is the ``[default: …]`` of the help.
+    """
+
+    def __call__(self) -> float:
+        from meshnode.api.service import DEFAULT_VOUCH
+
+        return DEFAULT_VOUCH
+
+    def __str__(self) -> str:
+        return str(self())
+
+
 @app.command()
 @mesh_errors
 def vouch(
     peer_id: str,
-    level: Annotated[float, typer.Option("--level", help="From -1 (distrust) to 1.")] = 0.8,
+    level: Annotated[
+        float,
+        typer.Option("--level", help="From -1 (distrust) to 1.", default_factory=ServiceVouchLevel()),
+    ],
     note: Annotated[str, typer.Option("--note")] = "",
     swarm: Annotated[str | None, typer.Option("--swarm")] = None,
     home: HomeOption = None,
@@ -628,20 +433,15 @@ def vouch(
     if swarm:
         body["swarm"] = swarm
     data = client(home).post("/vouch", body)
-    typer.echo(json.dumps(data) if json_out else f"vouched for {peer_id} at {level:+.2f}")
+    show(render.compact_json(data) if json_out else render.vouched(peer_id, level))
 
 
 @app.command()
 @mesh_errors
 def trust(peer_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
     """How much you trust a peer, and through whom."""
-    data = client(home).get(f"/trust/{quote(peer_id)}")
-    if json_out:
-        show_json(data)
-        return
-    typer.echo(f"{data['peer']}: {data['score']:.2f}")
-    for path in data["paths"]:
-        typer.echo("  " + " → ".join(_short(k) for k in path["keys"]) + f"  ({path['strength']:.2f})")
+    data = client(home).get(f"/trust/{segment(peer_id)}")
+    show(render.pretty_json(data) if json_out else render.trust(data))
 
 
 def main() -> None:  # pragma: no cover - console script entry

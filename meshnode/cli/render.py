@@ -1,0 +1,294 @@
+"""What the CLI shows: the local API's JSON data as text or as a rich table.
+
+Pure functions, no I/O: each takes the data an API route returned (the dicts
+and lists of :mod:`meshnode.api.service`) and returns what to print (a
+``Shown``): either text (lines joined by ``\\n``, no final newline) or a
+:class:`rich.table.Table`. The commands in :mod:`meshnode.cli.main` print it.
+
+Conventions every function keeps:
+
+* A record id (64 lowercase hex digits) is shown by its first 12 digits
+  (:func:`short_id`), in text as in tables; any unique prefix of at least 6
+  digits names the record again. Peer ids are never shortened: people copy
+  them into ``vouch`` and ``trust``.
+* In tables, columns of ids and peer ids are never cut (they fold instead);
+  other long cells end in an ellipsis. A missing value is ``-``, a list is
+  joined with ``, ``, a float has two decimals.
+* An empty list is one line that says so, never an empty table.
+* The input is never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # rich is imported only to draw a table: 'offer list --json' starts faster
+    from rich.table import Table
+
+    Shown = str | Table  # what a command prints: text, or a table
+
+Columns = Sequence[tuple[str, str]]
+"""A table's columns: (key in each row, column title)."""
+
+TABLE_MIN_WIDTH = 200
+"""Tables are laid out at least this wide, so ids are seldom folded."""
+
+WHOLE_KEYS = frozenset({"id", "author", "from", "to", "peer_id"})
+"""Columns copied into other commands: never cut."""
+
+ITEM_COLUMNS: Columns = [
+    ("id", "id"),
+    ("title", "title"),
+    ("kind", "kind"),
+    ("tags", "tags"),
+    ("author", "author"),
+    ("trust", "trust"),
+    ("expires", "expires"),
+]
+
+ITEM_FIELDS = (
+    "id",
+    "title",
+    "kind",
+    "tags",
+    "desc",
+    "where",
+    "author",
+    "trust",
+    "created",
+    "expires",
+    "withdrawn",
+)
+"""The lines of ``offer show`` / ``want show``, in order."""
+
+TRADE_COLUMNS: Columns = [
+    ("id", "id"),
+    ("state", "state"),
+    ("from", "from"),
+    ("to", "to"),
+    ("give", "give"),
+    ("take", "take"),
+]
+
+PEER_COLUMNS: Columns = [
+    ("peer_id", "peer"),
+    ("swarms", "swarms"),
+    ("addr", "address"),
+    ("direction", "direction"),
+    ("route", "route"),
+    ("since", "since"),
+]
+
+KNOWN_PEER_COLUMNS: Columns = [
+    ("swarm", "swarm"),
+    ("peer_id", "peer"),
+    ("addr", "best address"),
+    ("more", "more"),
+    ("last_seen", "last connected"),
+    ("failures", "failed dials"),
+]
+
+SWARM_COLUMNS: Columns = [("name", "name"), ("private", "private"), ("id", "id")]
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+# --- building blocks ---------------------------------------------------------
+
+
+def short_id(value: str) -> str:
+    """A record id's first 12 hex digits; any other string (a peer id, a name) whole."""
+    if len(value) == 64 and _HEX_DIGITS.issuperset(value):
+        return value[:12]
+    return value
+
+
+def cell(value: Any) -> str:
+    """One table cell: ``-`` for None, lists joined, floats to 2 decimals, record ids short."""
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(short_id(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return short_id(value) if isinstance(value, str) else str(value)
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Columns, *, empty: str) -> Shown:
+    """``rows`` as a table with ``columns``, or the line ``empty`` when there are none."""
+    from rich.table import Table
+
+    if not rows:
+        return empty
+    t = Table(show_edge=False, header_style="bold")
+    for key, title in columns:
+        whole = key in WHOLE_KEYS
+        t.add_column(title, no_wrap=whole, min_width=None, overflow="fold" if whole else "ellipsis")
+    for row in rows:
+        t.add_row(*(cell(row.get(key)) for key, _ in columns))
+    return t
+
+
+def lines(parts: Iterable[str]) -> str:
+    return "\n".join(parts)
+
+
+def pretty_json(data: Any) -> str:
+    """``--json`` of the list and object commands: indented, non-ASCII kept."""
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def compact_json(data: Any) -> str:
+    """``--json`` of the commands that publish (``add``, ``propose``, ``vouch``): one line."""
+    return json.dumps(data)
+
+
+# --- node ----------------------------------------------------------------------
+
+
+def initialised(peer_id: str, home: str, created: bool) -> str:
+    """What ``meshnode init`` says about the node's key and home."""
+    return lines(
+        [
+            f"{'Created' if created else 'Found'} node {peer_id}",
+            f"home: {home}",
+            "next: run 'meshnode daemon' to start it",
+        ]
+    )
+
+
+def detached(ready_line: str, pid: int, log: str) -> str:
+    """What ``meshnode daemon --detach`` prints once the daemon is ready."""
+    return f"{ready_line} pid={pid} log={log}"
+
+
+def connected(data: Mapping[str, Any]) -> str:
+    return f"connected to {data['peer_id']}"
+
+
+STOPPING = "daemon stopping"
+
+
+def identity(data: Mapping[str, Any]) -> str:
+    """``GET /id``: the peer id, then one indented line per address."""
+    return lines([data["peer_id"], *(f"  {addr}" for addr in data["addrs"])])
+
+
+def status(data: Mapping[str, Any]) -> str:
+    """``GET /status``: the node, its reach verdict and counts, then each network."""
+    reach = data.get("reachability", {})
+    out = [
+        f"peer id:  {data['peer_id']}",
+        f"reach:    {reach.get('state', '?')}: {reach.get('reason', '')}",
+        f"swarms:   {', '.join(data['swarms']) or '-'}",
+        f"peers:    {data['peers']}",
+        f"records:  {data['records']}",
+    ]
+    for net in data.get("networks", []):
+        members = ", ".join(f"{name} {n}" for name, n in sorted(net["swarm_peers"].items())) or "no swarm"
+        out.append(
+            f"network:  {net['network']} port {net['port'] or '-'}, {net['peers']} peers"
+            f" ({members} connected); {net['reachability']['state']}"
+        )
+        out += [f"            {addr}" for addr in net["addrs"]]
+    return lines(out)
+
+
+def peers(rows: Sequence[Mapping[str, Any]]) -> Shown:
+    """``GET /peers``: one row per connection, its route ``relayed`` or ``direct``."""
+    shown = [{**row, "route": "relayed" if row.get("relayed") else "direct"} for row in rows]
+    return table(shown, PEER_COLUMNS, empty="no peers connected")
+
+
+def known_peers(rows: Sequence[Mapping[str, Any]]) -> Shown:
+    """``GET /peers/known``: one row per peer and swarm, its best address and how many more."""
+    shown = [
+        {
+            **row,
+            "addr": row["addrs"][0] if row["addrs"] else None,
+            "more": len(row["addrs"]) - 1 if row["addrs"] else 0,
+        }
+        for row in rows
+    ]
+    return table(shown, KNOWN_PEER_COLUMNS, empty="the address book is empty")
+
+
+# --- swarms ----------------------------------------------------------------------
+
+
+def swarm_created(data: Mapping[str, Any]) -> str:
+    """``POST /swarms``: the new swarm, and the command that invites to it."""
+    return lines(
+        [
+            f"created {'private ' if data['private'] else ''}swarm {data['name']!r}",
+            f"invite neighbours with: meshnode swarm invite {shlex.quote(data['name'])}",
+        ]
+    )
+
+
+def joined(data: Mapping[str, Any]) -> str:
+    return f"joined swarm {data['name']!r}"
+
+
+def warning(message: str) -> str:
+    """A line for stderr that does not make the command fail."""
+    return f"warning: {message}"
+
+
+def left(name: str) -> str:
+    return f"left swarm {name!r}"
+
+
+def swarms(rows: Sequence[Mapping[str, Any]]) -> Shown:
+    return table(rows, SWARM_COLUMNS, empty="no swarms yet")
+
+
+# --- offers and wants ------------------------------------------------------------
+
+
+def items(rows: Sequence[Mapping[str, Any]], plural: str) -> Shown:
+    """``GET /offers`` or ``/wants``; ``plural`` names them in the empty line."""
+    return table(rows, ITEM_COLUMNS, empty=f"no {plural} found")
+
+
+def item(data: Mapping[str, Any]) -> str:
+    """One offer or want, a ``key: value`` line per field, lists joined."""
+    out = []
+    for key in ITEM_FIELDS:
+        value = data.get(key)
+        out.append(f"{key + ':':10} {', '.join(value) if isinstance(value, list) else value}")
+    return lines(out)
+
+
+def withdrawn(data: Mapping[str, Any]) -> str:
+    return f"withdrew {short_id(data['withdrawn'])}"
+
+
+# --- barter and trust ------------------------------------------------------------
+
+
+def trades(rows: Sequence[Mapping[str, Any]]) -> Shown:
+    return table(rows, TRADE_COLUMNS, empty="no proposals")
+
+
+def replied(action: str, data: Mapping[str, Any]) -> str:
+    """A trade after ``action`` (accept, decline, cancel, complete, counter) on it."""
+    note = ""
+    if action == "complete" and data["state"] == "accepted":
+        note = " (done on your side; completed once the other side runs 'meshnode complete' too)"
+    return f"{short_id(data['id'])} is now {data['state']}{note}"
+
+
+def vouched(peer_id: str, level: float) -> str:
+    return f"vouched for {peer_id} at {level:+.2f}"
+
+
+def trust(data: Mapping[str, Any]) -> str:
+    """``GET /trust/{peer}``: the score, then each path of keys that carries it."""
+    out = [f"{data['peer']}: {data['score']:.2f}"]
+    for path in data["paths"]:
+        out.append("  " + " → ".join(short_id(k) for k in path["keys"]) + f"  ({path['strength']:.2f})")
+    return lines(out)

@@ -1,0 +1,256 @@
+"""The CLI's rendering (meshnode.cli.render): the API's JSON data as text and tables, no daemon."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+
+from rich.console import Console
+from rich.table import Table
+from typer.testing import CliRunner
+
+from meshnode.cli import render
+
+RECORD = "ab" * 32
+OTHER = "0123456789abcdef" * 4
+PEER = "12D3KooWDYUkCU2EquX4majWD43ymM1AGBnjCWRJzAuk8nYs4o6U"
+PEER2 = "12D3KooWPCkTteaAJJpHiMxqtZbm3H8udPmfJHs4WGeuh34z84Dk"
+
+
+def drawn(shown: render.Shown, width: int = render.TABLE_MIN_WIDTH) -> str:
+    """What the CLI prints for ``shown`` (tables without colour, as when piped)."""
+    if isinstance(shown, str):
+        return shown
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(shown)
+    return out.getvalue()
+
+
+def cells(line: str) -> list[str]:
+    """One drawn table line (header or row) as its cells."""
+    return [c.strip() for c in re.split("[│┃]", line)]
+
+
+def test_short_id_shortens_record_ids_only():
+    assert render.short_id(RECORD) == "abababababab"
+    assert render.short_id(OTHER) == "0123456789ab"
+    for whole in (PEER, RECORD[:63], RECORD.upper(), "Elm Street", ""):
+        assert render.short_id(whole) == whole
+
+
+def test_cells():
+    assert render.cell(None) == "-"
+    assert render.cell([RECORD, "tools"]) == "abababababab, tools"
+    assert render.cell([]) == ""
+    assert render.cell(0.456) == "0.46"
+    assert render.cell(3) == "3"
+    assert render.cell(True) == "True"
+    assert render.cell(RECORD) == "abababababab"
+    assert render.cell(PEER) == PEER
+
+
+def test_an_empty_list_is_one_line():
+    assert render.items([], "wants") == "no wants found"
+    assert render.trades([]) == "no proposals"
+    assert render.swarms([]) == "no swarms yet"
+    assert render.peers([]) == "no peers connected"
+    assert render.known_peers([]) == "the address book is empty"
+
+
+def test_item_table_never_cuts_ids_and_shortens_record_ids():
+    rows = [
+        {
+            "id": RECORD,
+            "title": "Cordless drill " + "very " * 60 + "long",
+            "kind": "lend",
+            "tags": ["tools", "power"],
+            "author": PEER,
+            "trust": 0.9,
+            "expires": None,
+        }
+    ]
+    shown = render.items(rows, "offers")
+    assert isinstance(shown, Table)
+    assert [c.header for c in shown.columns] == ["id", "title", "kind", "tags", "author", "trust", "expires"]
+    text = drawn(shown)  # at the CLI's least width a long title wraps, the ids stay whole on one line
+    first = text.splitlines()[2]
+    assert "abababababab" in first and RECORD not in text
+    assert PEER in first and "long" not in first and "long" in text
+    assert "tools, power" in first and "0.90" in first and " - " in first
+
+
+def test_trade_table():
+    rows = [{"id": OTHER, "state": "proposed", "from": PEER, "to": PEER2, "give": [RECORD], "take": []}]
+    text = drawn(render.trades(rows))
+    header, _, row = text.splitlines()[:3]
+    assert cells(header) == ["id", "state", "from", "to", "give", "take"]
+    assert cells(row) == ["0123456789ab", "proposed", PEER, PEER2, "abababababab", ""]
+
+
+def test_peers_show_the_route_and_leave_the_rows_alone():
+    rows = [
+        {"peer_id": PEER, "swarms": ["Elm Street"], "addr": "/ip4/127.0.0.1/tcp/4001", "relayed": True},
+        {"peer_id": PEER2, "swarms": [], "addr": "/ip4/127.0.0.1/tcp/4002", "direction": "in", "since": 12},
+    ]
+    before = copy.deepcopy(rows)
+    text = drawn(render.peers(rows))
+    assert rows == before
+    lines = text.splitlines()
+    assert cells(lines[0]) == ["peer", "swarms", "address", "direction", "route", "since"]
+    first, second = cells(lines[2]), cells(lines[3])
+    assert first == [PEER, "Elm Street", "/ip4/127.0.0.1/tcp/4001", "-", "relayed", "-"]
+    assert second == [PEER2, "", "/ip4/127.0.0.1/tcp/4002", "in", "direct", "12"]
+
+
+def test_known_peers_show_the_best_address_and_how_many_more():
+    rows = [
+        {"swarm": "Elm Street", "peer_id": PEER, "addrs": ["/ip4/1.2.3.4/tcp/1", "/ip4/10.0.0.2/tcp/1"]},
+        {"swarm": "Elm Street", "peer_id": PEER2, "addrs": [], "last_seen": "2025-01-01", "failures": 2},
+    ]
+    before = copy.deepcopy(rows)
+    lines = drawn(render.known_peers(rows)).splitlines()
+    assert rows == before
+    assert cells(lines[0]) == ["swarm", "peer", "best address", "more", "last connected", "failed dials"]
+    assert cells(lines[2]) == ["Elm Street", PEER, "/ip4/1.2.3.4/tcp/1", "1", "-", "-"]
+    assert cells(lines[3]) == ["Elm Street", PEER2, "-", "0", "2025-01-01", "2"]
+
+
+def test_swarm_table():
+    rows = [{"name": "Elm Street", "private": False, "id": RECORD}]
+    lines = drawn(render.swarms(rows)).splitlines()
+    assert cells(lines[2]) == ["Elm Street", "False", "abababababab"]
+
+
+def test_identity_and_status_text():
+    assert render.identity({"peer_id": PEER, "addrs": ["/ip4/127.0.0.1/tcp/1", "/ip4/10.0.0.1/tcp/1"]}) == (
+        f"{PEER}\n  /ip4/127.0.0.1/tcp/1\n  /ip4/10.0.0.1/tcp/1"
+    )
+    assert render.identity({"peer_id": PEER, "addrs": []}) == PEER
+    status = {
+        "peer_id": PEER,
+        "reachability": {"state": "local", "reason": "loopback only"},
+        "swarms": ["Elm Street", "Oak"],
+        "peers": 2,
+        "records": 17,
+        "networks": [
+            {
+                "network": "open",
+                "port": 4001,
+                "peers": 2,
+                "swarm_peers": {"Oak": 1, "Elm Street": 2},
+                "reachability": {"state": "local"},
+                "addrs": ["/ip4/127.0.0.1/tcp/4001"],
+            },
+            {
+                "network": "private Oak",
+                "port": 0,
+                "peers": 0,
+                "swarm_peers": {},
+                "reachability": {"state": "unknown"},
+                "addrs": [],
+            },
+        ],
+    }
+    assert render.status(status) == (
+        f"peer id:  {PEER}\n"
+        "reach:    local: loopback only\n"
+        "swarms:   Elm Street, Oak\n"
+        "peers:    2\n"
+        "records:  17\n"
+        "network:  open port 4001, 2 peers (Elm Street 2, Oak 1 connected); local\n"
+        "            /ip4/127.0.0.1/tcp/4001\n"
+        "network:  private Oak port -, 0 peers (no swarm connected); unknown"
+    )
+    bare = {"peer_id": PEER, "swarms": [], "peers": 0, "records": 0}
+    assert render.status(bare) == (f"peer id:  {PEER}\nreach:    ?: \nswarms:   -\npeers:    0\nrecords:  0")
+
+
+def test_item_text():
+    item = {
+        "id": RECORD,
+        "title": "Drill",
+        "kind": "lend",
+        "tags": ["tools", "power"],
+        "desc": "18 V",
+        "where": "u4pruy",
+        "author": PEER,
+        "trust": 1.0,
+        "created": "2025-01-01T00:00:00Z",
+        "expires": None,
+        "withdrawn": False,
+    }
+    assert render.item(item).splitlines() == [
+        f"id:        {RECORD}",
+        "title:     Drill",
+        "kind:      lend",
+        "tags:      tools, power",
+        "desc:      18 V",
+        "where:     u4pruy",
+        f"author:    {PEER}",
+        "trust:     1.0",
+        "created:   2025-01-01T00:00:00Z",
+        "expires:   None",
+        "withdrawn: False",
+    ]
+
+
+def test_replies_withdrawals_and_vouches():
+    assert render.replied("accept", {"id": RECORD, "state": "accepted"}) == "abababababab is now accepted"
+    assert render.replied("complete", {"id": RECORD, "state": "completed"}) == "abababababab is now completed"
+    assert render.replied("complete", {"id": RECORD, "state": "accepted"}) == (
+        "abababababab is now accepted"
+        " (done on your side; completed once the other side runs 'meshnode complete' too)"
+    )
+    assert render.withdrawn({"withdrawn": OTHER}) == "withdrew 0123456789ab"
+    assert render.vouched(PEER, 0.8) == f"vouched for {PEER} at +0.80"
+    assert render.vouched(PEER, -0.25) == f"vouched for {PEER} at -0.25"
+
+
+def test_trust_text():
+    data = {
+        "peer": PEER2,
+        "score": 0.41234,
+        "paths": [{"keys": [PEER, "cd" * 32, PEER2], "strength": 0.5}],
+    }
+    assert render.trust(data) == f"{PEER2}: 0.41\n  {PEER} → cdcdcdcdcdcd → {PEER2}  (0.50)"
+    assert render.trust({"peer": PEER, "score": 0.0, "paths": []}) == f"{PEER}: 0.00"
+
+
+def test_swarm_and_node_lines():
+    assert render.swarm_created({"name": "Elm Street", "private": True}) == (
+        "created private swarm 'Elm Street'\ninvite neighbours with: meshnode swarm invite 'Elm Street'"
+    )
+    assert render.swarm_created({"name": "Oak", "private": False}) == (
+        "created swarm 'Oak'\ninvite neighbours with: meshnode swarm invite Oak"
+    )
+    assert render.joined({"name": "Oak"}) == "joined swarm 'Oak'"
+    assert render.left("Oak") == "left swarm 'Oak'"
+    assert render.warning("no peer reachable") == "warning: no peer reachable"
+    assert render.connected({"peer_id": PEER}) == f"connected to {PEER}"
+    assert render.initialised(PEER, "/h", True) == (
+        f"Created node {PEER}\nhome: /h\nnext: run 'meshnode daemon' to start it"
+    )
+    assert render.initialised(PEER, "/h", False).startswith(f"Found node {PEER}\n")
+    assert render.detached("ready peer_id=x addrs=y", 42, "/h/daemon.log") == (
+        "ready peer_id=x addrs=y pid=42 log=/h/daemon.log"
+    )
+
+
+def test_json_forms():
+    data = {"title": "Bohrmaschine für Nachbarn", "n": [1, 2]}
+    assert render.pretty_json(data) == json.dumps(data, indent=2, ensure_ascii=False)
+    assert "für" in render.pretty_json(data)
+    assert render.compact_json(data) == '{"title": "Bohrmaschine f\\u00fcr Nachbarn", "n": [1, 2]}'
+
+
+def test_vouch_level_defaults_to_the_services():
+    """``vouch``'s default level is the API's DEFAULT_VOUCH, shown in the help."""
+    from meshnode.api.service import DEFAULT_VOUCH
+    from meshnode.cli.main import ServiceVouchLevel, app
+
+    assert ServiceVouchLevel()() == DEFAULT_VOUCH
+    result = CliRunner().invoke(app, ["vouch", "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    assert f"[default: {DEFAULT_VOUCH}]" in result.output
