@@ -107,13 +107,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    try:
         conn.execute("COMMIT")
-    except BaseException:
+    except BaseException:  # the block or the commit failed
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
