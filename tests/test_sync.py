@@ -242,7 +242,7 @@ def forged(honest: bytes) -> bytes:
 
 
 def penalty_total(node: Node) -> int:
-    return node._networks[None].gossip.penalties.invalid_total
+    return node.network().gossip.penalties.invalid_total
 
 
 async def test_lying_peers_are_cut_off_penalised_and_the_node_keeps_working(tmp_path):
@@ -348,7 +348,7 @@ async def test_lying_peers_are_cut_off_penalised_and_the_node_keeps_working(tmp_
                 print(f"{name}: A gave up after {took:.2f} s ({report.error})")
 
         # Two violations from one identity within a minute: banned and disconnected.
-        gossip_a = a._networks[None].gossip
+        gossip_a = a.network().gossip
         async with raw_host() as h:
             hostile = h.get_id().to_base58()
             await dial(h, peer_info_of(a.addrs()[0]))
@@ -398,7 +398,7 @@ async def test_a_busy_responder_refuses_and_the_initiator_stops_there(tmp_path):
         async with raw_host(busy) as h:
             await dial(h, peer_info_of(a.addrs()[0]))
             peer = h.get_id().to_base58()
-            reports = await a._networks[None].sync.sync_peer(peer, swarms)
+            reports = await a.network().sync.sync_peer(peer, swarms)
         assert [r.outcome for r in reports] == ["refused"], reports
         assert reports[0].refuse_code == RefuseCode.BUSY and refusals == 1
         assert reports[0].error == "refused (2): busy: try again later"

@@ -523,3 +523,19 @@ def test_calls_out_of_turn_are_driver_bugs_not_violations():
     with pytest.raises(RuntimeError):
         r.session.records((record(1),))  # no Push yet: the peer's NOTWANT has not come
     assert r.session.phase is Phase.TRANSFER  # none of it was held against the peer
+
+
+def test_an_aborted_session_takes_late_answers_and_asks_nothing():
+    """The push and the ingest run beside the reading: their answers may come after a violation."""
+    i, script = honest_responder_script(range(30), range(32))  # I lacks 30 and 31
+    feed(i, script)  # reconciled, I's NOTWANT made
+    assert isinstance(i.session.receive(NotWant(()))[0], Push)  # the push starts (not performed here)
+    assert i.session.receive(Records((record(30),))) == [Ingest((record(30),))]  # an ingest under way
+    with pytest.raises(SyncViolation, match="was not expected"):
+        i.session.receive(Records((record(999),)))
+    assert i.session.phase is Phase.ABORTED
+    assert i.session.ingested(1, 0, 0) == [] and i.session.report.records_stored == 1
+    assert i.session.records((record(5),)) == [] and i.session.end() == []
+    assert i.session.report.records_sent == 0
+    with pytest.raises(RuntimeError):
+        i.session.ingested(1, 0, 0)  # nothing was under way any more

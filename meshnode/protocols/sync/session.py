@@ -88,9 +88,12 @@ Every message not listed for the current state is a violation.
 
 A violation raises :class:`~meshnode.errors.SyncViolation` and moves the
 session to ``ABORTED`` (the driver resets the stream and penalises the
-peer). Calling a method out of turn (``records`` before ``Push``, ``end``
-twice, ``receive`` in ``TRANSFER`` before ``notwant`` ...) is a bug in the
-driver, not the peer's fault: :class:`RuntimeError`.
+peer). An aborted session still takes the answers to what it asked before
+(``records``, ``end``: nothing more is sent; ``ingested``: the stored
+records are counted) and returns no action. Calling a method out of turn
+(``records`` before ``Push``, ``end`` twice, ``receive`` in ``TRANSFER``
+before ``notwant`` ...) is a bug in the driver, not the peer's fault:
+:class:`RuntimeError`.
 
 The session fills its :class:`SessionReport` with what it knows (swarm,
 rounds, have/need, record and reconciliation-byte counts); the driver adds
@@ -324,6 +327,8 @@ class SyncSession(Generic[S]):
 
     def records(self, batch: tuple[bytes, ...]) -> list[Action]:
         """Answer ``Push``: send one frame of records."""
+        if self.phase is Phase.ABORTED:
+            return []
         if self._out is not _Out.PUSHING or not batch or self.phase is not Phase.TRANSFER:
             raise RuntimeError("records() sends a non-empty batch after Push, before end()")
         self.report.records_sent += len(batch)
@@ -331,6 +336,8 @@ class SyncSession(Generic[S]):
 
     def end(self) -> list[Action]:
         """Answer ``Push``: the last frame was sent."""
+        if self.phase is Phase.ABORTED:
+            return []
         if self._out is not _Out.PUSHING or self.phase is not Phase.TRANSFER:
             raise RuntimeError("end() closes a Push, once")
         self._out = _Out.ENDED
@@ -338,11 +345,13 @@ class SyncSession(Generic[S]):
 
     def ingested(self, stored: int, refused: int, invalid: int) -> list[Action]:
         """Answer ``Ingest``: what became of the batch."""
-        if self._ingesting <= 0 or self.phase is not Phase.TRANSFER:
+        if self._ingesting <= 0 or self.phase not in (Phase.TRANSFER, Phase.ABORTED):
             raise RuntimeError("ingested() answers an Ingest")
         self._ingesting -= 1
         self.report.records_stored += stored
         self.report.records_refused += refused
+        if self.phase is Phase.ABORTED:  # a batch under way when the session broke: counted
+            return []
         if invalid:
             self.phase = Phase.ABORTED
             raise SyncViolation(f"{invalid} records fail validation")
