@@ -53,7 +53,7 @@ from meshnode.protocols.host import (
 )
 from meshnode.protocols.px import PeerExchange
 from meshnode.protocols.reachability import NetworkReach, ReachConfig
-from meshnode.protocols.sync import SessionReport, SyncLimits, SyncService, stats_dict
+from meshnode.protocols.sync.service import SessionReport, SyncLimits, SyncService, stats_dict
 from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
 from meshnode.syncindex import SyncIndex
 from meshnode.syncindexes import SyncIndexes
