@@ -16,6 +16,9 @@ dataclasses below. On the wire and on disk it is a canonical CBOR map
   in a seen-cache.
 * A body has exactly one encoding: optional fields that hold their default
   are omitted, and a decoded body must re-encode to the map it came from.
+* :data:`BODY_TYPES` is the one table of record types: for each type name its
+  body class and the functions that encode, decode and check such a body
+  (:class:`BodyType`). Adding a record type is one entry there.
 
 This module is pure: no I/O, no clock (time is a parameter), no network.
 """
@@ -24,8 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, replace
-from functools import cached_property, lru_cache
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, fields, replace
+from functools import cached_property, lru_cache, partial
 from typing import Any, ClassVar
 
 import cbor2
@@ -66,11 +71,13 @@ MAX_DEPOSIT = 200
 MAX_QUANTITY = 1_000_000
 MAX_LEND_DAYS = 3650
 LEVEL_SCALE = 1000  # attest levels are integers in [-1000, 1000] (thousandths)
+SHORT_ID_HEX = 16  # hex digits of an id or key in messages (short_id)
 
 ITEM_KINDS = ("lend", "give", "swap", "service")
 REPLY_ACTIONS = ("accept", "decline", "counter", "cancel", "complete")
 
-_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+#: What a tag may look like (after :func:`normalize_tags`): lowercase letters, digits, '-' and '_'.
+TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _GEOHASH_RE = re.compile(r"^[0123456789bcdefghjkmnpqrstuvwxyz]+$")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -174,20 +181,6 @@ class ProfileBody:
     bio: str = ""
 
 
-BODY_TYPES: dict[str, type] = {
-    "offer": OfferBody,
-    "want": WantBody,
-    "update": UpdateBody,
-    "withdraw": WithdrawBody,
-    "attest": AttestBody,
-    "proposal": ProposalBody,
-    "reply": ReplyBody,
-    "profile": ProfileBody,
-}
-RECORD_TYPES = tuple(BODY_TYPES)
-_TYPE_OF_BODY = {cls: name for name, cls in BODY_TYPES.items()}
-
-
 # --- the record --------------------------------------------------------------
 
 
@@ -221,10 +214,10 @@ class Record:
     @property
     def expires(self) -> int | None:
         """When the record stops being current (ms), if its body says so."""
-        body = self.body
-        if isinstance(body, UpdateBody):
-            return body.item.expires
-        return getattr(body, "expires", None)
+        body_type = _body_type_of(self.body)
+        if body_type is None:
+            return getattr(self.body, "expires", None)
+        return body_type.expires(self.body)
 
 
 def record_id(encoded: bytes) -> bytes:
@@ -232,47 +225,23 @@ def record_id(encoded: bytes) -> bytes:
     return hashlib.blake2b(encoded, digest_size=ID_SIZE).digest()
 
 
+def short_id(value: bytes) -> str:
+    """How messages name a record, key or swarm: its first 16 hex digits and "…"."""
+    return value.hex()[:SHORT_ID_HEX] + "…"
+
+
 def signing_bytes(record: Record) -> bytes:
     """The exact bytes the author's signature covers."""
     encoded = record.__dict__.get("encoded")
     if encoded is not None:
-        cut = _unsigned_from_encoded(record, encoded)
-        if cut is not None:
-            return SIGNING_DOMAIN + cut
+        # Cutting the signature out of the canonical bytes saves re-encoding
+        # the record on every verification.
+        unsigned = wire.without_map_entry(encoded, "sig")
+        if unsigned is not None:
+            return SIGNING_DOMAIN + unsigned
     # The map is built from checked dataclasses, so it is plain data already:
     # encode it directly (wire.encode would walk it again to check).
     return SIGNING_DOMAIN + cbor2.dumps(_record_map(record, with_sig=False), canonical=True)
-
-
-_SIG_ENTRY = b"\x63sig\x58\x40"  # text "sig", then a 64-byte byte string
-
-
-def _unsigned_from_encoded(record: Record, encoded: bytes) -> bytes | None:
-    """The canonical map without ``sig``, cut out of the record's canonical bytes.
-
-    In canonical order the keys run v, ts, seq, sig, body, type, swarm, author
-    (shorter keys first), so the ``sig`` entry starts right after the three
-    integers, at an offset known from their values. Saves re-encoding the
-    record on every verification; returns None if the layout is not the
-    expected one (then the caller re-encodes).
-    """
-    off = 1 + 2 + _int_len(record.v) + 3 + _int_len(record.ts) + 4 + _int_len(record.seq)
-    if encoded[0] != 0xA8 or encoded[off : off + 6] != _SIG_ENTRY:
-        return None
-    return b"\xa7" + encoded[1:off] + encoded[off + 6 + SIG_SIZE :]
-
-
-def _int_len(value: int) -> int:
-    """Length of the canonical CBOR head of a non-negative integer."""
-    if value < 24:
-        return 1
-    if value < 0x100:
-        return 2
-    if value < 0x10000:
-        return 3
-    if value < 0x100000000:
-        return 5
-    return 9
 
 
 def sign_record(record: Record, signing_key: nacl.signing.SigningKey) -> Record:
@@ -301,7 +270,7 @@ def verify_record(record: Record) -> None:
         nacl.signing.VerifyKey(record.author).verify(signing_bytes(record), record.sig)
     except nacl.exceptions.BadSignatureError:
         raise SignatureError(
-            f"signature of {record.type} record by {record.author.hex()[:16]}… does not verify"
+            f"signature of {record.type} record by {short_id(record.author)} does not verify"
         ) from None
     except Exception as exc:  # malformed key or signature material
         raise SignatureError(f"signature cannot be checked: {exc}") from None
@@ -322,11 +291,7 @@ def _is_valid_point(key: bytes) -> bool:
 
 
 def check_record(
-    record: Record,
-    *,
-    now_ms: int,
-    swarms: frozenset[bytes] | set[bytes] | None = None,
-    allow_expired: bool = False,
+    record: Record, *, now_ms: int, swarms: AbstractSet[bytes] | None = None, allow_expired: bool = False
 ) -> None:
     """Check a decoded record against the node's context: swarm, clock skew, expiry.
 
@@ -335,9 +300,7 @@ def check_record(
     expired one is refused unless ``allow_expired``.
     """
     if swarms is not None and record.swarm not in swarms:
-        raise WrongSwarmError(
-            f"record is for swarm {record.swarm.hex()[:16]}…, which this node has not joined"
-        )
+        raise WrongSwarmError(f"record is for swarm {short_id(record.swarm)}, which this node has not joined")
     if record.ts > now_ms + MAX_CLOCK_SKEW_MS:
         raise ClockSkewError(
             f"record timestamp is {(record.ts - now_ms) // 1000} s in the future;"
@@ -366,13 +329,9 @@ def decode_record(data: bytes) -> Record:
 
 
 def open_record(
-    data: bytes,
-    *,
-    now_ms: int,
-    swarms: frozenset[bytes] | set[bytes] | None = None,
-    allow_expired: bool = False,
+    data: bytes, *, now_ms: int, swarms: AbstractSet[bytes] | None = None, allow_expired: bool = False
 ) -> Record:
-    """The full ingest check: decode, schema, context (swarm, skew, expiry), signature.
+    """The full ingest check: :func:`decode_record`, :func:`check_record`, :func:`verify_record`.
 
     Cheap checks run before the signature, so hostile input costs little.
     """
@@ -400,12 +359,15 @@ def _record_map(record: Record, *, with_sig: bool) -> dict[str, Any]:
     return out
 
 
+_RECORD_KEYS = frozenset(Record.FIELDS)
+
+
 def record_from_map(value: Any) -> Record:
     """Build a :class:`Record` from a decoded map, checking every field."""
     if not isinstance(value, dict):
         raise ValidationError(f"expected a record map, found {_describe(value)}")
-    keys = set(value)
-    expected = set(Record.FIELDS)
+    keys = value.keys()
+    expected = _RECORD_KEYS
     if keys != expected:
         missing = sorted(expected - keys)
         extra = sorted(keys - expected)
@@ -423,51 +385,74 @@ def record_from_map(value: Any) -> Record:
     sig = _bytes_field(value["sig"], "sig", SIG_SIZE)
     body = body_from_map(rtype, value["body"])
     record = Record(type=rtype, swarm=swarm, author=author, seq=seq, ts=ts, body=body, sig=sig)
-    _check_envelope(record, body_checked=True)
+    _check_across(record, BODY_TYPES[rtype])
     return record
 
 
 def body_to_map(body: Any) -> dict[str, Any]:
     """The canonical map of a body: fields at their default are omitted."""
-    if isinstance(body, ItemBody):
-        return _item_to_map(body)
-    if isinstance(body, UpdateBody):
-        return {"target": body.target, "item": _item_to_map(body.item)}
-    if isinstance(body, WithdrawBody):
-        return {"target": body.target}
-    if isinstance(body, AttestBody):
-        return _without_defaults(
-            {
-                "subject": body.subject,
-                "level": body.level,
-                "context": body.context,
-                "note": body.note,
-                "expires": body.expires,
-            }
-        )
-    if isinstance(body, ProposalBody):
-        return _without_defaults(
-            {
-                "to": body.to,
-                "give": list(body.give),
-                "take": list(body.take),
-                "note": body.note,
-                "expires": body.expires,
-            }
-        )
-    if isinstance(body, ReplyBody):
-        return _without_defaults(
-            {
-                "proposal": body.proposal,
-                "action": body.action,
-                "give": list(body.give),
-                "take": list(body.take),
-                "note": body.note,
-            }
-        )
-    if isinstance(body, ProfileBody):
-        return _without_defaults({"nickname": body.nickname, "bio": body.bio})
-    raise ValidationError(f"expected a record body, found {_describe(body)}")
+    return _registered_body_type(body).to_map(body)
+
+
+def body_from_map(rtype: str, value: Any) -> Any:
+    """Build and check the body of a record of type ``rtype``; it must re-encode exactly."""
+    if not isinstance(value, dict):
+        raise ValidationError(f"expected a {rtype} body map, found {_describe(value)}")
+    body_type = BODY_TYPES[rtype]
+    try:
+        body = body_type.from_map(value, rtype)
+    except ValidationError as exc:
+        raise type(exc)(f"{rtype} body: {exc.message}") from None
+    # Every field's type and limits were checked while parsing; what is left
+    # are the rules across fields (check_body would check every field twice).
+    body_type.check_rules(body)
+    if _spells_out_a_default(value):
+        raise ValidationError(f"{rtype} body is not in canonical form (a default value was spelled out)")
+    return body
+
+
+def _spells_out_a_default(value: dict[str, Any]) -> bool:
+    """True if an optional field holds its default (which the canonical form omits).
+
+    Optional fields at their default are omitted: spelling one out would give
+    the same body a second encoding. Unknown keys were refused already.
+    """
+    for key, field_value in value.items():
+        if isinstance(field_value, dict):
+            if _spells_out_a_default(field_value):
+                return True
+        elif field_value in (None, "", []) and key not in ("title", "kind"):
+            return True
+    return False
+
+
+def _without_defaults(d: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k in keep or v not in (None, "", [])}
+
+
+# --- each body type: to map, from map, field checks, rules --------------------
+#
+# ``*_from_map`` parses a decoded map and checks each field's type and limits
+# on the way; ``_check_*_fields`` runs the same field checks on a body built
+# in code; ``_check_*_rules`` are the rules across fields, which both paths
+# run afterwards (see check_body and body_from_map).
+
+
+def _no_rules(body: Any) -> None:
+    """For body types whose fields are independent of each other."""
+
+
+def _fields_to_map(body: Any) -> dict[str, Any]:
+    """The map of a body of plain fields (tuples become lists), fields at their default omitted."""
+    out = {}
+    for f in fields(body):
+        value = getattr(body, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return _without_defaults(out)
+
+
+def _own_expires(body: Any) -> int | None:
+    return getattr(body, "expires", None)
 
 
 def _item_to_map(item: ItemBody) -> dict[str, Any]:
@@ -489,87 +474,7 @@ def _item_to_map(item: ItemBody) -> dict[str, Any]:
     )
 
 
-def _without_defaults(d: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k in keep or v not in (None, "", [])}
-
-
-def body_from_map(rtype: str, value: Any) -> Any:
-    """Build and check the body of a record of type ``rtype``; it must re-encode exactly."""
-    if not isinstance(value, dict):
-        raise ValidationError(f"expected a {rtype} body map, found {_describe(value)}")
-    cls = BODY_TYPES[rtype]
-    try:
-        if issubclass(cls, ItemBody):
-            body: Any = _item_from_map(value, cls, rtype)
-        elif cls is UpdateBody:
-            _only_keys(value, {"target", "item"}, rtype)
-            target = _bytes_field(value.get("target"), "target", ID_SIZE)
-            item_map = value.get("item")
-            if not isinstance(item_map, dict):
-                raise ValidationError(f"update: expected an item map, found {_describe(item_map)}")
-            body = UpdateBody(target=target, item=_item_from_map(item_map, ItemBody, "update item"))
-        elif cls is WithdrawBody:
-            _only_keys(value, {"target"}, rtype)
-            body = WithdrawBody(target=_bytes_field(value.get("target"), "target", ID_SIZE))
-        elif cls is AttestBody:
-            _only_keys(value, {"subject", "level", "context", "note", "expires"}, rtype)
-            body = AttestBody(
-                subject=_bytes_field(value.get("subject"), "subject", KEY_SIZE),
-                level=_int_field(value.get("level"), "level", -LEVEL_SCALE, LEVEL_SCALE),
-                context=_text_field(value.get("context", ""), "context", MAX_CONTEXT),
-                note=_text_field(value.get("note", ""), "note", MAX_NOTE),
-                expires=_opt_int(value.get("expires"), "expires"),
-            )
-        elif cls is ProposalBody:
-            _only_keys(value, {"to", "give", "take", "note", "expires"}, rtype)
-            body = ProposalBody(
-                to=_bytes_field(value.get("to"), "to", KEY_SIZE),
-                give=_ids_field(value.get("give", []), "give"),
-                take=_ids_field(value.get("take", []), "take"),
-                note=_text_field(value.get("note", ""), "note", MAX_NOTE),
-                expires=_opt_int(value.get("expires"), "expires"),
-            )
-        elif cls is ReplyBody:
-            _only_keys(value, {"proposal", "action", "give", "take", "note"}, rtype)
-            body = ReplyBody(
-                proposal=_bytes_field(value.get("proposal"), "proposal", ID_SIZE),
-                action=_choice(value.get("action"), "action", REPLY_ACTIONS),
-                give=_ids_field(value.get("give", []), "give"),
-                take=_ids_field(value.get("take", []), "take"),
-                note=_text_field(value.get("note", ""), "note", MAX_NOTE),
-            )
-        else:
-            _only_keys(value, {"nickname", "bio"}, rtype)
-            body = ProfileBody(
-                nickname=_text_field(value.get("nickname", ""), "nickname", MAX_NICKNAME),
-                bio=_text_field(value.get("bio", ""), "bio", MAX_BIO),
-            )
-    except ValidationError as exc:
-        raise type(exc)(f"{rtype} body: {exc.message}") from None
-    # Every field's type and limits were checked while parsing; what is left
-    # are the rules across fields (check_body would check everything twice).
-    _check_rules(body)
-    if _spells_out_a_default(value):
-        raise ValidationError(f"{rtype} body is not in canonical form (a default value was spelled out)")
-    return body
-
-
-def _spells_out_a_default(value: dict[str, Any]) -> bool:
-    """True if an optional field holds its default (which the canonical form omits).
-
-    Optional fields at their default are omitted: spelling one out would give
-    the same body a second encoding. Unknown keys were refused already.
-    """
-    for key, field_value in value.items():
-        if isinstance(field_value, dict):
-            if _spells_out_a_default(field_value):
-                return True
-        elif field_value in (None, "", []) and key not in ("title", "kind"):
-            return True
-    return False
-
-
-def _item_from_map(value: dict[str, Any], cls: type, what: str) -> ItemBody:
+def _item_from_map(value: dict[str, Any], what: str, cls: type[ItemBody] = ItemBody) -> ItemBody:
     _only_keys(value, {"title", "kind", "desc", "tags", "where", "quantity", "terms", "expires"}, what)
     terms_map = value.get("terms")
     terms = None
@@ -596,67 +501,18 @@ def _item_from_map(value: dict[str, Any], cls: type, what: str) -> ItemBody:
     )
 
 
-# --- semantic checks (shared by signing and decoding) -------------------------
-
-
-def check_body(body: Any) -> None:
-    """Check the limits and rules of a body; raise :class:`ValidationError` if broken."""
-    if isinstance(body, ItemBody):
-        _check_item(body)
-    elif isinstance(body, UpdateBody):
-        _check_len(body.target, ID_SIZE, "target")
-        if not isinstance(body.item, ItemBody):
-            raise ValidationError(f"update item: expected an item body, found {_describe(body.item)}")
-        _check_item(body.item)
-    elif isinstance(body, WithdrawBody):
-        _check_len(body.target, ID_SIZE, "target")
-    elif isinstance(body, AttestBody):
-        _check_len(body.subject, KEY_SIZE, "subject")
-        _int_field(body.level, "level", -LEVEL_SCALE, LEVEL_SCALE)
-        _text_field(body.context, "context", MAX_CONTEXT)
-        _text_field(body.note, "note", MAX_NOTE)
-        _opt_int(body.expires, "expires")
-    elif isinstance(body, ProposalBody):
-        _check_len(body.to, KEY_SIZE, "to")
-        _check_ids(body.give, "give")
-        _check_ids(body.take, "take")
-        if not body.give and not body.take:
-            raise ValidationError("a proposal must give or take at least one offer")
-        _text_field(body.note, "note", MAX_NOTE)
-        _opt_int(body.expires, "expires")
-    elif isinstance(body, ReplyBody):
-        _check_len(body.proposal, ID_SIZE, "proposal")
-        _choice(body.action, "action", REPLY_ACTIONS)
-        _check_ids(body.give, "give")
-        _check_ids(body.take, "take")
-        if body.action == "counter":
-            if not body.give and not body.take:
-                raise ValidationError("a counter must give or take at least one offer")
-        elif body.give or body.take:
-            raise ValidationError(f"only a counter carries offers, found {body.action} with offers")
-        _text_field(body.note, "note", MAX_NOTE)
-    elif isinstance(body, ProfileBody):
-        _text_field(body.nickname, "nickname", MAX_NICKNAME)
-        _text_field(body.bio, "bio", MAX_BIO)
-    else:
-        raise ValidationError(f"expected a record body, found {_describe(body)}")
-
-
-def _check_rules(body: Any) -> None:
-    """The rules of a body beyond each field's own type and limits (see check_body)."""
-    if isinstance(body, ItemBody):
-        _check_item_rules(body)
-    elif isinstance(body, UpdateBody):
-        _check_item_rules(body.item)
-    elif isinstance(body, ProposalBody):
-        if not body.give and not body.take:
-            raise ValidationError("a proposal must give or take at least one offer")
-    elif isinstance(body, ReplyBody):
-        if body.action == "counter":
-            if not body.give and not body.take:
-                raise ValidationError("a counter must give or take at least one offer")
-        elif body.give or body.take:
-            raise ValidationError(f"only a counter carries offers, found {body.action} with offers")
+def _check_item_fields(item: ItemBody) -> None:
+    _text_field(item.title, "title", MAX_TITLE)
+    _choice(item.kind, "kind", ITEM_KINDS)
+    _text_field(item.desc, "desc", MAX_DESC)
+    for tag in item.tags:
+        _text_field(tag, "tag", MAX_TAG)
+    _text_field(item.where, "where", MAX_GEOHASH)
+    _opt_int(item.quantity, "quantity", 1, MAX_QUANTITY)
+    if item.terms is not None:
+        _opt_int(item.terms.max_days, "terms.max_days", 1, MAX_LEND_DAYS)
+        _text_field(item.terms.deposit, "terms.deposit", MAX_DEPOSIT)
+    _opt_int(item.expires, "expires")
 
 
 def _check_item_rules(item: ItemBody) -> None:
@@ -665,7 +521,7 @@ def _check_item_rules(item: ItemBody) -> None:
     if len(item.tags) > MAX_TAGS:
         raise ValidationError(f"tags: expected at most {MAX_TAGS}, found {len(item.tags)}")
     for tag in item.tags:
-        if not _TAG_RE.match(tag):
+        if not TAG_PATTERN.match(tag):
             raise ValidationError(f"tag: expected lowercase letters, digits, '-' or '_', found {tag!r}")
     if list(item.tags) != sorted(set(item.tags)):
         raise ValidationError("tags: expected sorted and without duplicates (use normalize_tags)")
@@ -675,55 +531,281 @@ def _check_item_rules(item: ItemBody) -> None:
         raise ValidationError(f"terms: only a lend item has lending terms, found kind {item.kind!r}")
 
 
-def _check_item(item: ItemBody) -> None:
-    title = _text_field(item.title, "title", MAX_TITLE)
-    if not title.strip():
-        raise ValidationError("title: expected some text, found only blanks")
-    _choice(item.kind, "kind", ITEM_KINDS)
-    _text_field(item.desc, "desc", MAX_DESC)
-    if len(item.tags) > MAX_TAGS:
-        raise ValidationError(f"tags: expected at most {MAX_TAGS}, found {len(item.tags)}")
-    for tag in item.tags:
-        _text_field(tag, "tag", MAX_TAG)
-        if not _TAG_RE.match(tag):
-            raise ValidationError(f"tag: expected lowercase letters, digits, '-' or '_', found {tag!r}")
-    if list(item.tags) != sorted(set(item.tags)):
-        raise ValidationError("tags: expected sorted and without duplicates (use normalize_tags)")
-    _text_field(item.where, "where", MAX_GEOHASH)
-    if item.where and not _GEOHASH_RE.match(item.where):
-        raise ValidationError(f"where: expected a geohash (base32, at most 6), found {item.where!r}")
-    _opt_int(item.quantity, "quantity", 1, MAX_QUANTITY)
-    if item.terms is not None:
-        if item.kind != "lend":
-            raise ValidationError(f"terms: only a lend item has lending terms, found kind {item.kind!r}")
-        _opt_int(item.terms.max_days, "terms.max_days", 1, MAX_LEND_DAYS)
-        _text_field(item.terms.deposit, "terms.deposit", MAX_DEPOSIT)
-    _opt_int(item.expires, "expires")
+def _update_to_map(body: UpdateBody) -> dict[str, Any]:
+    return {"target": body.target, "item": _item_to_map(body.item)}
 
 
-def _check_envelope(record: Record, *, body_checked: bool = False) -> None:
+def _update_from_map(value: dict[str, Any], what: str) -> UpdateBody:
+    _only_keys(value, {"target", "item"}, what)
+    target = _bytes_field(value.get("target"), "target", ID_SIZE)
+    item_map = value.get("item")
+    if not isinstance(item_map, dict):
+        raise ValidationError(f"update: expected an item map, found {_describe(item_map)}")
+    return UpdateBody(target=target, item=_item_from_map(item_map, "update item"))
+
+
+def _check_update_fields(body: UpdateBody) -> None:
+    _check_len(body.target, ID_SIZE, "target")
+    if not isinstance(body.item, ItemBody):
+        raise ValidationError(f"update item: expected an item body, found {_describe(body.item)}")
+    _check_item_fields(body.item)
+
+
+def _check_update_rules(body: UpdateBody) -> None:
+    _check_item_rules(body.item)
+
+
+def _update_expires(body: UpdateBody) -> int | None:
+    return body.item.expires
+
+
+def _withdraw_to_map(body: WithdrawBody) -> dict[str, Any]:
+    return {"target": body.target}
+
+
+def _withdraw_from_map(value: dict[str, Any], what: str) -> WithdrawBody:
+    _only_keys(value, {"target"}, what)
+    return WithdrawBody(target=_bytes_field(value.get("target"), "target", ID_SIZE))
+
+
+def _check_withdraw_fields(body: WithdrawBody) -> None:
+    _check_len(body.target, ID_SIZE, "target")
+
+
+def _attest_from_map(value: dict[str, Any], what: str) -> AttestBody:
+    _only_keys(value, {"subject", "level", "context", "note", "expires"}, what)
+    return AttestBody(
+        subject=_bytes_field(value.get("subject"), "subject", KEY_SIZE),
+        level=_int_field(value.get("level"), "level", -LEVEL_SCALE, LEVEL_SCALE),
+        context=_text_field(value.get("context", ""), "context", MAX_CONTEXT),
+        note=_text_field(value.get("note", ""), "note", MAX_NOTE),
+        expires=_opt_int(value.get("expires"), "expires"),
+    )
+
+
+def _check_attest_fields(body: AttestBody) -> None:
+    _check_len(body.subject, KEY_SIZE, "subject")
+    _int_field(body.level, "level", -LEVEL_SCALE, LEVEL_SCALE)
+    _text_field(body.context, "context", MAX_CONTEXT)
+    _text_field(body.note, "note", MAX_NOTE)
+    _opt_int(body.expires, "expires")
+
+
+def _check_attest_author(body: AttestBody, author: bytes) -> None:
+    if body.subject == author:
+        raise ValidationError("an attestation must be about someone else")
+
+
+def _proposal_from_map(value: dict[str, Any], what: str) -> ProposalBody:
+    _only_keys(value, {"to", "give", "take", "note", "expires"}, what)
+    return ProposalBody(
+        to=_bytes_field(value.get("to"), "to", KEY_SIZE),
+        give=_ids_field(value.get("give", []), "give"),
+        take=_ids_field(value.get("take", []), "take"),
+        note=_text_field(value.get("note", ""), "note", MAX_NOTE),
+        expires=_opt_int(value.get("expires"), "expires"),
+    )
+
+
+def _check_proposal_fields(body: ProposalBody) -> None:
+    _check_len(body.to, KEY_SIZE, "to")
+    _check_ids(body.give, "give")
+    _check_ids(body.take, "take")
+    _text_field(body.note, "note", MAX_NOTE)
+    _opt_int(body.expires, "expires")
+
+
+def _check_proposal_rules(body: ProposalBody) -> None:
+    if not body.give and not body.take:
+        raise ValidationError("a proposal must give or take at least one offer")
+
+
+def _check_proposal_author(body: ProposalBody, author: bytes) -> None:
+    if body.to == author:
+        raise ValidationError("a proposal must be addressed to someone else")
+
+
+def _reply_from_map(value: dict[str, Any], what: str) -> ReplyBody:
+    _only_keys(value, {"proposal", "action", "give", "take", "note"}, what)
+    return ReplyBody(
+        proposal=_bytes_field(value.get("proposal"), "proposal", ID_SIZE),
+        action=_choice(value.get("action"), "action", REPLY_ACTIONS),
+        give=_ids_field(value.get("give", []), "give"),
+        take=_ids_field(value.get("take", []), "take"),
+        note=_text_field(value.get("note", ""), "note", MAX_NOTE),
+    )
+
+
+def _check_reply_fields(body: ReplyBody) -> None:
+    _check_len(body.proposal, ID_SIZE, "proposal")
+    _choice(body.action, "action", REPLY_ACTIONS)
+    _check_ids(body.give, "give")
+    _check_ids(body.take, "take")
+    _text_field(body.note, "note", MAX_NOTE)
+
+
+def _check_reply_rules(body: ReplyBody) -> None:
+    if body.action == "counter":
+        if not body.give and not body.take:
+            raise ValidationError("a counter must give or take at least one offer")
+    elif body.give or body.take:
+        raise ValidationError(f"only a counter carries offers, found {body.action} with offers")
+
+
+def _profile_from_map(value: dict[str, Any], what: str) -> ProfileBody:
+    _only_keys(value, {"nickname", "bio"}, what)
+    return ProfileBody(
+        nickname=_text_field(value.get("nickname", ""), "nickname", MAX_NICKNAME),
+        bio=_text_field(value.get("bio", ""), "bio", MAX_BIO),
+    )
+
+
+def _check_profile_fields(body: ProfileBody) -> None:
+    _text_field(body.nickname, "nickname", MAX_NICKNAME)
+    _text_field(body.bio, "bio", MAX_BIO)
+
+
+def _no_author_rule(body: Any, author: bytes) -> None:
+    """For body types that may name their own author."""
+
+
+# --- the registry of body types -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BodyType:
+    """One record type: its name, its body class, and how such a body is encoded, decoded and checked.
+
+    * ``to_map(body)``: the canonical map (optional fields at their default omitted).
+    * ``from_map(value, what)``: the body parsed from a decoded map, each
+      field's type and limits checked on the way (``what`` names it in errors).
+    * ``check_fields(body)``: the same field checks, on a body built in code.
+    * ``check_rules(body)``: the rules across fields (after either of the two above).
+    * ``check_author(body, author)``: the rules that involve the record's author.
+    * ``expires(body)``: when a record with this body stops being current, if ever.
+    """
+
+    name: str
+    cls: type
+    to_map: Callable[[Any], dict[str, Any]]
+    from_map: Callable[[dict[str, Any], str], Any]
+    check_fields: Callable[[Any], None]
+    check_rules: Callable[[Any], None] = _no_rules
+    check_author: Callable[[Any, bytes], None] = _no_author_rule
+    expires: Callable[[Any], int | None] = _own_expires
+
+
+def _item_type(name: str, cls: type[ItemBody]) -> BodyType:
+    return BodyType(
+        name, cls, _item_to_map, partial(_item_from_map, cls=cls), _check_item_fields, _check_item_rules
+    )
+
+
+#: Every record type, by the name its records carry in ``"type"``. Adding a
+#: record type is one body dataclass, its functions above and one entry here.
+BODY_TYPES: dict[str, BodyType] = {
+    t.name: t
+    for t in (
+        _item_type("offer", OfferBody),
+        _item_type("want", WantBody),
+        BodyType(
+            "update",
+            UpdateBody,
+            _update_to_map,
+            _update_from_map,
+            _check_update_fields,
+            _check_update_rules,
+            expires=_update_expires,
+        ),
+        BodyType("withdraw", WithdrawBody, _withdraw_to_map, _withdraw_from_map, _check_withdraw_fields),
+        BodyType(
+            "attest",
+            AttestBody,
+            _fields_to_map,
+            _attest_from_map,
+            _check_attest_fields,
+            check_author=_check_attest_author,
+        ),
+        BodyType(
+            "proposal",
+            ProposalBody,
+            _fields_to_map,
+            _proposal_from_map,
+            _check_proposal_fields,
+            _check_proposal_rules,
+            _check_proposal_author,
+        ),
+        BodyType(
+            "reply", ReplyBody, _fields_to_map, _reply_from_map, _check_reply_fields, _check_reply_rules
+        ),
+        BodyType("profile", ProfileBody, _fields_to_map, _profile_from_map, _check_profile_fields),
+    )
+}
+RECORD_TYPES = tuple(BODY_TYPES)
+_BODY_TYPE_OF_CLASS: dict[type, BodyType] = {t.cls: t for t in BODY_TYPES.values()}
+# A bare ItemBody (the item inside an update) is encoded and checked as offers and wants are.
+_ENCODING_OF_CLASS: dict[type, BodyType] = {**_BODY_TYPE_OF_CLASS, ItemBody: BODY_TYPES["offer"]}
+
+
+def _body_type_of(body: Any) -> BodyType | None:
+    """The registry entry that encodes and checks ``body`` (found for subclasses too), if any."""
+    for cls in type(body).__mro__:
+        body_type = _ENCODING_OF_CLASS.get(cls)
+        if body_type is not None:
+            return body_type
+    return None
+
+
+def _registered_body_type(body: Any) -> BodyType:
+    body_type = _body_type_of(body)
+    if body_type is None:
+        raise ValidationError(f"expected a record body, found {_describe(body)}")
+    return body_type
+
+
+def record_type_of(body: Any) -> str:
+    """The record type name for a body instance."""
+    body_type = _BODY_TYPE_OF_CLASS.get(type(body))
+    if body_type is None:
+        raise ValidationError(f"expected a record body, found {_describe(body)}")
+    return body_type.name
+
+
+# --- checks (shared by signing and decoding) ------------------------------------
+
+
+def check_body(body: Any) -> None:
+    """Check the limits and rules of a body; raise :class:`ValidationError` if broken."""
+    body_type = _registered_body_type(body)
+    body_type.check_fields(body)
+    body_type.check_rules(body)
+
+
+def _check_envelope(record: Record) -> None:
+    """Every check of a record built in code: its fields, its body, and the rules across them."""
     if record.v != VERSION:
         raise ValidationError(f"expected record version {VERSION}, found {record.v!r}")
-    if record.type not in BODY_TYPES:
+    body_type = BODY_TYPES.get(record.type)
+    if body_type is None:
         raise ValidationError(f"expected a record type in {list(RECORD_TYPES)}, found {record.type!r}")
-    expected_cls = BODY_TYPES[record.type]
-    if type(record.body) is not expected_cls:
+    if type(record.body) is not body_type.cls:
         raise ValidationError(
-            f"a {record.type} record needs a {expected_cls.__name__}, found {_describe(record.body)}"
+            f"a {record.type} record needs a {body_type.cls.__name__}, found {_describe(record.body)}"
         )
     _check_len(record.swarm, SWARM_ID_SIZE, "swarm")
     _check_len(record.author, KEY_SIZE, "author")
     _int_field(record.seq, "seq", 0, 2**63 - 1)
     _int_field(record.ts, "ts", 0, 2**63 - 1)
-    if not body_checked:
-        check_body(record.body)
-    expires = record.expires
+    check_body(record.body)
+    _check_across(record, body_type)
+
+
+def _check_across(record: Record, body_type: BodyType) -> None:
+    """The rules across a record's fields and its body (all that decoding has left to check)."""
+    expires = body_type.expires(record.body)
     if expires is not None and expires <= record.ts:
         raise ValidationError("expires: expected a time after the record's own timestamp")
-    if isinstance(record.body, ProposalBody) and record.body.to == record.author:
-        raise ValidationError("a proposal must be addressed to someone else")
-    if isinstance(record.body, AttestBody) and record.body.subject == record.author:
-        raise ValidationError("an attestation must be about someone else")
+    body_type.check_author(record.body, record.author)
 
 
 def normalize_tags(tags: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -807,14 +889,6 @@ def _check_ids(ids: tuple[bytes, ...], name: str) -> None:
         _check_len(i, ID_SIZE, name)
     if len(set(ids)) != len(ids):
         raise ValidationError(f"{name}: the same id appears twice")
-
-
-def record_type_of(body: Any) -> str:
-    """The record type name for a body instance."""
-    try:
-        return _TYPE_OF_BODY[type(body)]
-    except KeyError:
-        raise ValidationError(f"expected a record body, found {_describe(body)}") from None
 
 
 def new_record(body: Any, *, swarm: bytes, seq: int, ts: int, signing_key: nacl.signing.SigningKey) -> Record:

@@ -14,10 +14,15 @@ non-canonical form (long integer heads, unsorted keys, ...). Floats are
 not part of meshnode's data model (levels and amounts are integers), so
 no float ever needs a canonical width.
 Every refusal is a :class:`~meshnode.errors.DecodeError`; nothing else escapes.
+
+:func:`without_map_entry` cuts one entry out of a canonical map's bytes
+without decoding them (records take the bytes a signature covers out of the
+signed bytes this way).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import cbor2
@@ -89,6 +94,87 @@ def decode(
             raise DecodeError(f"expected one CBOR value, found {len(data) - len(again)} trailing bytes")
         raise DecodeError("expected canonical CBOR (RFC 8949 §4.2), found a non-canonical encoding")
     return value
+
+
+def without_map_entry(encoded: bytes, key: str) -> bytes | None:
+    """The canonical encoding of the map ``encoded`` without its entry ``key``, cut from the bytes.
+
+    ``encoded`` must be canonical CBOR (as :func:`decode` proves): removing an
+    entry from a canonical map leaves the other entries canonical and in
+    order, so the result is exactly ``encode(map without key)``, at the cost of
+    reading the heads of the entries up to ``key`` instead of encoding the
+    whole map again. Returns ``None`` if ``encoded`` is not a map, has no entry
+    ``key`` or ends early.
+    """
+    want = _text_item(key)
+    try:
+        major, count, entries_start = _head(encoded, 0)
+        if major != _MAP:
+            return None
+        pos = entries_start
+        for _ in range(count):
+            start = pos
+            pos = _skip_items(encoded, pos, 2)  # the key and its value
+            if encoded.startswith(want, start) and start + len(want) < pos <= len(encoded):
+                return _head_bytes(_MAP, count - 1) + encoded[entries_start:start] + encoded[pos:]
+    except (IndexError, ValueError):
+        return None
+    return None
+
+
+_BYTES, _TEXT, _ARRAY, _MAP, _TAG = 2, 3, 4, 5, 6
+
+
+def _head(data: bytes, pos: int) -> tuple[int, int, int]:
+    """``(major type, argument, position after the head)`` of the data item at ``pos``."""
+    initial = data[pos]
+    major, info = initial >> 5, initial & 0x1F
+    if info < 24:
+        return major, info, pos + 1
+    if info > 27:  # indefinite length or reserved: never in canonical bytes
+        raise ValueError("not a definite-length head")
+    size = 1 << (info - 24)
+    end = pos + 1 + size
+    if end > len(data):
+        raise IndexError("head runs past the end")
+    return major, int.from_bytes(data[pos + 1 : end], "big"), end
+
+
+def _skip_items(data: bytes, pos: int, count: int) -> int:
+    """The position after ``count`` whole data items that start at ``pos``."""
+    while count:
+        initial = data[pos]
+        if initial & 0x1F < 24:  # the argument is in the first byte (most heads)
+            major, arg, pos = initial >> 5, initial & 0x1F, pos + 1
+        else:
+            major, arg, pos = _head(data, pos)
+        count -= 1
+        if major == _BYTES or major == _TEXT:
+            pos += arg
+        elif major == _ARRAY:
+            count += arg
+        elif major == _MAP:
+            count += 2 * arg
+        elif major == _TAG:
+            count += 1
+    return pos
+
+
+@lru_cache(maxsize=64)
+def _text_item(text: str) -> bytes:
+    """The canonical encoding of a text string."""
+    data = text.encode()
+    return _head_bytes(_TEXT, len(data)) + data
+
+
+def _head_bytes(major: int, arg: int) -> bytes:
+    """The canonical (shortest) head of a data item with this major type and argument."""
+    if arg < 24:
+        return bytes([major << 5 | arg])
+    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if arg < 1 << (8 * size):
+            return bytes([major << 5 | info]) + arg.to_bytes(size, "big")
+    raise ValueError(f"argument too large for a CBOR head: {arg}")
 
 
 def _refuse_tag(_decoder: Any, tag: Any) -> Any:

@@ -87,3 +87,26 @@ def test_encode_refuses_what_decode_would_refuse():
     for bad in (1.5, {1: 2}, object(), 2**64, {"a": {1.0}}):
         with pytest.raises(DecodeError):
             wire.encode(bad)
+
+
+@given(st.dictionaries(st.text(max_size=8), plain, max_size=30), st.text(max_size=8))
+def test_a_map_entry_cut_from_the_bytes_equals_the_map_encoded_without_it(value, key):
+    """without_map_entry gives encode(map minus key); None when the key is absent."""
+    keys = [key, *value]
+    for k in keys:
+        cut = wire.without_map_entry(wire.encode(value), k)
+        if k in value:
+            assert cut == wire.encode({x: v for x, v in value.items() if x != k})
+        else:
+            assert cut is None
+
+
+def test_a_map_entry_is_cut_only_from_whole_maps():
+    entries = {f"k{i:02}": i for i in range(24)}  # 24 entries: a two-byte head, 23: one byte
+    assert wire.without_map_entry(wire.encode(entries), "k05") == wire.encode(
+        {k: v for k, v in entries.items() if k != "k05"}
+    )
+    assert wire.without_map_entry(wire.encode([1, 2]), "a") is None  # not a map
+    assert wire.without_map_entry(wire.encode({"a": b"xyz"})[:-1], "a") is None  # ends early
+    assert wire.without_map_entry(b"", "a") is None
+    assert wire.without_map_entry(b"\xbf\x61a\x01\xff", "a") is None  # indefinite length
