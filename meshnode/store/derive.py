@@ -29,17 +29,12 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from meshnode.errors import ExpiredError, MeshError, NotAllowed
-from meshnode.records import ItemBody, LendTerms, Record
+from meshnode.records import ItemBody, LendTerms, Record, short_id
 
 #: Record types that are items (one row each in ``items``).
 ITEM_TYPES = ("offer", "want")
 #: Record types that name an item: they change it, they are not items.
 TARGETING = ("update", "withdraw")
-
-
-def short_id(record_id: bytes) -> str:
-    """The first 16 hex digits of an id, for messages."""
-    return record_id.hex()[:16] + "…"
 
 
 class Target(Protocol):

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from meshnode.errors import StoreError
-from meshnode.records import Record, decode_record
+from meshnode.records import Record, decode_record, short_id
 from meshnode.store.connection import select_in
-from meshnode.store.derive import ItemHead, short_id
+from meshnode.store.derive import ItemHead
 
 _SELECT_HEADS = "SELECT id, type, author, swarm, ts, seq, target FROM records"
 

@@ -89,7 +89,7 @@ def items_query(
     params.append(now_ms)
     if tag is not None:
         wanted = records.normalize_tags([tag])
-        if not wanted or not records._TAG_RE.match(wanted[0]):
+        if not wanted or not records.TAG_PATTERN.match(wanted[0]):
             return None
         where.append("instr(' ' || i.tags || ' ', ?) > 0")
         params.append(f" {wanted[0]} ")

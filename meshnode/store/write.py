@@ -25,7 +25,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from meshnode.errors import ClockSkewError, ExpiredError, MeshError
-from meshnode.records import MAX_CLOCK_SKEW_MS, AttestBody, Record, decode_record
+from meshnode.records import MAX_CLOCK_SKEW_MS, AttestBody, Record, decode_record, short_id
 from meshnode.store.connection import chunks, execute_in, marks, select_in
 from meshnode.store.derive import (
     ITEM_COLUMNS,
@@ -37,7 +37,6 @@ from meshnode.store.derive import (
     derive_item,
     invalid_heads,
     refusal_of_unknown_target,
-    short_id,
     target_refusal,
 )
 from meshnode.store.lookups import (
