@@ -324,10 +324,11 @@ class RecordGossip:
         """Blacklist ``peer`` in pubsub and close its connection."""
         self.stats.banned_peers += 1
         log.warning("banning peer %s: too many invalid records", peer.to_base58())
-        try:
-            self.pubsub.add_to_blacklist(peer)
-        except Exception as exc:
-            log.debug("blacklist failed: %r", exc)
+        # Into the blacklist set only: add_to_blacklist() also starts a teardown
+        # task that races the connection closing below and then kills pubsub,
+        # and the host with it (pitfall 38). Closing the connection makes
+        # pubsub forget the peer properly (streams, queues, router, topics).
+        self.pubsub.blacklisted_peers.add(peer)
         if self._nursery is not None:
             self._nursery.start_soon(self._disconnect, peer)
 
