@@ -94,7 +94,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from meshnode.errors import MeshError, NotAllowed, NotFound, TransitionError, ValidationError
-from meshnode.records import ProposalBody, Record, ReplyBody, check_body
+from meshnode.records import ProposalBody, Record, ReplyBody, check_body, short_id
 
 PROPOSED = "proposed"
 COUNTERED = "countered"
@@ -178,7 +178,7 @@ class Trade:
             return self.responder
         if key == self.responder:
             return self.proposer
-        raise NotAllowed(f"{_actor(self, key)} is not a party to trade {_short(self.proposal_id)}")
+        raise NotAllowed(f"{_actor(self, key)} is not a party to trade {short_id(self.proposal_id)}")
 
     def awaiting(self) -> bytes | None:
         """Who must move next: the party who did not make the current terms.
@@ -252,8 +252,8 @@ def apply_reply(
         raise ValidationError(f"expected a reply record, found a {reply.type} record")
     if trade.swarm and reply.swarm != trade.swarm:
         raise ValidationError(
-            f"reply is for swarm {_short(reply.swarm)}, but trade {_short(trade.proposal_id)}"
-            f" is in swarm {_short(trade.swarm)}"
+            f"reply is for swarm {short_id(reply.swarm)}, but trade {short_id(trade.proposal_id)}"
+            f" is in swarm {short_id(trade.swarm)}"
         )
     return _move(
         trade,
@@ -316,11 +316,11 @@ def _move(
     consumed: AbstractSet[bytes] | None,
 ) -> Trade:
     """The one implementation of every move, shared by apply_reply and check_reply."""
-    tid = _short(trade.proposal_id)
+    tid = short_id(trade.proposal_id)
     action = body.action
     if body.proposal != trade.proposal_id:
         raise ValidationError(
-            f"reply names proposal {_short(body.proposal)}, expected this trade's proposal {tid}"
+            f"reply names proposal {short_id(body.proposal)}, expected this trade's proposal {tid}"
         )
     actor = _actor(trade, author)
     state = trade.state
@@ -334,7 +334,7 @@ def _move(
     if trade.role(author) is None:
         raise NotAllowed(
             f"{actor} cannot {action} trade {tid} (state {state}): only the proposer"
-            f" {_short(trade.proposer)} and the responder {_short(trade.responder)} may reply"
+            f" {short_id(trade.proposer)} and the responder {short_id(trade.responder)} may reply"
         )
     if ts < trade.created_ts:
         raise TransitionError(
@@ -442,28 +442,30 @@ def _check_terms(
     """Refuse terms naming offers of the wrong party, withdrawn, or (for accept) taken."""
     both = sorted(set(give) & set(take))
     if both:
-        raise TransitionError(f"{what}: offer {_short(both[0])} is on both sides of the terms")
+        raise TransitionError(f"{what}: offer {short_id(both[0])} is on both sides of the terms")
     for side, ids, owner in (("give", give, trade.proposer), ("take", take, trade.responder)):
         for oid in ids:
             info = offers.get(oid) if offers is not None else None
             if info is not None:
                 if info.author != owner:
                     raise TransitionError(
-                        f"{what}: offer {_short(oid)} is on the {trade.role(owner)}'s side ({side}),"
+                        f"{what}: offer {short_id(oid)} is on the {trade.role(owner)}'s side ({side}),"
                         f" but it belongs to {_actor(trade, info.author)}"
                     )
                 if info.withdrawn_at is not None and info.withdrawn_at <= ts:
-                    raise TransitionError(f"{what}: offer {_short(oid)} was withdrawn at {info.withdrawn_at}")
+                    raise TransitionError(
+                        f"{what}: offer {short_id(oid)} was withdrawn at {info.withdrawn_at}"
+                    )
             if not accepting:
                 continue
             if consumed is not None and oid in consumed:
                 raise TransitionError(
-                    f"{what}: offer {_short(oid)} was already given away in a completed trade"
+                    f"{what}: offer {short_id(oid)} was already given away in a completed trade"
                 )
             holder = reserved.get(oid) if reserved is not None else None
             if holder is not None and holder != trade.proposal_id:
                 raise TransitionError(
-                    f"{what}: offer {_short(oid)} is reserved by accepted trade {_short(holder)}"
+                    f"{what}: offer {short_id(oid)} is reserved by accepted trade {short_id(holder)}"
                 )
 
 
@@ -491,7 +493,7 @@ class TradeBook:
         try:
             return self.trades[proposal_id]
         except KeyError:
-            raise NotFound(f"no trade for proposal {_short(proposal_id)} is known") from None
+            raise NotFound(f"no trade for proposal {short_id(proposal_id)} is known") from None
 
     def involving(self, key: bytes) -> list[Trade]:
         """The trades where ``key`` is proposer or responder, oldest first."""
@@ -597,12 +599,8 @@ def _is_consumed(info: OfferInfo | None) -> bool:
     return info is None or info.kind not in RETURNING_KINDS
 
 
-def _short(value: bytes) -> str:
-    return value.hex()[:12] + "…"
-
-
 def _actor(trade: Trade, key: bytes) -> str:
     role = trade.role(key)
     if role is None:
-        return f"key {_short(key)} (not a party)"
-    return f"the {role} {_short(key)}"
+        return f"key {short_id(key)} (not a party)"
+    return f"the {role} {short_id(key)}"

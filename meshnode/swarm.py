@@ -28,6 +28,7 @@ import base58
 
 from meshnode import wire
 from meshnode.errors import BadValue, DecodeError, InviteError
+from meshnode.records import short_id
 
 SWARM_ID_SIZE = 32
 SWARM_KEY_SIZE = 32
@@ -56,7 +57,7 @@ class Swarm:
             raise BadValue(f"swarm key: expected {SWARM_KEY_SIZE} bytes")
 
     def __repr__(self) -> str:  # never print the key
-        return f"Swarm(name={self.name!r}, id={self.id.hex()[:16]}…, private={self.private})"
+        return f"Swarm(name={self.name!r}, id={short_id(self.id)}, private={self.private})"
 
     @property
     def private(self) -> bool:

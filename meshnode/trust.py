@@ -106,6 +106,7 @@ from meshnode.records import (
     LEVEL_SCALE,
     AttestBody,
     Record,
+    short_id,
 )
 from meshnode.records import describe as _describe
 
@@ -260,9 +261,7 @@ def edges_from_trades(completed: Iterable[tuple[bytes, bytes, bytes]]) -> list[T
         known = parties_of.get(proposal)
         if known is not None:
             if known != pair:
-                raise BadValue(
-                    f"proposal {proposal.hex()[:16]}… is listed with two different pairs of parties"
-                )
+                raise BadValue(f"proposal {short_id(proposal)} is listed with two different pairs of parties")
             continue
         parties_of[proposal] = pair
         if len(pair) == 2:
@@ -351,8 +350,8 @@ class TrustGraph:
             marker = (edge.source, edge.target, edge.kind)
             if marker in seen:
                 raise BadValue(
-                    f"expected at most one {edge.kind} edge from {edge.source.hex()[:16]}… to "
-                    f"{edge.target.hex()[:16]}…, found several (combine them with "
+                    f"expected at most one {edge.kind} edge from {short_id(edge.source)} to "
+                    f"{short_id(edge.target)}, found several (combine them with "
                     f"edges_from_{'attestations' if edge.kind == 'attest' else 'trades'})"
                 )
             seen.add(marker)

@@ -13,14 +13,10 @@ from dataclasses import dataclass
 from meshnode import barter, trust
 from meshnode.errors import BadValue, NotFound
 from meshnode.identity import key_of_peer_id
+from meshnode.records import short_id
 from meshnode.store import Store
 
-SHORT_ID_HEX = 12
 MIN_PREFIX_HEX = 6
-
-
-def short_id(record_id: bytes) -> str:
-    return record_id.hex()[:SHORT_ID_HEX]
 
 
 def parse_id(text: str, store: Store) -> bytes:

@@ -21,7 +21,15 @@ from meshnode.barter import (
     start_trade,
 )
 from meshnode.errors import MeshError, NotAllowed, NotFound, TransitionError, ValidationError
-from meshnode.records import REPLY_ACTIONS, OfferBody, ProposalBody, Record, ReplyBody, WithdrawBody
+from meshnode.records import (
+    REPLY_ACTIONS,
+    OfferBody,
+    ProposalBody,
+    Record,
+    ReplyBody,
+    WithdrawBody,
+    short_id,
+)
 from tests.conftest import NOW, SWARM, Author
 
 ALICE, BOB, CAROL, DAVE = (Author(seed) for seed in (11, 12, 13, 14))
@@ -403,7 +411,7 @@ def test_two_accepts_of_the_same_offer_only_the_earlier_wins():
         assert b.trades[p2.id].state == "accepted"
         assert b.trades[p1.id].state == "proposed"
         assert b.reserved[B_SWAP.id] == p2.id
-        assert b.refused[acc1.id].endswith(f"is reserved by accepted trade {p2.id.hex()[:12]}…")
+        assert b.refused[acc1.id].endswith(f"is reserved by accepted trade {short_id(p2.id)}")
 
 
 def test_same_timestamp_accepts_are_ordered_by_author_then_seq_then_id():
