@@ -288,6 +288,14 @@ def fingerprint(ids: Iterable[bytes]) -> bytes:
 # --- the local set -------------------------------------------------------------
 
 
+def check_item(ts: object, item_id: object) -> None:
+    """Raise :class:`BadValue` unless ``(ts, item_id)`` is an item: ts in 0..2**64-1, a 32-byte id."""
+    if type(ts) is not int or not 0 <= ts <= MAX_TS:
+        raise BadValue(f"expected an item ts in 0..2**64-1, found {ts!r}")
+    if not isinstance(item_id, bytes) or len(item_id) != ID_SIZE:
+        raise BadValue(f"expected a {ID_SIZE}-byte item id, found {item_id!r}")
+
+
 class ItemSource(Protocol):
     """The local set, as the reconciler needs to see it (a store implements this).
 
@@ -328,10 +336,7 @@ class SortedItems:
         keys = sorted(set(items))
         seen: set[bytes] = set()
         for ts, item_id in keys:
-            if type(ts) is not int or not 0 <= ts <= MAX_TS:
-                raise BadValue(f"expected an item ts in 0..2**64-1, found {ts!r}")
-            if not isinstance(item_id, bytes) or len(item_id) != ID_SIZE:
-                raise BadValue(f"expected a {ID_SIZE}-byte item id, found {item_id!r}")
+            check_item(ts, item_id)
             if item_id in seen:
                 raise BadValue(f"id {item_id.hex()} appears with two different timestamps")
             seen.add(item_id)

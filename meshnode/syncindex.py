@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator
 from itertools import accumulate
 
 from meshnode.errors import BadValue
-from meshnode.reconcile import ID_SIZE, MAX_TS, Bound, Item, bound_between, fingerprint_digest
+from meshnode.reconcile import Bound, Item, bound_between, check_item, fingerprint_digest
 
 _MASK = (1 << 256) - 1
 DEFAULT_BLOCK_SIZE = 512
@@ -69,19 +69,15 @@ def _block_sum(block: list[bytes]) -> int:
     return sum(int.from_bytes(k[TS_BYTES:], "little") for k in block) & _MASK
 
 
-def _check_item(ts: object, item_id: object) -> None:
-    if type(ts) is not int or not 0 <= ts <= MAX_TS:
-        raise BadValue(f"expected an item ts in 0..2**64-1, found {ts!r}")
-    if not isinstance(item_id, bytes) or len(item_id) != ID_SIZE:
-        raise BadValue(f"expected a {ID_SIZE}-byte item id, found {item_id!r}")
-
-
 class SyncIndex:
     """A mutable, ordered set of ``(ts, id)`` items implementing ``ItemSource``.
 
-    An id appears at most once: inserting a known id is a no-op (and returns
-    False), whatever its ts. Not thread-safe: use it from one thread (the trio
-    thread, in the node).
+    An item is the pair ``(ts, id)``: the same pair twice is kept once
+    (inserting it again returns False), but a known id with another ts is
+    another item, a second entry (no id -> ts map is kept to refuse it; a real
+    record id fixes its ts). :meth:`remove` without a ts takes out the entry
+    of that id with the lowest ts. Not thread-safe: use it from one thread
+    (the trio thread, in the node).
     """
 
     def __init__(self, items: Iterable[Item] = (), *, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
@@ -90,7 +86,7 @@ class SyncIndex:
         self._block_size = block_size
         keys = []
         for ts, item_id in items:
-            _check_item(ts, item_id)
+            check_item(ts, item_id)
             keys.append(_key(ts, item_id))
         keys = sorted(set(keys))
         self._len = len(keys)
@@ -199,7 +195,7 @@ class SyncIndex:
 
     def insert(self, ts: int, item_id: bytes) -> bool:
         """Add ``(ts, id)``; True if it is new (the same item again is left as it is)."""
-        _check_item(ts, item_id)
+        check_item(ts, item_id)
         key = _key(ts, item_id)
         blocks = self._blocks
         value = _id_int(key)

@@ -162,3 +162,15 @@ def test_100k_items_build_fast_and_answer_in_microseconds():
     assert built < 0.8
     assert per_fp < 200e-6
     assert appended < 3.0
+
+
+def test_a_known_id_with_another_ts_is_a_second_item():
+    """As the SyncIndex docstring says: items are (ts, id) pairs, no id -> ts map refuses a second ts."""
+    index = SyncIndex([(5, bytes(32))])
+    assert index.insert(6, bytes(32)) and len(index) == 2
+    assert index.has(5, bytes(32)) and index.has(6, bytes(32))
+    assert index.remove(bytes(32)) and list(index) == [(6, bytes(32))]  # the lowest ts goes first
+    assert SyncIndex([(5, bytes(32)), (6, bytes(32))]).items(LOWEST, INFINITY, 10) == [
+        (5, bytes(32)),
+        (6, bytes(32)),
+    ]
