@@ -54,14 +54,15 @@ def valid_addr(addr: object) -> bool:
     if addr.endswith("/p2p-circuit"):
         base = addr[: -len("/p2p-circuit")]
         head, sep, relay = base.rpartition("/p2p/")
-        if not sep or not _valid_peer_text(relay):
+        if not sep or not valid_peer_text(relay):
             return False
         base = head
     split = split_tcp(base)
     return split is not None and split[3] == "" and split[2] != 0 and not split[1].is_unspecified
 
 
-def _valid_peer_text(peer: object) -> bool:
+def valid_peer_text(peer: object) -> bool:
+    """Text that can be a peer id: 1 to 64 base58 characters (ASCII letters and digits but 0, O, I, l)."""
     return (
         isinstance(peer, str)
         and 0 < len(peer) <= MAX_PEER_LEN
@@ -114,7 +115,7 @@ class AddressBook:
 
         Invalid addresses are skipped; a ``/p2p/<id>`` suffix must name ``peer``.
         """
-        if source not in SOURCES or not _valid_peer_text(peer):
+        if source not in SOURCES or not valid_peer_text(peer):
             return False
         clean = []
         for addr in addrs:
@@ -151,7 +152,7 @@ class AddressBook:
         peers = self._swarms.setdefault(swarm, {})
         entry = peers.get(peer)
         if entry is None:
-            if not _valid_peer_text(peer) or not self._make_room(peers, now, connected=True):
+            if not valid_peer_text(peer) or not self._make_room(peers, now, connected=True):
                 return
             entry = peers[peer] = _Peer(learned=now)
         entry.last_seen = now
@@ -278,7 +279,7 @@ class AddressBook:
                 peers = book._swarms.setdefault(sid, {})
                 for item in sw["peers"][:MAX_PEERS]:
                     pid = item["p"]
-                    if not _valid_peer_text(pid):
+                    if not valid_peer_text(pid):
                         raise DecodeError("address book: bad peer id")
                     entry = _Peer(
                         learned=_int(item["l"]),

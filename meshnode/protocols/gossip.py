@@ -19,7 +19,6 @@ What this adapter takes care of, each a measured py-libp2p 0.8.1 pitfall
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from libp2p.pubsub.score import ScoreParams
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshnode.protocols.notifee import Notifee
+from meshnode.records import record_id
 from meshnode.swarm import Swarm
 from meshnode.verdicts import PeerPenalties, Verdict
 
@@ -96,8 +96,7 @@ Judge = Callable[[bytes, str, Swarm], Awaitable[Verdict]]
 
 def message_id(msg: object) -> bytes:
     """The pubsub message id: the record id of the payload (BLAKE2b-256)."""
-    data = getattr(msg, "data", b"") or b""
-    return hashlib.blake2b(data, digest_size=32).digest()
+    return record_id(getattr(msg, "data", b"") or b"")
 
 
 @dataclass

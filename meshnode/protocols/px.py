@@ -33,7 +33,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from meshnode import wire
-from meshnode.addrbook import MAX_ADDRS, _valid_peer_text, valid_addr
+from meshnode.addrbook import MAX_ADDRS, valid_addr, valid_peer_text
 from meshnode.errors import DecodeError, MeshError, NetworkError
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def decode_answer(data: bytes, asked: Iterable[bytes]) -> list[PeerHint]:
         swarm, peer, addrs = item["s"], item["p"], item["a"]
         if swarm not in wanted:
             raise DecodeError("px answer: names a swarm that was not asked about")
-        if not _valid_peer_text(peer):
+        if not valid_peer_text(peer):
             raise DecodeError("px answer: bad peer id")
         if not isinstance(addrs, list) or not 0 < len(addrs) <= MAX_ADDRS or not all(map(valid_addr, addrs)):
             raise DecodeError("px answer: bad addresses")
