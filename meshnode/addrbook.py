@@ -175,7 +175,7 @@ class AddressBook:
         if entry is None:
             return 0
         entry.failures += 1
-        delay = min(self.base_backoff_ms * 2 ** min(entry.failures - 1, 30), self.max_backoff_ms)
+        delay: int = min(self.base_backoff_ms * 2 ** min(entry.failures - 1, 30), self.max_backoff_ms)
         entry.next_try = now + delay
         self.changed = True
         return delay
