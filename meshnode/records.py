@@ -733,7 +733,7 @@ BODY_TYPES: dict[str, BodyType] = {
             _proposal_from_map,
             _check_proposal_fields,
             _check_proposal_rules,
-            _check_proposal_author,
+            check_author=_check_proposal_author,
         ),
         BodyType(
             "reply", ReplyBody, _fields_to_map, _reply_from_map, _check_reply_fields, _check_reply_rules
