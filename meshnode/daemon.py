@@ -99,7 +99,7 @@ def _run_locked(home: Home, listen: list[str], level: int, lock: DaemonLock) -> 
 
     for addr in listen:
         parse_multiaddr(addr)
-    logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT)
+    configure_logging(level)
 
     def announce(line: str) -> None:
         print(line, flush=True)
@@ -115,6 +115,23 @@ def _run_locked(home: Home, listen: list[str], level: int, lock: DaemonLock) -> 
         raise MeshError(
             f"the daemon stopped on an internal error: {leaves[0]!r} (details in the log above)"
         ) from None
+
+
+def configure_logging(level: int) -> None:
+    """The daemon's log: ours at ``level`` on stderr, libp2p's routed in but kept to warnings.
+
+    Imports libp2p first: ``import libp2p`` sets its logger to
+    ``propagate=False`` with no handler (pitfall 11), which would hide its errors.
+    """
+    from meshnode.protocols.autonat import quiet_dial_back_noise  # imports libp2p
+
+    logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT)
+    libp2p_log = logging.getLogger("libp2p")
+    libp2p_log.propagate = True
+    libp2p_log.setLevel(logging.WARNING)
+    # The auto-connector forces its own logger to INFO and reports every 30 s cycle.
+    logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
+    quiet_dial_back_noise()
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:

@@ -54,6 +54,7 @@ from meshnode.protocols.host import (
 from meshnode.protocols.px import PeerExchange
 from meshnode.protocols.reachability import NetworkReach, ReachConfig
 from meshnode.protocols.sync.service import SessionReport, SyncLimits, SyncService, stats_dict
+from meshnode.store import Store
 from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
 from meshnode.syncindex import SyncIndex
 from meshnode.syncindexes import SyncIndexes
@@ -101,7 +102,7 @@ class Node:
     def __init__(
         self,
         identity: Identity,
-        store: object,
+        store: Store,
         config: NodeConfig | None = None,
         *,
         clock: Callable[[], int] = wall_clock_ms,
@@ -133,9 +134,7 @@ class Node:
             clock=clock,
         )
         # Sync reads on a second, read-only connection, beside the ingest writer.
-        self._sync_reader = (
-            self.store.reader() if getattr(self.store, "path", ":memory:") != ":memory:" else self.store
-        )
+        self._sync_reader = self.store.open_reader()
         self.sync_indexes = SyncIndexes(self._sync_reader)
         self.ingest.on_stored.append(self.sync_indexes.on_stored)
 
@@ -154,8 +153,7 @@ class Node:
         finally:
             self._save_state_now()
             self.ingest.close()
-            if self._sync_reader is not self.store:
-                self._sync_reader.close()
+            self._sync_reader.close()
 
     async def _start(self, nursery: trio.Nursery, task_status: trio.TaskStatus[None]) -> None:
         self._nursery = nursery

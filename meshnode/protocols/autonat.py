@@ -218,9 +218,11 @@ class _DemoteDialBackNoise(logging.Filter):
         return True
 
 
-_swarm_logger = logging.getLogger("libp2p.network.swarm")
-if not any(isinstance(f, _DemoteDialBackNoise) for f in _swarm_logger.filters):
-    _swarm_logger.addFilter(_DemoteDialBackNoise())
+def quiet_dial_back_noise() -> None:
+    """Demote libp2p's 'fail to upgrade mux' errors about servers we just asked (idempotent)."""
+    swarm_logger = logging.getLogger("libp2p.network.swarm")
+    if not any(isinstance(f, _DemoteDialBackNoise) for f in swarm_logger.filters):
+        swarm_logger.addFilter(_DemoteDialBackNoise())
 
 
 def _note_server(server: ID) -> None:

@@ -47,14 +47,6 @@ from meshnode.identity import Identity
 
 log = logging.getLogger(__name__)
 
-# Route libp2p's logs into ours (pitfall 11) but keep its chatter down.
-_libp2p_logger = logging.getLogger("libp2p")
-_libp2p_logger.propagate = True
-if _libp2p_logger.level == logging.NOTSET:
-    _libp2p_logger.setLevel(logging.WARNING)
-# The auto-connector forces its own logger to INFO and reports every 30 s cycle.
-logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
-
 DEFAULT_DIAL_TIMEOUT = 10.0
 LOCAL_DIAL_TIMEOUT = 2.0  # a private or loopback address: answered at once on the same network
 DEFAULT_MAX_CONNECTIONS = 64

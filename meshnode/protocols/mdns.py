@@ -62,7 +62,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import logging
 import secrets
 import threading
@@ -72,6 +71,9 @@ from typing import Any, NamedTuple
 import trio
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
+
+from meshnode import addrs as addrlib
+from meshnode.protocols.host import interface_ips
 
 log = logging.getLogger(__name__)
 
@@ -98,47 +100,22 @@ class DiscoveredPeer(NamedTuple):
 # --------------------------------------------------------------------------- addresses
 
 
-def _split_ip_tcp(addr: str) -> tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None:
-    """``/ip4|ip6/<ip>/tcp/<port>[/p2p/…]`` -> (family, ip, port), else None."""
-    parts = addr.split("/")
-    if len(parts) < 5 or parts[0] != "" or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+def _lan_tcp(addr: str) -> tuple[str, addrlib.IP, int] | None:
+    """``/ip4|ip6/<ip>/tcp/<port>[/p2p/…]`` with a LAN-usable ip -> (family, ip, port), else None.
+
+    Usable: public or private scope (:func:`meshnode.addrs.scope_of`): not
+    loopback, unspecified, multicast or IPv6 link-local; relays, websockets
+    and the like are not for the LAN.
+    """
+    split = addrlib.split_tcp(addr)
+    if split is None:
         return None
-    rest = parts[5:]
-    if rest and not (len(rest) == 2 and rest[0] == "p2p"):
-        return None  # relays, websockets, … are not for the LAN
-    try:
-        ip = ipaddress.ip_address(parts[2])
-        port = int(parts[4])
-    except ValueError:
+    family, ip, port, rest = split
+    if rest and not (rest.startswith("/p2p/") and rest.count("/") == 2):
         return None
-    if not 0 < port < 65536 or (parts[1] == "ip4") != (ip.version == 4):
+    if port == 0 or "%" in addr or addrlib.scope_of(ip) > addrlib.Scope.PRIVATE:
         return None
-    return parts[1], ip, port
-
-
-def _usable_remote_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Worth dialling / announcing on a LAN (IPv6 link-local needs a zone, so it is out)."""
-    if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_reserved:
-        return False
-    return not (ip.version == 6 and ip.is_link_local)
-
-
-def _interface_ips(version: int) -> list[str]:
-    """This machine's usable addresses of one IP version (for an unspecified listen address)."""
-    try:
-        import ifaddr  # a zeroconf dependency
-
-        out = []
-        for adapter in ifaddr.get_adapters():
-            for entry in adapter.ips:
-                text = entry.ip if isinstance(entry.ip, str) else entry.ip[0]
-                ip = ipaddress.ip_address(text.split("%")[0])
-                if ip.version == version and _usable_remote_ip(ip) and str(ip) not in out:
-                    out.append(str(ip))
-        return out
-    except Exception:
-        log.warning("mdns: cannot list interface addresses", exc_info=True)
-        return []
+    return family, ip, port
 
 
 def advertisable_addrs(addrs: Sequence[Multiaddr | str]) -> list[str]:
@@ -148,18 +125,13 @@ def advertisable_addrs(addrs: Sequence[Multiaddr | str]) -> list[str]:
     multicast and non-TCP addresses are dropped; at most :data:`MAX_ADDRS`.
     """
     out: list[str] = []
-    for addr in addrs:
-        split = _split_ip_tcp(str(addr))
-        if split is None:
-            continue
-        family, ip, port = split
-        ips = _interface_ips(ip.version) if ip.is_unspecified else [str(ip)]
-        for text in ips:
-            if not _usable_remote_ip(ipaddress.ip_address(text)):
-                continue
-            ma = f"/{family}/{text}/tcp/{port}"
-            if ma not in out:
-                out.append(ma)
+    for addr in addrlib.expand_listen([str(a) for a in addrs], interface_ips()):
+        lan = _lan_tcp(addr)
+        if lan is not None:
+            _family, ip, port = lan
+            text = addrlib.tcp_addr(ip, port)
+            if text not in out:
+                out.append(text)
     return out[:MAX_ADDRS]
 
 
@@ -248,8 +220,7 @@ def parse_txt(text: bytes) -> DiscoveredPeer | None:
                 peer_text = pid
             elif pid != peer_text:
                 continue
-            split = _split_ip_tcp(addr)
-            if split is None or not _usable_remote_ip(split[1]) or len(addrs) >= MAX_ADDRS:
+            if _lan_tcp(addr) is None or len(addrs) >= MAX_ADDRS:
                 continue
             ma = Multiaddr(addr)
             if ma not in addrs:
