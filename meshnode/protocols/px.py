@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -63,13 +64,19 @@ def encode_request(swarms: Iterable[bytes]) -> bytes:
     return wire.encode({"v": 1, "swarms": ids})
 
 
+def _decode_list(data: bytes, what: str, key: str, *, max_size: int, max_depth: int, limit: int) -> list[Any]:
+    """The list under ``key`` of a ``{v: 1, key: [...]}`` message of at most ``limit`` entries."""
+    value = wire.decode(data, max_size=max_size, max_depth=max_depth)
+    if not isinstance(value, dict) or set(value) != {"v", key} or value["v"] != 1:
+        raise DecodeError(f"px {what}: expected {{v: 1, {key}: [...]}}")
+    items = value[key]
+    if not isinstance(items, list) or len(items) > limit:
+        raise DecodeError(f"px {what}: expected at most {limit} {key}")
+    return items
+
+
 def decode_request(data: bytes) -> list[bytes]:
-    value = wire.decode(data, max_size=MAX_REQUEST, max_depth=3)
-    if not isinstance(value, dict) or set(value) != {"v", "swarms"} or value["v"] != 1:
-        raise DecodeError("px request: expected {v: 1, swarms: [...]}")
-    swarms = value["swarms"]
-    if not isinstance(swarms, list) or len(swarms) > MAX_SWARMS:
-        raise DecodeError(f"px request: expected at most {MAX_SWARMS} swarm ids")
+    swarms = _decode_list(data, "request", "swarms", max_size=MAX_REQUEST, max_depth=3, limit=MAX_SWARMS)
     if not all(isinstance(s, bytes) and len(s) == 32 for s in swarms):
         raise DecodeError("px request: swarm ids are 32 bytes")
     return swarms
@@ -87,12 +94,7 @@ def encode_answer(hints: Iterable[PeerHint]) -> bytes:
 def decode_answer(data: bytes, asked: Iterable[bytes]) -> list[PeerHint]:
     """The hints of an answer; entries for swarms not asked about, or malformed, refuse it all."""
     wanted = set(asked)
-    value = wire.decode(data, max_size=MAX_ANSWER, max_depth=4)
-    if not isinstance(value, dict) or set(value) != {"v", "peers"} or value["v"] != 1:
-        raise DecodeError("px answer: expected {v: 1, peers: [...]}")
-    peers = value["peers"]
-    if not isinstance(peers, list) or len(peers) > MAX_PEERS:
-        raise DecodeError(f"px answer: expected at most {MAX_PEERS} peers")
+    peers = _decode_list(data, "answer", "peers", max_size=MAX_ANSWER, max_depth=4, limit=MAX_PEERS)
     out = []
     for item in peers:
         if not isinstance(item, dict) or set(item) != {"s", "p", "a"}:
