@@ -20,13 +20,11 @@ import time
 from pathlib import Path
 
 import trio
-from libp2p.pubsub.pubsub import Pubsub
-from libp2p.tools.anyio_service import background_trio_service
 
 from bench.common import sample_offer
 from meshnode import records as rec
 from meshnode.identity import Identity
-from meshnode.protocols.gossip import message_id, new_router
+from meshnode.protocols.gossip import plain_pubsub, running_pubsub
 from meshnode.protocols.host import build_host, dial, listen_addrs, parse_listen, peer_info_of
 from meshnode.swarm import Swarm
 from tests.netutil import running_nodes, wait_for_mesh
@@ -43,13 +41,9 @@ async def raw_gossip(n: int, messages: int, payloads: list[bytes]) -> list[float
         nodes = []
         for _ in range(n):
             host = build_host(Identity.generate(), min_peers=0)
-            router = new_router()
-            pubsub = Pubsub(host, router, msg_id_constructor=message_id)
             await stack.enter_async_context(host.run(parse_listen(["/ip4/127.0.0.1/tcp/0"])))
             stack.push_async_callback(host.close)
-            await stack.enter_async_context(background_trio_service(pubsub))
-            await stack.enter_async_context(background_trio_service(router))
-            await pubsub.wait_until_ready()
+            pubsub = await stack.enter_async_context(running_pubsub(plain_pubsub(host, record_ids=True)))
 
             async def accept(_peer, _msg) -> bool:
                 return True

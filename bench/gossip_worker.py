@@ -94,25 +94,18 @@ async def run_meshnode(args: argparse.Namespace) -> None:
 
 
 async def run_raw(args: argparse.Namespace) -> None:
-    from libp2p.pubsub.pubsub import Pubsub
-    from libp2p.tools.anyio_service import background_trio_service
-
-    from meshnode.protocols.gossip import message_id, new_router
+    from meshnode.protocols.gossip import plain_pubsub, running_pubsub
     from meshnode.protocols.host import build_host, dial, listen_addrs, parse_listen, peer_info_of
 
     ident = Identity(seed=bytes.fromhex(args.seed))
     host = build_host(ident, min_peers=0)
-    router = new_router()
-    pubsub = Pubsub(host, router, msg_id_constructor=message_id)
     topic = TOPIC_SWARM.topic
     try:
         async with (
             host.run(parse_listen(["/ip4/127.0.0.1/tcp/0"])),
-            background_trio_service(pubsub),
-            background_trio_service(router),
+            running_pubsub(plain_pubsub(host, record_ids=True)) as pubsub,
             trio.open_nursery() as nursery,
         ):
-            await pubsub.wait_until_ready()
 
             async def accept(_peer: object, _msg: object) -> bool:
                 return True

@@ -22,12 +22,10 @@ import json
 import time
 
 import trio
-from libp2p.pubsub.pubsub import Pubsub
-from libp2p.tools.anyio_service import background_trio_service
 
 from meshnode.errors import NetworkError
 from meshnode.identity import Identity
-from meshnode.protocols.gossip import new_router
+from meshnode.protocols.gossip import plain_pubsub, running_pubsub
 from meshnode.protocols.host import build_host, dial, peer_info_of
 from meshnode.swarm import decode_invite
 
@@ -71,11 +69,8 @@ async def hostile(target: str, code: str, redials: int) -> None:
     swarm = decode_invite(code).swarm
     info = peer_info_of(target)
     host = build_host(Identity.generate(), min_peers=0)
-    router = new_router()
-    pubsub = Pubsub(host, router)
     try:
-        async with host.run([]), background_trio_service(pubsub), background_trio_service(router):
-            await pubsub.wait_until_ready()
+        async with host.run([]), running_pubsub(plain_pubsub(host)) as pubsub:
             await pubsub.subscribe(swarm.topic)
             await dial(host, info, timeout=10)
             start = time.monotonic()

@@ -9,12 +9,10 @@ import cbor2
 import nacl.signing
 import pytest
 import trio
-from libp2p.pubsub.pubsub import Pubsub
-from libp2p.tools.anyio_service import background_trio_service
 
 from meshnode import records as rec
 from meshnode.identity import Identity
-from meshnode.protocols.gossip import new_router
+from meshnode.protocols.gossip import plain_pubsub, running_pubsub
 from meshnode.protocols.host import build_host, dial, parse_listen, peer_info_of
 from meshnode.swarm import Swarm
 from tests.netutil import running_nodes, wait_for_mesh, wait_until
@@ -26,15 +24,11 @@ pytestmark = pytest.mark.timeout(90)
 async def raw_peer():
     """A bare py-libp2p node with GossipSub and no validation at all."""
     host = build_host(Identity.generate(), min_peers=0)
-    router = new_router()
-    pubsub = Pubsub(host, router)
     try:
         async with (
             host.run(parse_listen(["/ip4/127.0.0.1/tcp/0"])),
-            background_trio_service(pubsub),
-            background_trio_service(router),
+            running_pubsub(plain_pubsub(host)) as pubsub,
         ):
-            await pubsub.wait_until_ready()
             yield host, pubsub
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):

@@ -17,11 +17,9 @@ import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.pubsub.pubsub import Pubsub
-from libp2p.tools.anyio_service import background_trio_service
 
 from meshnode.errors import BadValue, NetworkError
-from meshnode.protocols.gossip import new_router
+from meshnode.protocols.gossip import plain_pubsub, running_pubsub
 from meshnode.protocols.host import dial
 from meshnode.protocols.relay import (
     DirectUpgrade,
@@ -240,16 +238,11 @@ async def test_gossipsub_delivers_over_a_circuit():
         a, b, c = s["a"], s["b"], s["c"]
         s["client_c"].add_relay(a.get_id(), list(a.get_addrs()))
         await wait_until(lambda: s["client_c"].circuit_addrs(), timeout=10)
-        routers = {h: new_router() for h in (b, c)}
-        pubsubs = {h: Pubsub(h, routers[h]) for h in (b, c)}
+        pubsubs = {h: plain_pubsub(h) for h in (b, c)}
         async with (
-            background_trio_service(pubsubs[b]),
-            background_trio_service(routers[b]),
-            background_trio_service(pubsubs[c]),
-            background_trio_service(routers[c]),
+            running_pubsub(pubsubs[b]),
+            running_pubsub(pubsubs[c]),
         ):
-            for ps in pubsubs.values():
-                await ps.wait_until_ready()
             sub_b = await pubsubs[b].subscribe(topic)
             sub_c = await pubsubs[c].subscribe(topic)
             start = time.monotonic()
@@ -279,19 +272,14 @@ async def test_direct_upgrade_replaces_the_relayed_connection_and_gossip_survive
         a, b, c, nursery = s["a"], s["b"], s["c"], s["nursery"]
         s["client_c"].add_relay(a.get_id(), list(a.get_addrs()))
         await wait_until(lambda: s["client_c"].circuit_addrs(), timeout=10)
-        routers = {h: new_router() for h in (b, c)}
-        pubsubs = {h: Pubsub(h, routers[h]) for h in (b, c)}
+        pubsubs = {h: plain_pubsub(h) for h in (b, c)}
         notifees = {h: ResubscribeNotifee(pubsubs[h], nursery) for h in (b, c)}
         for h, notifee in notifees.items():
             h.get_network().register_notifee(notifee)
         async with (
-            background_trio_service(pubsubs[b]),
-            background_trio_service(routers[b]),
-            background_trio_service(pubsubs[c]),
-            background_trio_service(routers[c]),
+            running_pubsub(pubsubs[b]),
+            running_pubsub(pubsubs[c]),
         ):
-            for ps in pubsubs.values():
-                await ps.wait_until_ready()
             subs = {h: await pubsubs[h].subscribe(topic) for h in (b, c)}
             await s["client_b"].dial_via_relay(c.get_id(), full_addr(s["client_c"]), timeout=10)
             await pubsubs[b].wait_for_mesh(c.get_id(), topic, timeout=10)

@@ -19,9 +19,10 @@ What this adapter takes care of, each a measured py-libp2p 0.8.1 pitfall
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -97,6 +98,26 @@ Judge = Callable[[bytes, str, Swarm], Awaitable[Verdict]]
 def message_id(msg: object) -> bytes:
     """The pubsub message id: the record id of the payload (BLAKE2b-256)."""
     return record_id(getattr(msg, "data", b"") or b"")
+
+
+@contextlib.asynccontextmanager
+async def running_pubsub(pubsub: Pubsub) -> AsyncIterator[Pubsub]:
+    """Run ``pubsub`` and its router as services until the block ends; ready on entry."""
+    async with background_trio_service(pubsub), background_trio_service(pubsub.router):
+        await pubsub.wait_until_ready()
+        yield pubsub
+
+
+def plain_pubsub(host: IHost, *, record_ids: bool = False) -> Pubsub:
+    """GossipSub on ``host`` with meshnode's router settings but no validator and no scoring.
+
+    What the benchmarks measure against and what the tests' raw (and hostile)
+    peers speak. ``record_ids``: message id = record id, as meshnode nodes
+    use; otherwise libp2p's default (sender and sequence number).
+    """
+    if record_ids:
+        return Pubsub(host, new_router(), msg_id_constructor=message_id)
+    return Pubsub(host, new_router())
 
 
 @dataclass
@@ -176,8 +197,7 @@ class RecordGossip:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run pubsub, the router and the publisher until cancelled."""
-        async with background_trio_service(self.pubsub), background_trio_service(self.router):
-            await self.pubsub.wait_until_ready()
+        async with running_pubsub(self.pubsub):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._publisher)
