@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,3 +108,14 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.2, what: str = "c
         if time.monotonic() - start > timeout:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def stopped_at_exit() -> Iterator[list[Daemon]]:
+    """A list for the daemons a test starts; every one in it is stopped when the block ends."""
+    started: list[Daemon] = []
+    try:
+        yield started
+    finally:
+        for d in started:
+            d.stop()

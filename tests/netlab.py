@@ -169,6 +169,19 @@ class LabUnavailable(RuntimeError):
     """Namespaces cannot be built here (not root, a tool missing, ``ip netns add`` refused)."""
 
 
+def open_lab(*, upnp: bool = False) -> Lab:
+    """A new, entered :class:`Lab` (close it), or skip the calling test saying why it cannot be built."""
+    import pytest
+
+    reason = skip_reason(upnp=upnp)
+    if reason:
+        pytest.skip(reason)
+    try:
+        return Lab().__enter__()
+    except LabUnavailable as exc:
+        pytest.skip(str(exc))
+
+
 def skip_reason(*, upnp: bool = False) -> str | None:
     """Why a lab cannot be built on this machine (None: it probably can; ``Lab`` has the last word)."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:

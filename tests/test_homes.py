@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from meshnode.swarm import decode_invite
-from tests.daemonutil import Daemon, wait_for
-from tests.netlab import Home, Host, Lab, LabUnavailable, skip_reason
+from tests.daemonutil import Daemon, stopped_at_exit, wait_for
+from tests.netlab import Home, Host, open_lab
 
 CHURNER = Path(__file__).with_name("churner.py")
 
@@ -30,14 +30,7 @@ pytestmark = pytest.mark.slow  # minutes: real daemons in network namespaces
 
 @pytest.fixture
 def lab():
-    reason = skip_reason(upnp=True)
-    if reason:
-        pytest.skip(reason)
-    try:
-        lab = Lab()
-        lab.__enter__()
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
+    lab = open_lab(upnp=True)
     try:
         yield lab
     finally:
@@ -47,21 +40,17 @@ def lab():
 @pytest.fixture
 def start(lab, tmp_path):
     """Start a daemon with the default config in a home's host or on a public host."""
-    started: list[Daemon] = []
+    with stopped_at_exit() as started:
 
-    def start(where: Home | Host, name: str) -> Daemon:
-        ns = where.host.ns if isinstance(where, Home) else where.ns
-        d = Daemon(tmp_path / name, prefix=["ip", "netns", "exec", ns], listen=None)
-        d.start(timeout=60)
-        started.append(d)
-        assert d.addrs and not any("/0.0.0.0/" in a for a in d.addrs), d.addrs
-        return d
+        def start(where: Home | Host, name: str) -> Daemon:
+            ns = where.host.ns if isinstance(where, Home) else where.ns
+            d = Daemon(tmp_path / name, prefix=["ip", "netns", "exec", ns], listen=None)
+            d.start(timeout=60)
+            started.append(d)
+            assert d.addrs and not any("/0.0.0.0/" in a for a in d.addrs), d.addrs
+            return d
 
-    try:
         yield start
-    finally:
-        for d in started:
-            d.stop()
 
 
 def offer_ids(d: Daemon) -> set[str]:

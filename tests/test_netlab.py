@@ -43,22 +43,12 @@ print(json.dumps(out), flush=True)
 """
 
 
-def open_lab() -> netlab.Lab:
-    reason = netlab.skip_reason(upnp=True)
-    if reason:
-        pytest.skip(reason)
-    try:
-        return netlab.Lab().__enter__()
-    except netlab.LabUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 pytestmark = pytest.mark.slow  # builds network namespaces
 
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = open_lab()
+    lab = netlab.open_lab(upnp=True)
     try:
         t0 = time.monotonic()
         lab.home("a", upnp=True)
@@ -155,7 +145,7 @@ def test_upnp_router_maps_a_port_for_the_public_host(lab: netlab.Lab, record_pro
 
 @pytest.mark.timeout(20)
 def test_teardown_leaves_nothing(tmp_path: Path) -> None:
-    lab = open_lab()
+    lab = netlab.open_lab(upnp=True)
     try:
         home = lab.home("t", upnp=True)
         sleeper = lab.run(home.host, ["sleep", "60"])
@@ -175,7 +165,7 @@ def test_teardown_leaves_nothing(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_scale_sixteen_nodes(record_property) -> None:
     """14 homes (4 with miniupnpd) and 2 public hosts: build time, and every home reaches the internet."""
-    lab = open_lab()
+    lab = netlab.open_lab(upnp=True)
     try:
         t0 = time.monotonic()
         homes = [lab.home(f"h{i}", upnp=i % 4 == 0) for i in range(14)]

@@ -413,23 +413,13 @@ trio.run(main)
 """
 
 
-def _open_lab():
-    from tests import netlab
-
-    reason = netlab.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    try:
-        return netlab.Lab().__enter__()
-    except netlab.LabUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_two_homes_behind_nat_meet_through_a_relay_and_dcutr_makes_it_direct():
     """Homes behind NAT routers that drop unsolicited inbound (no UPnP), a public relay."""
-    lab = _open_lab()
+    from tests import netlab
+
+    lab = netlab.open_lab()
     try:
         pub, home_a, home_b = lab.public_host("relay"), lab.home("a"), lab.home("b")
         # Sanity: neither home can be dialled from outside.

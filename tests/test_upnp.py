@@ -572,19 +572,16 @@ print(json.dumps({"event": "deleted", "ok": u.deleteportmapping(int(sys.argv[1])
 
 @pytest.fixture(scope="module")
 def lab():
-    reason = netlab.skip_reason(upnp=True)
-    if reason:
-        pytest.skip(reason)
+    t0 = time.monotonic()
+    lab = netlab.open_lab(upnp=True)
     try:
-        with netlab.Lab() as lab:
-            t0 = time.monotonic()
-            lab.home("up", upnp=True)
-            lab.home("plain", upnp=False)
-            lab.public_host("pub")
-            lab.build_total = time.monotonic() - t0  # type: ignore[attr-defined]
-            yield lab
-    except netlab.LabUnavailable as exc:
-        pytest.skip(str(exc))
+        lab.home("up", upnp=True)
+        lab.home("plain", upnp=False)
+        lab.public_host("pub")
+        lab.build_total = time.monotonic() - t0  # type: ignore[attr-defined]
+        yield lab
+    finally:
+        lab.close()
 
 
 def start_mapper(lab: netlab.Lab, home: netlab.Home, port: int, **options) -> netlab.LineProc:
