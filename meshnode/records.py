@@ -749,11 +749,13 @@ _ENCODING_OF_CLASS: dict[type, BodyType] = {**_BODY_TYPE_OF_CLASS, ItemBody: BOD
 
 def _body_type_of(body: Any) -> BodyType | None:
     """The registry entry that encodes and checks ``body`` (found for subclasses too), if any."""
-    for cls in type(body).__mro__:
-        body_type = _ENCODING_OF_CLASS.get(cls)
-        if body_type is not None:
-            return body_type
-    return None
+    body_type = _ENCODING_OF_CLASS.get(type(body))
+    if body_type is None:
+        for cls in type(body).__mro__[1:]:
+            body_type = _ENCODING_OF_CLASS.get(cls)
+            if body_type is not None:
+                break
+    return body_type
 
 
 def _registered_body_type(body: Any) -> BodyType:

@@ -113,16 +113,29 @@ def without_map_entry(encoded: bytes, key: str) -> bytes | None:
             return None
         pos = entries_start
         for _ in range(count):
-            start = pos
+            if encoded.startswith(want, pos):
+                end = _skip_items(encoded, pos + len(want), 1)
+                if end > len(encoded):
+                    return None
+                return _head_bytes(_MAP, count - 1) + encoded[entries_start:pos] + encoded[end:]
+            # Fast path (a record's leading entries): a text key shorter than
+            # 24 bytes and an integer value, stepped over without a call.
+            head = encoded[pos]
+            if 0x60 <= head < 0x78:
+                value_pos = pos + 1 + (head - 0x60)
+                value_head = encoded[value_pos]
+                if value_head < 0x40 and _INT_SIZE[value_head & 0x1F]:
+                    pos = value_pos + _INT_SIZE[value_head & 0x1F]
+                    continue
             pos = _skip_items(encoded, pos, 2)  # the key and its value
-            if encoded.startswith(want, start) and start + len(want) < pos <= len(encoded):
-                return _head_bytes(_MAP, count - 1) + encoded[entries_start:start] + encoded[pos:]
     except (IndexError, ValueError):
         return None
     return None
 
 
 _BYTES, _TEXT, _ARRAY, _MAP, _TAG = 2, 3, 4, 5, 6
+#: Size of an integer's encoding by the low 5 bits of its first byte (0: not definite).
+_INT_SIZE = bytes([1] * 24 + [2, 3, 5, 9] + [0] * 4)
 
 
 def _head(data: bytes, pos: int) -> tuple[int, int, int]:
