@@ -369,8 +369,8 @@ def record_from_map(value: Any) -> Record:
     keys = value.keys()
     expected = _RECORD_KEYS
     if keys != expected:
-        missing = sorted(expected - keys)
-        extra = sorted(keys - expected)
+        missing = sorted(expected - keys, key=repr)
+        extra = sorted(keys - expected, key=repr)
         raise ValidationError(f"record fields wrong: missing {missing}, unexpected {extra}")
     v = value["v"]
     if v != VERSION or isinstance(v, bool):
@@ -833,7 +833,7 @@ _describe = describe
 def _only_keys(value: dict[str, Any], allowed: set[str], what: str) -> None:
     extra = set(value) - allowed
     if extra:
-        raise ValidationError(f"{what}: unexpected fields {sorted(extra)}")
+        raise ValidationError(f"{what}: unexpected fields {sorted(extra, key=repr)}")
 
 
 def _bytes_field(value: Any, name: str, size: int) -> bytes:

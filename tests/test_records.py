@@ -301,3 +301,33 @@ def test_signing_bytes_cut_from_the_wire_equal_the_re_encoded_ones():
         fresh = dataclasses.replace(decoded)  # no cached bytes: re-encodes
         assert "encoded" not in fresh.__dict__
         assert r.signing_bytes(decoded) == r.signing_bytes(fresh)
+
+
+@given(
+    st.dictionaries(
+        st.binary(max_size=4) | st.text(max_size=4) | st.integers(-5, 5),
+        st.integers(0, 3),
+        min_size=1,
+        max_size=4,
+    ),
+    st.booleans(),
+)
+def test_unexpected_keys_of_any_type_are_a_validation_error(extra, in_body):
+    """Text, byte and integer keys side by side: a clear refusal, never a TypeError from sorting them."""
+    m = {
+        "v": 1,
+        "type": "offer",
+        "swarm": bytes(32),
+        "author": bytes(32),
+        "seq": 1,
+        "ts": 1,
+        "body": {"title": "x", "kind": "lend"},
+        "sig": bytes(64),
+    }
+    target = m["body"] if in_body else m
+    added = {k: v for k, v in extra.items() if k not in target}
+    if not added:
+        return
+    target.update(added)
+    with pytest.raises(MeshError):
+        r.decode_record(cbor2.dumps(m, canonical=True))
