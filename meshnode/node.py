@@ -458,10 +458,10 @@ class Node:
     # --- networks ----------------------------------------------------------------
 
     async def _network(self, psk: str | None) -> Network:
-        net = self._networks.get(psk)
-        if net is not None:
-            await net.started.wait()
-            return net
+        existing = self._networks.get(psk)
+        if existing is not None:
+            await existing.started.wait()
+            return existing
         if self._nursery is None:
             raise RuntimeError("the node is not running: start Node.run() first")
         listen = self._listen_for(psk)

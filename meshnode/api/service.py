@@ -92,7 +92,7 @@ class ApiService:
             row["next_try"] = iso(row["next_try"]) if row["next_try"] else None
         return rows
 
-    async def connect(self, addr: str, swarm: str | None = None) -> dict[str, Any]:
+    async def connect(self, addr: object, swarm: str | None = None) -> dict[str, Any]:
         target = self.node.swarm(_text(swarm, "swarm", 40)) if swarm is not None else None
         pid = await self.node.connect(_text(addr, "addr", 400), swarm=target)
         return {"peer_id": pid, "connected": True}
@@ -109,7 +109,7 @@ class ApiService:
     async def swarms(self) -> list[dict[str, Any]]:
         return [self._swarm_json(s) for s in self.node.swarms()]
 
-    async def swarm_create(self, name: str, private: bool) -> dict[str, Any]:
+    async def swarm_create(self, name: object, private: bool) -> dict[str, Any]:
         async with self._lock:
             swarm = Swarm.create(_text(name, "name", 40), private=bool(private))
             await self.node.join_swarm(swarm)
@@ -119,15 +119,16 @@ class ApiService:
     async def swarm_invite(self, name: str) -> dict[str, Any]:
         return {"code": self.node.invite(self.node.swarm(name))}
 
-    async def swarm_join(self, code: str) -> dict[str, Any]:
+    async def swarm_join(self, code: object) -> dict[str, Any]:
         from meshnode.errors import NetworkError
         from meshnode.swarm import decode_invite
 
-        invite = decode_invite(_text(code, "code", 4096))
+        text = _text(code, "code", 4096)
+        invite = decode_invite(text)
         async with self._lock:
             connected, warning = True, None
             try:
-                swarm = await self.node.join_invite(code)
+                swarm = await self.node.join_invite(text)
             except NetworkError as exc:
                 swarm, connected, warning = invite.swarm, False, str(exc)
             await self._save_swarms()
@@ -164,7 +165,7 @@ class ApiService:
         self,
         type_: str,
         *,
-        title: str,
+        title: object,
         kind: str = "give",
         tags: list[str] | None = None,
         desc: str = "",
@@ -251,7 +252,7 @@ class ApiService:
         trust = await self._read(lambda: views.trust_view(self.reader, self.me, now))
         return self._item_json(item, trust.score(item.author), full=True)
 
-    async def _item(self, text_id: str) -> LiveItem:
+    async def _item(self, text_id: object) -> LiveItem:
         rid = await self._read(views.parse_id, _text(text_id, "id", 64), self.reader)
         item = await self._read(self.reader.item, rid)
         if item is None:
@@ -280,7 +281,7 @@ class ApiService:
         now = self.node.clock()
         return await self._read(views.trade_book, self.reader, now)
 
-    async def propose(self, offer_id: str, give: list[str], note: str = "") -> dict[str, Any]:
+    async def propose(self, offer_id: object, give: list[str], note: str = "") -> dict[str, Any]:
         async with self._lock:
             wanted = await self._item(offer_id)
             now = self.node.clock()
@@ -360,7 +361,7 @@ class ApiService:
     # --- trust ------------------------------------------------------------------
 
     async def vouch(
-        self, peer: str, level: float = DEFAULT_VOUCH, note: str = "", swarm: str | None = None
+        self, peer: object, level: float = DEFAULT_VOUCH, note: str = "", swarm: str | None = None
     ) -> dict[str, Any]:
         subject = views.parse_peer(_text(peer, "peer", 100))
         if subject == self.me:

@@ -273,7 +273,13 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
         home: HomeOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        body = {"title": title, "kind": kind, "tags": tag or [], "desc": desc, "where": where}
+        body: dict[str, object] = {
+            "title": title,
+            "kind": kind,
+            "tags": tag or [],
+            "desc": desc,
+            "where": where,
+        }
         if expires is not None:
             body["expires_days"] = expires
         if swarm:

@@ -209,7 +209,8 @@ class _DemoteDialBackNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             if record.levelno > logging.DEBUG and str(record.msg).startswith("fail to upgrade mux for peer"):
-                asked = _recent_servers.get(record.args[0]) if record.args else None  # type: ignore[index]
+                peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
+                asked = _recent_servers.get(peer) if isinstance(peer, ID) else None
                 if asked is not None and time.monotonic() - asked < _RECENT:
                     record.levelno, record.levelname = logging.DEBUG, "DEBUG"
                     return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)

@@ -67,6 +67,7 @@ from typing import Any, Protocol
 
 import trio
 from libp2p.abc import IHost, IMuxedConn, INetConn, INetwork
+from libp2p.network.swarm import Swarm as LibSwarm
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
@@ -579,8 +580,11 @@ class ConnectionManager:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
-        self._swarm: Any = host.get_network()
-        cap = int(self._swarm.connection_config.max_connections)
+        swarm = host.get_network()
+        if not isinstance(swarm, LibSwarm):
+            raise TypeError(f"connection management needs libp2p's Swarm, not {type(swarm).__name__}")
+        self._swarm = swarm
+        cap = int(swarm.connection_config.max_connections)
         self.limits = limits if limits is not None else ConnLimits.for_max(cap)
         if self.limits.max_connections != cap:
             raise BadValue(

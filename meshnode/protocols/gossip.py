@@ -31,7 +31,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams
-from libp2p.tools.anyio_service import background_trio_service
+from libp2p.tools.anyio_service import Service, background_trio_service
 
 from meshnode.protocols.notifee import Notifee
 from meshnode.records import record_id
@@ -103,7 +103,10 @@ def message_id(msg: object) -> bytes:
 @contextlib.asynccontextmanager
 async def running_pubsub(pubsub: Pubsub) -> AsyncIterator[Pubsub]:
     """Run ``pubsub`` and its router as services until the block ends; ready on entry."""
-    async with background_trio_service(pubsub), background_trio_service(pubsub.router):
+    router = pubsub.router
+    if not isinstance(router, Service):
+        raise TypeError(f"{type(router).__name__} is not a libp2p Service (GossipSub is)")
+    async with background_trio_service(pubsub), background_trio_service(router):
         await pubsub.wait_until_ready()
         yield pubsub
 

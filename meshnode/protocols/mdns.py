@@ -71,6 +71,7 @@ from typing import Any, NamedTuple
 import trio
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
+from zeroconf import ServiceListener, Zeroconf  # libp2p imports zeroconf anyway
 
 from meshnode import addrs as addrlib
 from meshnode.protocols.host import interface_ips
@@ -213,12 +214,12 @@ def parse_txt(text: bytes) -> DiscoveredPeer | None:
                 or not (key[len(_TXT_KEY) :].isdigit() or key == _TXT_KEY)
             ):
                 continue
-            addr, sep, pid = value.decode("ascii").rpartition("/p2p/")
-            if not sep or not pid:
+            addr, p2p, pid_text = value.decode("ascii").rpartition("/p2p/")
+            if not p2p or not pid_text:
                 continue
             if peer_text is None:
-                peer_text = pid
-            elif pid != peer_text:
+                peer_text = pid_text
+            elif pid_text != peer_text:
                 continue
             if _lan_tcp(addr) is None or len(addrs) >= MAX_ADDRS:
                 continue
@@ -242,19 +243,19 @@ def parse_txt(text: bytes) -> DiscoveredPeer | None:
 # --------------------------------------------------------------------------- discovery
 
 
-class _Listener:
-    """zeroconf ServiceListener; runs on the ServiceBrowser thread; must never raise or block."""
+class _Listener(ServiceListener):
+    """Runs on the ServiceBrowser thread; must never raise or block."""
 
     def __init__(self, owner: LanDiscovery) -> None:
         self._owner = owner
 
-    def add_service(self, zc: Any, type_: str, name: str) -> None:
+    def add_service(self, zc: Zeroconf, type_: str, name: str) -> None:
         self._owner._on_service(zc, type_, name)
 
-    def update_service(self, zc: Any, type_: str, name: str) -> None:
+    def update_service(self, zc: Zeroconf, type_: str, name: str) -> None:
         self._owner._on_service(zc, type_, name)
 
-    def remove_service(self, zc: Any, type_: str, name: str) -> None:
+    def remove_service(self, zc: Zeroconf, type_: str, name: str) -> None:
         # Nothing to do: the node keeps or drops its connections on its own.
         pass
 
@@ -435,7 +436,7 @@ class LanDiscovery:
     # ----------------------------------------------------------------- start / stop (worker thread)
 
     def _start_sync(self) -> None:
-        from zeroconf import InterfaceChoice, ServiceBrowser, ServiceInfo, Zeroconf
+        from zeroconf import InterfaceChoice, ServiceBrowser, ServiceInfo
 
         if self._interfaces_override is not None:
             interfaces: Any = self._interfaces_override

@@ -642,6 +642,8 @@ _STATUS_TEXT = {
 
 def _status_text(exc: BaseException) -> str:
     code = getattr(exc, "status_code", None)
+    if not isinstance(code, int):
+        return str(exc)
     try:
         return f"{_STATUS_TEXT.get(StatusCode(code), 'refused')} ({StatusCode(code).name})"
     except Exception:

@@ -456,7 +456,7 @@ class PortMapper:
         for port in self._candidates():
             try:
                 current = await self._gw(
-                    "GetSpecificPortMappingEntry", lambda p=port: gw.get_mapping(p, self.protocol)
+                    "GetSpecificPortMappingEntry", functools.partial(gw.get_mapping, port, self.protocol)
                 )
             except GatewayError:
                 current = None  # some routers fail this call for a free port: just try to add
@@ -582,7 +582,7 @@ class PortMapper:
             external_ip = await self._external_ip_or_retry(gw)
             try:
                 current = await self._gw(
-                    "GetSpecificPortMappingEntry", lambda p=port: gw.get_mapping(p, self.protocol)
+                    "GetSpecificPortMappingEntry", functools.partial(gw.get_mapping, port, self.protocol)
                 )
             except GatewayError:
                 current = None

@@ -225,6 +225,6 @@ def live_item(item_id: bytes, row: ItemRow) -> LiveItem:
         updated_ts=row.updated_ts,
         withdrawn=row.withdrawn_ts is not None,
         current_record_id=row.cur_id,
-        terms=LendTerms(max_days=row.max_days, deposit=row.deposit) if row.has_terms else None,
+        terms=LendTerms(max_days=row.max_days, deposit=row.deposit or "") if row.has_terms else None,
         withdrawn_ts=row.withdrawn_ts,
     )
