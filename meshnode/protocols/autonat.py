@@ -78,6 +78,7 @@ from multiaddr import Multiaddr
 
 from meshnode import wire
 from meshnode.errors import DecodeError
+from meshnode.protocols.host import close_stream
 from meshnode.ratelimit import KeyedRateLimit
 
 log = logging.getLogger(__name__)
@@ -262,14 +263,6 @@ async def _read(stream: INetStream, timeout: float) -> Any:
         return wire.decode(await _read_exactly(stream, size), max_size=MAX_FRAME, max_depth=4)
 
 
-async def _close(stream: INetStream, *, reset: bool = False) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(2):
-        try:
-            await (stream.reset() if reset else stream.close())
-        except Exception:
-            pass
-
-
 # --- addresses -------------------------------------------------------------------------------
 
 
@@ -386,7 +379,7 @@ class AutoNATServer:
         except Exception as exc:
             self.stats.errors += 1
             log.debug("autonat request failed: %r", exc)
-            await _close(stream, reset=True)
+            await close_stream(stream, reset=True)
         finally:
             self._active -= 1
 
@@ -396,7 +389,7 @@ class AutoNATServer:
             await _write(stream, {"v": VERSION, "refused": reason}, self.limits.write_timeout)
         except Exception:
             pass
-        await _close(stream)
+        await close_stream(stream)
 
     async def _serve(self, stream: INetStream) -> None:
         requester = stream.muxed_conn.peer_id
@@ -414,7 +407,7 @@ class AutoNATServer:
             addrs, ports = _parse_request(request)
         except trio.TooSlowError:
             self.stats.errors += 1
-            await _close(stream, reset=True)
+            await close_stream(stream, reset=True)
             return
         except (DecodeError, ValueError) as exc:
             self.stats.errors += 1
@@ -461,7 +454,7 @@ class AutoNATServer:
                 code = results[seen[target]]
             out.append({"addr": text, "result": code})
         await _write(stream, {"v": VERSION, "observed": observed, "results": out}, self.limits.write_timeout)
-        await _close(stream)
+        await close_stream(stream)
 
     async def dial_back(self, ip: str, port: int, requester: ID) -> str:
         """A fresh TCP connection to ``ip:port`` and a Noise handshake that must prove ``requester``."""
@@ -620,7 +613,7 @@ class ReachabilityChecker:
             return [ProbeResult(name, "", Outcome.ERROR, f"error: {type(exc).__name__}")]
         finally:
             if stream is not None:
-                await _close(stream)
+                await close_stream(stream)
         return _parse_response(name, response)
 
     def _update(self, status: ReachabilityStatus) -> None:

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import libp2p
 import multiaddr
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
@@ -340,6 +340,19 @@ async def dial(host: IHost, info: PeerInfo, *, timeout: float = DEFAULT_DIAL_TIM
         ) from None
     except Exception as exc:
         raise NetworkError(f"could not connect to {info.peer_id}: {exc}") from None
+
+
+async def close_stream(stream: INetStream, *, reset: bool = False, timeout: float = 2.0) -> None:
+    """Close (or reset) ``stream``, best effort: shielded from cancellation, bounded, never raises.
+
+    For the end of a protocol exchange and its error paths, where the stream
+    may already be gone and nothing more can be done about it.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(timeout):
+        try:
+            await (stream.reset() if reset else stream.close())
+        except Exception as exc:  # the stream or its connection is gone: nothing left to do
+            log.debug("closing a stream: %r", exc)
 
 
 async def close_connections(host: IHost) -> None:

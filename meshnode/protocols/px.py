@@ -36,6 +36,7 @@ from libp2p.peer.id import ID
 from meshnode import wire
 from meshnode.addrbook import MAX_ADDRS, valid_addr, valid_peer_text
 from meshnode.errors import DecodeError, MeshError, NetworkError
+from meshnode.protocols.host import close_stream
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +165,7 @@ class PeerExchange:
             self.stats.errors += 1
             log.debug("px: serving failed: %r", exc)
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                try:
-                    await stream.close()
-                except Exception:
-                    pass
+            await close_stream(stream)
 
     async def ask(self, peer: ID, swarms: Iterable[bytes]) -> list[PeerHint]:
         """Ask a connected ``peer`` about ``swarms``; raises :class:`NetworkError` on any failure."""
@@ -183,11 +180,7 @@ class PeerExchange:
                     await _write_frame(stream, encode_request(asked))
                     hints = decode_answer(await _read_frame(stream, MAX_ANSWER), asked)
                 finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(2):
-                        try:
-                            await stream.close()
-                        except Exception:
-                            pass
+                    await close_stream(stream)
         except trio.TooSlowError:
             raise NetworkError(f"peer exchange with {peer} timed out") from None
         except MeshError as exc:

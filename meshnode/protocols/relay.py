@@ -131,6 +131,7 @@ from libp2p.tools.constants import MAX_READ_LEN
 from multiaddr import Multiaddr
 
 from meshnode.errors import BadValue, NetworkError
+from meshnode.protocols.host import close_stream
 from meshnode.protocols.host import dial as dial_peer
 from meshnode.protocols.notifee import Notifee
 from meshnode.ratelimit import KeyedRateLimit
@@ -964,11 +965,7 @@ class RelayClient:
             raise _Refused(f"reservation failed: {exc or type(exc).__name__}") from None
         finally:
             if stream is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
-                    try:
-                        await stream.close()
-                    except Exception:
-                        pass
+                await close_stream(stream, timeout=_CLOSE_TIMEOUT)
         code = StatusCode(resp.status) if resp.HasField("status") else StatusCode.UNUSED
         if resp.type != HopMessage.STATUS or code != StatusCode.OK:
             text = _STATUS_TEXT.get(code, "refused") if code != StatusCode.OK else "unexpected answer"
