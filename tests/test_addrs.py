@@ -63,26 +63,27 @@ def test_at_most_eight_and_no_duplicates() -> None:
     assert len(set(got)) == len(got)
 
 
-def test_scopes() -> None:
-    S = a.Scope
-    cases = {
-        "8.8.4.4": S.PUBLIC,
-        "10.1.2.3": S.PRIVATE,
-        "100.64.0.1": S.PRIVATE,
-        "172.16.0.1": S.PRIVATE,
-        "169.254.1.1": S.PRIVATE,
-        "127.0.0.1": S.LOOPBACK,
-        "0.0.0.0": S.UNUSABLE,
-        "224.0.0.251": S.UNUSABLE,
-        "::": S.UNUSABLE,
-        "::1": S.LOOPBACK,
-        "fd00::1": S.PRIVATE,
-        "fe80::1": S.UNUSABLE,
-        "2001:4860::1": S.PUBLIC,
-        "::ffff:10.0.0.1": S.PRIVATE,
-    }
-    for text, scope in cases.items():
-        assert a.scope_of(ipaddress.ip_address(text)) is scope, text
+@pytest.mark.parametrize(
+    ("text", "scope"),
+    [
+        ("8.8.4.4", a.Scope.PUBLIC),
+        ("10.1.2.3", a.Scope.PRIVATE),
+        ("100.64.0.1", a.Scope.PRIVATE),
+        ("172.16.0.1", a.Scope.PRIVATE),
+        ("169.254.1.1", a.Scope.PRIVATE),
+        ("127.0.0.1", a.Scope.LOOPBACK),
+        ("0.0.0.0", a.Scope.UNUSABLE),
+        ("224.0.0.251", a.Scope.UNUSABLE),
+        ("::", a.Scope.UNUSABLE),
+        ("::1", a.Scope.LOOPBACK),
+        ("fd00::1", a.Scope.PRIVATE),
+        ("fe80::1", a.Scope.UNUSABLE),
+        ("2001:4860::1", a.Scope.PUBLIC),
+        ("::ffff:10.0.0.1", a.Scope.PRIVATE),
+    ],
+)
+def test_scopes(text: str, scope: a.Scope) -> None:
+    assert a.scope_of(ipaddress.ip_address(text)) is scope
 
 
 def test_strip_and_with_peer() -> None:
