@@ -32,6 +32,7 @@ from meshnode import records as rec
 from meshnode.identity import Identity
 from meshnode.ingest import Ingest
 from meshnode.node import Node, NodeConfig
+from meshnode.protocols.autonat import quiet_dial_back_noise
 from meshnode.store import Store
 from meshnode.swarm import Swarm
 
@@ -177,6 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=100_000)
     args = parser.parse_args()
+    quiet_dial_back_noise()  # as the daemon does: AutoNAT's dial-backs are expected
     trio.run(run, args.records)
 
 
