@@ -108,13 +108,24 @@ def without_map_entry(encoded: bytes, key: str) -> bytes | None:
     """
     want = _text_item(key)
     try:
-        major, count, entries_start = _head(encoded, 0)
-        if major != _MAP:
-            return None
+        initial = encoded[0]
+        if 0xA0 <= initial < 0xB8:  # a map of fewer than 24 entries (a record's): a one-byte head
+            count, entries_start = initial - 0xA0, 1
+        else:
+            major, count, entries_start = _head(encoded, 0)
+            if major != _MAP:
+                return None
         pos = entries_start
         for _ in range(count):
             if encoded.startswith(want, pos):
-                end = _skip_items(encoded, pos + len(want), 1)
+                value = pos + len(want)
+                head = encoded[value]
+                if 0x40 <= head < 0x58:  # a short byte string (no length bytes)
+                    end = value + 1 + (head - 0x40)
+                elif head == 0x58:  # a byte string of 24..255 bytes (a signature)
+                    end = value + 2 + encoded[value + 1]
+                else:
+                    end = _skip_items(encoded, value, 1)
                 if end > len(encoded):
                     return None
                 return _head_bytes(_MAP, count - 1) + encoded[entries_start:pos] + encoded[end:]
@@ -136,6 +147,8 @@ def without_map_entry(encoded: bytes, key: str) -> bytes | None:
 _BYTES, _TEXT, _ARRAY, _MAP, _TAG = 2, 3, 4, 5, 6
 #: Size of an integer's encoding by the low 5 bits of its first byte (0: not definite).
 _INT_SIZE = bytes([1] * 24 + [2, 3, 5, 9] + [0] * 4)
+#: Every one-byte head, by its value.
+_SHORT_HEADS = tuple(bytes([b]) for b in range(256))
 
 
 def _head(data: bytes, pos: int) -> tuple[int, int, int]:
@@ -183,7 +196,7 @@ def _text_item(text: str) -> bytes:
 def _head_bytes(major: int, arg: int) -> bytes:
     """The canonical (shortest) head of a data item with this major type and argument."""
     if arg < 24:
-        return bytes([major << 5 | arg])
+        return _SHORT_HEADS[major << 5 | arg]
     for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
         if arg < 1 << (8 * size):
             return bytes([major << 5 | info]) + arg.to_bytes(size, "big")
