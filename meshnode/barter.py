@@ -94,7 +94,8 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from meshnode.errors import MeshError, NotAllowed, NotFound, TransitionError, ValidationError
-from meshnode.records import ProposalBody, Record, ReplyBody, check_body, short_id
+from meshnode.ids import short_id
+from meshnode.records import ProposalBody, Record, ReplyBody, check_body
 
 PROPOSED = "proposed"
 COUNTERED = "countered"

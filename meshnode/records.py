@@ -47,6 +47,7 @@ from meshnode.errors import (
     ValidationError,
     WrongSwarmError,
 )
+from meshnode.ids import short_id
 
 VERSION = 1
 SIGNING_DOMAIN = b"meshnode/record/v1\x00"
@@ -71,7 +72,6 @@ MAX_DEPOSIT = 200
 MAX_QUANTITY = 1_000_000
 MAX_LEND_DAYS = 3650
 LEVEL_SCALE = 1000  # attest levels are integers in [-1000, 1000] (thousandths)
-SHORT_ID_HEX = 16  # hex digits of an id or key in messages (short_id)
 
 ITEM_KINDS = ("lend", "give", "swap", "service")
 REPLY_ACTIONS = ("accept", "decline", "counter", "cancel", "complete")
@@ -223,11 +223,6 @@ class Record:
 def record_id(encoded: bytes) -> bytes:
     """The id of a record given its encoded bytes."""
     return hashlib.blake2b(encoded, digest_size=ID_SIZE).digest()
-
-
-def short_id(value: bytes) -> str:
-    """How messages name a record, key or swarm: its first 16 hex digits and "…"."""
-    return value.hex()[:SHORT_ID_HEX] + "…"
 
 
 def signing_bytes(record: Record) -> bytes:

@@ -28,7 +28,7 @@ import base58
 
 from meshnode import wire
 from meshnode.errors import BadValue, DecodeError, InviteError
-from meshnode.records import short_id
+from meshnode.ids import short_id
 
 SWARM_ID_SIZE = 32
 SWARM_KEY_SIZE = 32

@@ -100,13 +100,13 @@ from itertools import count
 from typing import Any
 
 from meshnode.errors import BadValue
+from meshnode.ids import short_id
 from meshnode.records import (
     ID_SIZE,
     KEY_SIZE,
     LEVEL_SCALE,
     AttestBody,
     Record,
-    short_id,
 )
 from meshnode.records import describe as _describe
 

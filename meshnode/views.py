@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from meshnode import barter, trust
 from meshnode.errors import BadValue, NotFound
 from meshnode.identity import key_of_peer_id
-from meshnode.records import short_id
+from meshnode.ids import short_id
 from meshnode.store import Store
 
 MIN_PREFIX_HEX = 6

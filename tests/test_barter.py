@@ -21,6 +21,7 @@ from meshnode.barter import (
     start_trade,
 )
 from meshnode.errors import MeshError, NotAllowed, NotFound, TransitionError, ValidationError
+from meshnode.ids import short_id
 from meshnode.records import (
     REPLY_ACTIONS,
     OfferBody,
@@ -28,7 +29,6 @@ from meshnode.records import (
     Record,
     ReplyBody,
     WithdrawBody,
-    short_id,
 )
 from tests.conftest import NOW, SWARM, Author
 

@@ -274,7 +274,7 @@ def test_live_means_neither_withdrawn_nor_expired(expires, withdrawn, live):
 
 # --- purity ---------------------------------------------------------------------------------
 
-CORE = {"meshnode.errors", "meshnode.records"}
+CORE = {"meshnode.errors", "meshnode.ids", "meshnode.records"}
 PURE_STDLIB = {"__future__", "collections", "collections.abc", "dataclasses", "typing", "re", "unicodedata"}
 
 

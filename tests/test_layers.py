@@ -14,6 +14,7 @@ import sys
 
 CORE = [
     "meshnode.errors",
+    "meshnode.ids",
     "meshnode.wire",
     "meshnode.records",
     "meshnode.identity",
@@ -86,3 +87,17 @@ def test_one_error_tree_every_code_distinct_and_drawn() -> None:
     drawing = errors.__doc__ or ""
     for cls in classes:
         assert f'{cls.__name__} ("{cls.code}"' in drawing, cls.__name__
+
+
+def test_the_cli_starts_without_the_node_or_cryptography() -> None:
+    """Every command loads the CLI, the home and the client: none of them may pull in
+    libp2p, trio, the record layer or PyNaCl (each costs 20 ms to a second at every command)."""
+    probe = """
+import json, sys
+import meshnode.cli.main, meshnode.cli.client, meshnode.home, meshnode.lock
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & {"libp2p", "trio", "nacl", "rich"}
+    | {m for m in sys.modules if m in ("meshnode.records", "meshnode.node", "meshnode.store")})))
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []

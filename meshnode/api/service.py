@@ -21,6 +21,7 @@ from meshnode.barter import TradeBook
 from meshnode.errors import BadValue, NotAllowed, NotFound
 from meshnode.home import Home, save_swarms
 from meshnode.identity import peer_id_of
+from meshnode.ids import short_id
 from meshnode.node import Node
 from meshnode.store import LiveItem
 from meshnode.swarm import Swarm
@@ -264,7 +265,7 @@ class ApiService:
         if item.author != self.me:
             raise NotAllowed("only its author can withdraw an offer or want; this one is someone else's")
         if item.withdrawn:
-            raise BadValue(f"{rec.short_id(item.id)} is already withdrawn")
+            raise BadValue(f"{short_id(item.id)} is already withdrawn")
         swarm = self._swarm_of(item.swarm)
         record = await self.node.publish(rec.WithdrawBody(target=item.id), swarm)
         return {"id": record.id.hex(), "withdrawn": item.id.hex()}
@@ -290,7 +291,7 @@ class ApiService:
             if wanted.author == self.me:
                 raise NotAllowed("that offer is your own: propose for a neighbour's offer")
             if not wanted.live(now):
-                raise NotAllowed(f"offer {rec.short_id(wanted.id)} is withdrawn or expired")
+                raise NotAllowed(f"offer {short_id(wanted.id)} is withdrawn or expired")
             mine = []
             for text in _list_of_text(give, "give"):
                 item = await self._item(text)

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from meshnode.errors import ExpiredError, MeshError, NotAllowed
-from meshnode.records import ItemBody, LendTerms, Record, short_id
+from meshnode.ids import short_id
+from meshnode.records import ItemBody, LendTerms, Record
 
 #: Record types that are items (one row each in ``items``).
 ITEM_TYPES = ("offer", "want")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
-from meshnode.records import decode_record, short_id
+from meshnode.ids import short_id
+from meshnode.records import decode_record
 from meshnode.store.derive import ITEM_COLUMNS, ITEM_TYPES, derive_item, invalid_heads
 from meshnode.store.lookups import heads_naming, load_record, stored_targets
 

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from meshnode.errors import StoreError
-from meshnode.records import Record, decode_record, short_id
+from meshnode.ids import short_id
+from meshnode.records import Record, decode_record
 from meshnode.store.connection import select_in
 from meshnode.store.derive import ItemHead
 

@@ -25,7 +25,8 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from meshnode.errors import ClockSkewError, ExpiredError, MeshError
-from meshnode.records import MAX_CLOCK_SKEW_MS, AttestBody, Record, decode_record, short_id
+from meshnode.ids import short_id
+from meshnode.records import MAX_CLOCK_SKEW_MS, AttestBody, Record, decode_record
 from meshnode.store.connection import chunks, execute_in, marks, select_in
 from meshnode.store.derive import (
     ITEM_COLUMNS,
