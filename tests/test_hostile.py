@@ -36,7 +36,11 @@ async def raw_peer():
 
 
 def _forge_variants(honest: rec.Record, swarm: Swarm, now: int) -> list[bytes]:
-    """Every kind of bad record a hostile peer might try."""
+    """Every kind of bad record a hostile peer might try.
+
+    All are refused; all but the one from the future count against the sender
+    (that one is ignored: an honest relay with a fast clock sends those too).
+    """
     key = nacl.signing.SigningKey.generate()
     m = rec._record_map(honest, with_sig=True)
     bad_sig = dict(m, sig=bytes(64))

@@ -107,3 +107,75 @@ async def test_a_failing_listener_is_logged_and_the_others_still_hear(caplog):
     await run_ingest(store, body)
     failures = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], KeyError)]
     assert len(failures) == 2 and len(heard) == 2
+
+
+def offer_at(title: str, ts: int) -> rec.Record:
+    key = nacl.signing.SigningKey.generate()
+    return rec.new_record(
+        rec.OfferBody(title=title, kind="lend"), swarm=SWARM.id, seq=1, ts=ts, signing_key=key
+    )
+
+
+async def test_a_record_too_new_for_our_clock_is_ignored_and_blames_nobody():
+    """An honest relay whose clock runs ahead forwards such records: IGNORE, never REJECT."""
+    store = Store.open(":memory:")
+
+    async def body(ingest: Ingest) -> None:
+        ahead = offer_at("From a fast clock", NOW + rec.MAX_CLOCK_SKEW_MS + 60_000)
+        assert await ingest.judge(ahead.encoded, "peer-1", SWARM) is Verdict.IGNORE
+        assert ingest.stats.too_new == 1 and ingest.stats.invalid == 0
+        assert not store.has(ahead.id)
+        # Within the allowed skew it is taken; a malformed record is still REJECT.
+        near = offer_at("From a slightly fast clock", NOW + rec.MAX_CLOCK_SKEW_MS - 60_000)
+        assert await ingest.judge(near.encoded, "peer-1", SWARM) is Verdict.ACCEPT
+        assert await ingest.judge(b"\xff garbage", "peer-1", SWARM) is Verdict.REJECT
+        assert ingest.stats.invalid == 1
+
+    await run_ingest(store, body)
+
+
+async def test_our_store_failing_a_look_up_blames_nobody():
+    class BrokenReader:
+        def has(self, record_id: bytes) -> bool:
+            raise StoreError("database disk image is malformed")
+
+        def close(self) -> None:
+            pass
+
+    class Store_:
+        def __init__(self) -> None:
+            self.store = Store.open(":memory:")
+
+        def add_records(self, records, *, now_ms):
+            return self.store.add_records(records, now_ms=now_ms)
+
+        def open_reader(self):
+            return BrokenReader()
+
+    async def body(ingest: Ingest) -> None:
+        record = offer("Drill")
+        assert await ingest.judge(record.encoded, "peer-1", SWARM) is Verdict.IGNORE
+        assert ingest.stats.invalid == 0
+        assert "malformed" in ingest.stats.last_error
+
+    await run_ingest(Store_(), body)
+
+
+async def test_a_validation_cancelled_on_a_full_queue_leaves_nothing_pending():
+    """Later copies of the record must still be taken (they were ignored until restart)."""
+    store = Store.open(":memory:")
+    ingest = Ingest(store, swarm_ids=lambda: {SWARM.id}, clock=lambda: NOW, queue_size=1)
+    try:
+        filler, record = offer("Filler"), offer("Drill")
+        assert await ingest.judge(filler.encoded, "peer-1", SWARM) is Verdict.ACCEPT  # fills the queue
+        with trio.move_on_after(0.1) as scope:  # the writer is not running: the queue stays full
+            await ingest.judge(record.encoded, "peer-2", SWARM)
+        assert scope.cancelled_caught
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ingest.run)
+                assert await ingest.judge(record.encoded, "peer-3", SWARM) is Verdict.ACCEPT
+                await wait_until(lambda: store.has(record.id) and store.has(filler.id), timeout=10)
+                nursery.cancel_scope.cancel()
+    finally:
+        ingest.close()
