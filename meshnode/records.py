@@ -80,6 +80,15 @@ REPLY_ACTIONS = ("accept", "decline", "counter", "cancel", "complete")
 TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _GEOHASH_RE = re.compile(r"^[0123456789bcdefghjkmnpqrstuvwxyz]+$")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: What a one-line field (a title) may not hold besides control characters:
+#: line breaks and tabs, which would print as lines of their own, and the
+#: invisible direction marks, embeddings, overrides and isolates and the
+#: zero-width space, word joiner and BOM, which can make a title read as
+#: something else (U+061C, U+200B, U+200E-U+200F, U+202A-U+202E,
+#: U+2060-U+2069, U+FEFF), and the line and paragraph separators U+2028-U+2029.
+#: The zero-width (non-)joiners U+200C/U+200D stay: Persian, Indic scripts and
+#: emoji sequences need them.
+_NOT_IN_A_LINE_RE = re.compile("[\t\n\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 # --- bodies ------------------------------------------------------------------
@@ -485,7 +494,7 @@ def _item_from_map(value: dict[str, Any], what: str, cls: type[ItemBody] = ItemB
     if not isinstance(tags, list):
         raise ValidationError(f"tags: expected a list, found {_describe(tags)}")
     return cls(
-        title=_text_field(value.get("title"), "title", MAX_TITLE),
+        title=_line_field(value.get("title"), "title", MAX_TITLE),
         kind=_choice(value.get("kind"), "kind", ITEM_KINDS),
         desc=_text_field(value.get("desc", ""), "desc", MAX_DESC),
         tags=tuple(_text_field(t, "tag", MAX_TAG) for t in tags),
@@ -497,7 +506,7 @@ def _item_from_map(value: dict[str, Any], what: str, cls: type[ItemBody] = ItemB
 
 
 def _check_item_fields(item: ItemBody) -> None:
-    _text_field(item.title, "title", MAX_TITLE)
+    _line_field(item.title, "title", MAX_TITLE)
     _choice(item.kind, "kind", ITEM_KINDS)
     _text_field(item.desc, "desc", MAX_DESC)
     for tag in item.tags:
@@ -863,6 +872,18 @@ def _text_field(value: Any, name: str, max_len: int) -> str:
     if _CONTROL_RE.search(value):
         raise ValidationError(f"{name}: control characters are not allowed")
     return value
+
+
+def _line_field(value: Any, name: str, max_len: int) -> str:
+    """A :func:`_text_field` that is one line of visible text (see ``_NOT_IN_A_LINE_RE``)."""
+    text = _text_field(value, name, max_len)
+    found = _NOT_IN_A_LINE_RE.search(text)
+    if found:
+        raise ValidationError(
+            f"{name}: one line of visible text, found U+{ord(found.group()):04X}"
+            " (a line break, tab, or invisible direction or zero-width character)"
+        )
+    return text
 
 
 def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:

@@ -227,12 +227,16 @@ def test_normalize_tags():
 # --- properties ---------------------------------------------------------------
 
 texts = st.text(alphabet=st.characters(min_codepoint=32, blacklist_categories=("Cs", "Cc")), max_size=40)
+# A title is one line of visible text: no format characters (direction, zero width) or line separators.
+line_texts = st.text(
+    alphabet=st.characters(min_codepoint=32, blacklist_categories=("Cs", "Cc", "Cf", "Zl", "Zp")), max_size=40
+)
 tags = st.lists(st.from_regex(r"[a-z0-9][a-z0-9_\-]{0,10}", fullmatch=True), max_size=5).map(
     lambda t: tuple(sorted(set(t)))
 )
 items = st.builds(
     r.OfferBody,
-    title=texts.filter(lambda t: t.strip()),
+    title=line_texts.filter(lambda t: t.strip()),
     kind=st.sampled_from(["give", "swap", "service"]),
     desc=texts,
     tags=tags,
@@ -331,3 +335,33 @@ def test_unexpected_keys_of_any_type_are_a_validation_error(extra, in_body):
     target.update(added)
     with pytest.raises(MeshError):
         r.decode_record(cbor2.dumps(m, canonical=True))
+
+
+@pytest.mark.parametrize(
+    "title",
+    ["drill\nauthor: x", "tab\there", "evil\u202egnp.exe", "a\u2066b\u2069", "zero\u200bwidth", "\ufeffbom"],
+    ids=repr,
+)
+def test_a_title_is_one_line_of_visible_text(title):
+    """Line breaks, tabs and invisible direction or zero-width characters are refused in titles,
+    whether the body is made here or decoded from the network."""
+    body = r.OfferBody(title=title, kind="lend")
+    with pytest.raises(ValidationError, match="one line of visible text"):
+        r.check_body(body)
+    good = r.new_record(
+        r.OfferBody(title="placeholder", kind="lend"),
+        swarm=SWARM,
+        seq=1,
+        ts=NOW,
+        signing_key=nacl.signing.SigningKey(b"\x05" * 32),
+    )
+    m = r._record_map(good, with_sig=True)
+    m["body"] = {**m["body"], "title": title}
+    with pytest.raises(ValidationError, match="one line of visible text"):
+        r.decode_record(cbor2.dumps(m, canonical=True))
+
+
+def test_a_title_keeps_the_joiners_scripts_and_emoji_need():
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # "I want", with a ZWNJ
+    for title in [persian, "👨\u200d👩\u200d👧 toys", "Fahrrad für Kinder"]:
+        r.check_body(r.OfferBody(title=title, kind="give"))

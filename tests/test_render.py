@@ -7,6 +7,7 @@ import io
 import json
 import re
 
+import pytest
 from rich.console import Console
 from rich.table import Table
 from typer.testing import CliRunner
@@ -254,3 +255,44 @@ def test_vouch_level_defaults_to_the_services():
     result = CliRunner().invoke(app, ["vouch", "--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0
     assert f"[default: {DEFAULT_VOUCH}]" in result.output
+
+
+HOSTILE_TEXT = [
+    "[/x] ladder",  # a closing tag with no opening one: rich raised MarkupError
+    "[link=https://example.invalid]free drill[/link]",
+    "[bold red]URGENT[/]",
+    "drill\nauthor:   12D3KooWFake\ntrust:    1.00",
+    "gnp.exe\u202e",
+    "zero\u200bwidth\ufeff",
+    "bell\x07 and \x1b[31mred",
+]
+
+
+@pytest.mark.parametrize("title", HOSTILE_TEXT, ids=repr)
+def test_remote_text_is_shown_as_plain_text(title):
+    """A table renders every title as the literal characters, with controls and invisible ones escaped."""
+    from rich.console import Console
+
+    row = {"id": RECORD, "title": title, "kind": "give", "tags": [], "author": PEER, "trust": 0.0}
+    console = Console(width=400, record=True, color_system=None, markup=True)
+    console.print(render.items([row], "offers"))
+    out = console.export_text()
+    assert render.printable(title) in out
+    assert title.split("\n")[0] in out or "\n" not in title
+    for line in out.splitlines():  # nothing escaped into a line of its own
+        assert not line.startswith(("author:", "trust:"))
+    assert not any(ch in out for ch in "\u202e\u200b\ufeff\x07\x1b")
+
+
+@pytest.mark.parametrize("desc", HOSTILE_TEXT, ids=repr)
+def test_offer_show_keeps_one_line_per_field(desc):
+    item = {"id": RECORD, "title": "Drill", "desc": desc, "author": PEER, "trust": 0.5}
+    shown = render.item(item).splitlines()
+    assert [line.split(":")[0] for line in shown] == list(render.ITEM_FIELDS)
+    assert shown[render.ITEM_FIELDS.index("desc")] == f"desc:      {render.printable(desc)}"
+
+
+def test_printable_escapes_only_what_is_invisible_or_breaks_lines():
+    assert render.printable("Fahrrad für Kinder 🚲") == "Fahrrad für Kinder 🚲"
+    assert render.printable("👨\u200d👩\u200d👧") == "👨\u200d👩\u200d👧"  # joiners are kept
+    assert render.printable("a\nb\tc\u202ed") == "a\\nb\\tc\\u202ed"

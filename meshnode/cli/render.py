@@ -15,6 +15,11 @@ Conventions every function keeps:
   other long cells end in an ellipsis. A missing value is ``-``, a list is
   joined with ``, ``, a float has two decimals.
 * An empty list is one line that says so, never an empty table.
+* Text from the network (titles, descriptions, swarm names, notes) is shown
+  as it is and never as markup: table cells are plain ``rich.text.Text``, and
+  control, line-break and invisible format characters (direction overrides,
+  zero-width spaces) are shown escaped (``\\n``, ``\\u202e``) by
+  :func:`printable`, so no record can draw fake lines or reorder what is read.
 * The input is never modified.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -106,20 +112,37 @@ def short_id(value: str) -> str:
     return value
 
 
+_KEPT_FORMAT = frozenset("\u200c\u200d")  # zero-width (non-)joiners: needed by scripts and emoji
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """``text`` with each control, line-break or invisible format character escaped (``\\n``, ``\\u202e``)."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in _ESCAPED_CATEGORIES and ch not in _KEPT_FORMAT
+        else ch
+        for ch in text
+    )
+
+
 def cell(value: Any) -> str:
-    """One table cell: ``-`` for None, lists joined, floats to 2 decimals, record ids short."""
+    """A table cell: ``-`` for None, lists joined, floats to 2 decimals, record ids short, text printable."""
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ", ".join(short_id(v) for v in value)
+        return ", ".join(cell(v) for v in value)
     if isinstance(value, float):
         return f"{value:.2f}"
-    return short_id(value) if isinstance(value, str) else str(value)
+    return printable(short_id(value)) if isinstance(value, str) else str(value)
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Columns, *, empty: str) -> Shown:
     """``rows`` as a table with ``columns``, or the line ``empty`` when there are none."""
     from rich.table import Table
+    from rich.text import Text
 
     if not rows:
         return empty
@@ -128,7 +151,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Columns, *, empty: str) ->
         whole = key in WHOLE_KEYS
         t.add_column(title, no_wrap=whole, min_width=None, overflow="fold" if whole else "ellipsis")
     for row in rows:
-        t.add_row(*(cell(row.get(key)) for key, _ in columns))
+        t.add_row(*(Text(cell(row.get(key))) for key, _ in columns))  # Text: never read as markup
     return t
 
 
@@ -183,12 +206,13 @@ def status(data: Mapping[str, Any]) -> str:
     out = [
         f"peer id:  {data['peer_id']}",
         f"reach:    {reach.get('state', '?')}: {reach.get('reason', '')}",
-        f"swarms:   {', '.join(data['swarms']) or '-'}",
+        f"swarms:   {printable(', '.join(data['swarms'])) or '-'}",
         f"peers:    {data['peers']}",
         f"records:  {data['records']}",
     ]
     for net in data.get("networks", []):
-        members = ", ".join(f"{name} {n}" for name, n in sorted(net["swarm_peers"].items())) or "no swarm"
+        members = printable(", ".join(f"{name} {n}" for name, n in sorted(net["swarm_peers"].items())))
+        members = members or "no swarm"
         out.append(
             f"network:  {net['network']} port {net['port'] or '-'}, {net['peers']} peers"
             f" ({members} connected); {net['reachability']['state']}"
@@ -259,7 +283,8 @@ def item(data: Mapping[str, Any]) -> str:
     out = []
     for key in ITEM_FIELDS:
         value = data.get(key)
-        out.append(f"{key + ':':10} {', '.join(value) if isinstance(value, list) else value}")
+        text = ", ".join(value) if isinstance(value, list) else value
+        out.append(f"{key + ':':10} {printable(text) if isinstance(text, str) else text}")
     return lines(out)
 
 
