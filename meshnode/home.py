@@ -102,7 +102,12 @@ def resolve_home(option: str | os.PathLike[str] | None = None) -> Home:
         root = Path(os.environ[ENV_HOME])
     else:
         root = Path(platformdirs.user_data_dir("meshnode", appauthor=False))
-    return Home(root.expanduser().absolute())
+    root = root.expanduser().absolute()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(
+            f"the home {root} is a file, not a directory: name a directory (--home or MESHNODE_HOME)"
+        )
+    return Home(root)
 
 
 def ensure_home(home: Home) -> None:

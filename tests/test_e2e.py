@@ -118,6 +118,13 @@ def test_refusals_are_one_line_nonzero_and_change_nothing(daemons, tmp_path):
         (["swarm", "invite", "Nowhere"], 66, "no swarm"),
         (["swarm", "join", "mesh1notacode"], 64, "invite"),
         (["connect", "/ip4/127.0.0.1/tcp/1"], 64, "/p2p/"),
+        (["vouch", Identity.generate().peer_id, "--level", "nan"], 64, "--level"),
+        (["vouch", Identity.generate().peer_id, "--level", "inf"], 64, "--level"),
+        (["offer", "add", "x", "--expires", "inf"], 64, "--expires"),
+        (["offer", "add", "\udced\udca0\udc80 drill"], 64, "UTF-8"),  # bytes that are not UTF-8
+        (["offer", "add", "line\nbreak"], 65, "one line"),
+        (["offer", "show", ""], 64, "empty"),
+        (["trust", " "], 64, "empty"),
     ]
     for args, code, words in cases:
         result = a.cli(*args, check=False)
@@ -196,3 +203,16 @@ def test_another_user_cannot_use_the_api(daemons):
     s = socket.socket(socket.AF_UNIX)
     s.connect(str(a.home / "api.sock"))
     s.close()
+
+
+def test_a_home_that_is_a_file_is_a_one_line_error(tmp_path):
+    afile = tmp_path / "not-a-dir"
+    afile.write_text("")
+    for args in (["status"], ["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]):
+        result = subprocess.run(
+            [*MESHNODE, *args, "--home", str(afile)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 78, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"error: the home {afile} is a file, not a directory: name a directory (--home or MESHNODE_HOME)"
+        ]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import httpx
 
-from meshnode.errors import ERRORS_BY_CODE, DaemonNotRunning, MeshError, NotAllowed
+from meshnode.errors import ERRORS_BY_CODE, BadValue, DaemonNotRunning, MeshError, NotAllowed
 from meshnode.home import Home
 from meshnode.lock import running_pid
 
@@ -46,10 +47,17 @@ class ApiClient:
             raise NotAllowed(
                 f"not allowed to use the daemon of {self.home.root}: it belongs to another user"
             ) from None
+        content = request_body(json)
         transport = httpx.HTTPTransport(uds=str(self.home.socket))
         try:
             with httpx.Client(transport=transport, base_url="http://meshnode", timeout=TIMEOUT) as client:
-                response = client.request(method, f"/v1{path}", json=json, params=params)
+                response = client.request(
+                    method,
+                    f"/v1{path}",
+                    content=content,
+                    headers={"content-type": "application/json"} if content is not None else None,
+                    params=params,
+                )
         except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
             raise self._not_running() from None
         except PermissionError:
@@ -76,3 +84,17 @@ class ApiClient:
 
     def delete(self, path: str) -> Any:
         return self.call("DELETE", path)
+
+
+def request_body(value: Any) -> bytes | None:
+    """``value`` as a JSON request body, or a one-line :class:`BadValue` saying what cannot be sent."""
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except ValueError as exc:
+        if isinstance(exc, UnicodeEncodeError):
+            raise BadValue(
+                "the command line holds bytes that are not UTF-8 text: check the terminal's encoding"
+            ) from None
+        raise BadValue(f"a number on the command line is not finite ({exc})") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import quote
@@ -89,8 +90,17 @@ def show(shown: Shown) -> None:
 
 
 def segment(text: str) -> str:
-    """``text`` as one path segment of an API URL."""
-    return quote(text, safe="")
+    """``text`` (an id) as one path segment of an API URL."""
+    if not text.strip():
+        raise BadValue("expected an id, found an empty string")
+    return quote(text.encode("utf-8", "surrogateescape"), safe="")
+
+
+def finite(value: float, option: str) -> float:
+    """``value`` if it is a finite number (click accepts ``nan`` and ``inf`` as floats)."""
+    if not math.isfinite(value):
+        raise BadValue(f"{option}: expected a number, found {value}")
+    return value
 
 
 # --- node ---------------------------------------------------------------------
@@ -281,7 +291,7 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
             "where": where,
         }
         if expires is not None:
-            body["expires_days"] = expires
+            body["expires_days"] = finite(expires, "--expires")
         if swarm:
             body["swarm"] = swarm
         data = client(home).post(f"/{plural}", body)
@@ -435,7 +445,7 @@ def vouch(
     json_out: JsonOption = False,
 ) -> None:
     """Vouch for (or, with a negative level, warn about) a neighbour."""
-    body: dict[str, Any] = {"peer": peer_id, "level": level, "note": note}
+    body: dict[str, Any] = {"peer": peer_id, "level": finite(level, "--level"), "note": note}
     if swarm:
         body["swarm"] = swarm
     data = client(home).post("/vouch", body)
