@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -212,10 +212,6 @@ class Node:
         if net is None:
             raise NotFound("that swarm's network is not running")
         return net
-
-    def networks(self) -> Iterator[Network]:
-        """Every running network: the open one, then one per private swarm key."""
-        return iter(list(self._networks.values()))
 
     def addrs(self, swarm: Swarm | None = None) -> list[str]:
         """Advertised addresses of this node, best first (for ``swarm``'s network if given)."""
