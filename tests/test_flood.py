@@ -28,7 +28,7 @@ async def test_thirty_second_flood(tmp_path):
     a = await trio.to_thread.run_sync(lambda: Daemon(tmp_path / "alice").start())
     b = await trio.to_thread.run_sync(lambda: Daemon(tmp_path / "bob").start())
     try:
-        await trio.to_thread.run_sync(lambda: a.cli("swarm", "create", "Elm Street"))
+        await trio.to_thread.run_sync(lambda: a.cli("swarm", "create", "Elm Street", "--open"))
         code = (await trio.to_thread.run_sync(lambda: a.cli("swarm", "invite", "Elm Street"))).stdout.strip()
         await trio.to_thread.run_sync(lambda: b.cli("swarm", "join", code))
         swarm = decode_invite(code).swarm

@@ -118,10 +118,15 @@ def test_known_peers_show_the_best_address_and_how_many_more():
     assert cells(lines[3]) == ["Elm Street", PEER2, "-", "0", "2025-01-01", "2"]
 
 
-def test_swarm_table():
-    rows = [{"name": "Elm Street", "private": False, "id": RECORD}]
+def test_swarm_table_says_who_can_read_and_post():
+    rows = [
+        {"name": "Elm Street", "private": False, "id": RECORD},
+        {"name": "Oak", "private": True, "id": RECORD},
+    ]
     lines = drawn(render.swarms(rows)).splitlines()
-    assert cells(lines[2]) == ["Elm Street", "False", "abababababab"]
+    assert cells(lines[0]) == ["name", "who can read and post", "id"]
+    assert cells(lines[2]) == ["Elm Street", "OPEN: anyone who connects", "abababababab"]
+    assert cells(lines[3]) == ["Oak", "private: invitees only", "abababababab"]
 
 
 def test_identity_and_status_text():
@@ -224,7 +229,7 @@ def test_swarm_and_node_lines():
         "created private swarm 'Elm Street'\ninvite neighbours with: meshnode swarm invite 'Elm Street'"
     )
     assert render.swarm_created({"name": "Oak", "private": False}) == (
-        "created swarm 'Oak'\ninvite neighbours with: meshnode swarm invite Oak"
+        "created OPEN swarm 'Oak'\ninvite neighbours with: meshnode swarm invite Oak"
     )
     assert render.joined({"name": "Oak"}) == "joined swarm 'Oak'"
     assert render.left("Oak") == "left swarm 'Oak'"

@@ -141,7 +141,7 @@ async def post_connect(request: Request, s: ApiService) -> Any:
 
 async def post_swarms(request: Request, s: ApiService) -> Any:
     b = await body(request, {"name", "private"})
-    private = b.get("private", False)
+    private = b.get("private", True)  # private unless asked otherwise
     if not isinstance(private, bool):
         raise BadValue("private: expected true or false")
     return await s.swarm_create(b.get("name"), private)

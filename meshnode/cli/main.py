@@ -218,13 +218,20 @@ app.add_typer(swarm_app, name="swarm")
 def swarm_create(
     name: str,
     private: Annotated[
-        bool, typer.Option("--private", help="Only holders of the invite can connect.")
-    ] = False,
+        bool,
+        typer.Option(
+            "--private/--open",
+            help="Private (the default): only holders of an invite can connect, read or post."
+            " Open: anyone who can connect (mDNS finds them on the LAN) can read and post.",
+        ),
+    ] = True,
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Create a swarm and join it."""
+    """Create a swarm and join it: private unless --open."""
     data = client(home).post("/swarms", {"name": name, "private": private})
+    if not data["private"]:
+        typer.echo(render.warning(render.OPEN_SWARM_WARNING.format(name=data["name"])), err=True)
     show(render.pretty_json(data) if json_out else render.swarm_created(data))
 
 

@@ -97,7 +97,16 @@ KNOWN_PEER_COLUMNS: Columns = [
     ("failures", "failed dials"),
 ]
 
-SWARM_COLUMNS: Columns = [("name", "name"), ("private", "private"), ("id", "id")]
+SWARM_COLUMNS: Columns = [("name", "name"), ("access", "who can read and post"), ("id", "id")]
+
+#: What ``swarm list`` says of a swarm, by its ``private`` flag.
+SWARM_ACCESS = {True: "private: invitees only", False: "OPEN: anyone who connects"}
+
+#: Printed (on stderr) by ``swarm create --open``.
+OPEN_SWARM_WARNING = (
+    "swarm {name!r} is open: anyone who can connect to this node (mDNS finds it on the LAN)"
+    " can read and post in it; leave out --open to make an invite-only swarm"
+)
 
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
@@ -247,7 +256,7 @@ def swarm_created(data: Mapping[str, Any]) -> str:
     """``POST /swarms``: the new swarm, and the command that invites to it."""
     return lines(
         [
-            f"created {'private ' if data['private'] else ''}swarm {data['name']!r}",
+            f"created {'private' if data['private'] else 'OPEN'} swarm {data['name']!r}",
             f"invite neighbours with: meshnode swarm invite {shlex.quote(data['name'])}",
         ]
     )
@@ -267,7 +276,9 @@ def left(name: str) -> str:
 
 
 def swarms(rows: Sequence[Mapping[str, Any]]) -> Shown:
-    return table(rows, SWARM_COLUMNS, empty="no swarms yet")
+    """``GET /swarms``: each swarm says who can read and post in it (open ones loudly)."""
+    shown = [{**row, "access": SWARM_ACCESS[bool(row["private"])]} for row in rows]
+    return table(shown, SWARM_COLUMNS, empty="no swarms yet")
 
 
 # --- offers and wants ------------------------------------------------------------
