@@ -8,9 +8,9 @@ import nacl.signing
 import trio
 
 from meshnode import records as rec
-from meshnode.errors import StoreError
-from meshnode.ingest import Ingest
-from meshnode.store import Store
+from meshnode.errors import StoreError, ValidationError
+from meshnode.ingest import Ingest, NewAuthorBudget
+from meshnode.store import AddResult, Store
 from meshnode.swarm import Swarm
 from meshnode.verdicts import Verdict
 from tests.netutil import wait_until
@@ -59,14 +59,15 @@ async def test_a_store_failure_is_reported_and_the_writer_goes_on(caplog):
 
     async def body(ingest: Ingest) -> None:
         with caplog.at_level(logging.ERROR, logger="meshnode.ingest"):
-            assert await ingest.judge(first.encoded, "peer-1", SWARM) is Verdict.ACCEPT
-            await wait_until(lambda: ingest.stats.last_error != "", timeout=10)
+            # The write failed: not accepted, so not relayed (it was ACCEPT before the write).
+            assert await ingest.judge(first.encoded, "peer-1", SWARM) is Verdict.IGNORE
         assert ingest.stats.last_error == "store failed: disk I/O error"
+        assert ingest.stats.not_stored == 1
         assert not store.store.has(first.id)
         # The failed record is not stuck as 'pending': a later copy is taken.
         assert await ingest.judge(first.encoded, "peer-2", SWARM) is Verdict.ACCEPT
         assert await ingest.judge(second.encoded, "peer-2", SWARM) is Verdict.ACCEPT
-        await wait_until(lambda: store.store.has(first.id) and store.store.has(second.id), timeout=10)
+        assert store.store.has(first.id) and store.store.has(second.id)
 
     await run_ingest(store, body)
     assert any("failed: disk I/O error" in r.getMessage() for r in caplog.records)
@@ -78,11 +79,10 @@ async def test_a_bug_in_the_store_is_logged_with_its_traceback_and_the_writer_go
 
     async def body(ingest: Ingest) -> None:
         with caplog.at_level(logging.ERROR, logger="meshnode.ingest"):
-            assert await ingest.judge(first.encoded, "peer-1", SWARM) is Verdict.ACCEPT
-            await wait_until(lambda: ingest.stats.last_error != "", timeout=10)
+            assert await ingest.judge(first.encoded, "peer-1", SWARM) is Verdict.IGNORE
         assert "TypeError" in ingest.stats.last_error
         assert await ingest.judge(second.encoded, "peer-1", SWARM) is Verdict.ACCEPT
-        await wait_until(lambda: store.store.has(second.id), timeout=10)
+        assert store.store.has(second.id)
 
     await run_ingest(store, body)
     bug = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], TypeError)]
@@ -165,17 +165,172 @@ async def test_a_validation_cancelled_on_a_full_queue_leaves_nothing_pending():
     """Later copies of the record must still be taken (they were ignored until restart)."""
     store = Store.open(":memory:")
     ingest = Ingest(store, swarm_ids=lambda: {SWARM.id}, clock=lambda: NOW, queue_size=1)
+    verdicts: list[Verdict] = []
     try:
         filler, record = offer("Filler"), offer("Drill")
-        assert await ingest.judge(filler.encoded, "peer-1", SWARM) is Verdict.ACCEPT  # fills the queue
-        with trio.move_on_after(0.1) as scope:  # the writer is not running: the queue stays full
-            await ingest.judge(record.encoded, "peer-2", SWARM)
-        assert scope.cancelled_caught
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+
+                async def judge_filler() -> None:
+                    verdicts.append(await ingest.judge(filler.encoded, "peer-1", SWARM))
+
+                nursery.start_soon(judge_filler)  # fills the queue, waits for the writer
+                await wait_until(lambda: ingest._send.statistics().current_buffer_used == 1, timeout=10)
+                with trio.move_on_after(0.1) as scope:  # the writer is not running: the queue stays full
+                    await ingest.judge(record.encoded, "peer-2", SWARM)
+                assert scope.cancelled_caught
+                await nursery.start(ingest.run)
+                assert await ingest.judge(record.encoded, "peer-3", SWARM) is Verdict.ACCEPT
+                assert store.has(record.id)
+                await wait_until(lambda: verdicts == [Verdict.ACCEPT], timeout=10)
+                assert store.has(filler.id)
+                nursery.cancel_scope.cancel()
+    finally:
+        ingest.close()
+
+
+# --- ACCEPT means stored -----------------------------------------------------------------
+
+
+class RefusingStore(FailingStore):
+    """A real store that refuses every record (as a full store, or its rules, would)."""
+
+    def add_records(self, records, *, now_ms):
+        result = AddResult()
+        result.refused.extend((r.id, ValidationError("refused by the store's rules")) for r in records)
+        return result
+
+
+async def test_accept_comes_only_once_the_record_is_stored():
+    store = Store.open(":memory:")
+    written: list[int] = []
+
+    class CountingStore(FailingStore):
+        def add_records(self, records, *, now_ms):
+            written.append(len(records))
+            return super().add_records(records, now_ms=now_ms)
+
+    counting = CountingStore()
+    counting.store = store
+
+    async def body(ingest: Ingest) -> None:
+        records = [offer(f"Item {i}") for i in range(40)]
+        verdicts: list[Verdict] = []
+
+        async def one(r: rec.Record) -> None:
+            verdict = await ingest.judge(r.encoded, "peer-1", SWARM)
+            if verdict is Verdict.ACCEPT:
+                assert store.has(r.id)  # stored before it may be relayed
+            verdicts.append(verdict)
+
+        async with trio.open_nursery() as nursery:
+            for r in records:
+                nursery.start_soon(one, r)
+        assert verdicts == [Verdict.ACCEPT] * 40
+        assert sum(written) == 40 and len(written) < 40  # still written in batches
+
+    await run_ingest(counting, body)
+
+
+async def test_a_record_the_store_refuses_is_not_relayed():
+    async def body(ingest: Ingest) -> None:
+        record = offer("Drill")
+        assert await ingest.judge(record.encoded, "peer-1", SWARM) is Verdict.IGNORE
+        assert ingest.stats.refused_by_store == 1 and ingest.stats.invalid == 0
+
+    await run_ingest(RefusingStore(), body)
+
+
+# --- authors never seen here --------------------------------------------------------------
+
+
+def by(key: nacl.signing.SigningKey, title: str, seq: int = 1) -> rec.Record:
+    return rec.new_record(
+        rec.OfferBody(title=title, kind="lend"), swarm=SWARM.id, seq=seq, ts=NOW, signing_key=key
+    )
+
+
+def store_knowing_a_friend() -> tuple[Store, nacl.signing.SigningKey]:
+    """An in-memory store that holds one record of ``friend``: a known author."""
+    store = Store.open(":memory:")
+    friend = nacl.signing.SigningKey.generate()
+    store.add_records([by(friend, "Known")], now_ms=NOW)
+    return store, friend
+
+
+async def test_fresh_keys_on_gossip_get_a_small_budget_and_known_authors_are_not_crowded_out():
+    store, friend = store_knowing_a_friend()
+    ingest = Ingest(
+        store, swarm_ids=lambda: {SWARM.id}, clock=lambda: NOW, new_author_rate=0.0, new_author_burst=3.0
+    )
+    try:
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
                 await nursery.start(ingest.run)
-                assert await ingest.judge(record.encoded, "peer-3", SWARM) is Verdict.ACCEPT
-                await wait_until(lambda: store.has(record.id) and store.has(filler.id), timeout=10)
+                fresh = [offer(f"Flood {i}") for i in range(10)]
+                verdicts = [await ingest.judge(r.encoded, "peer-1", SWARM) for r in fresh]
+                assert verdicts == [Verdict.ACCEPT] * 3 + [Verdict.IGNORE] * 7
+                assert ingest.stats.new_author_limited == 7 and ingest.stats.invalid == 0
+                # the known author's records still go through
+                for seq in range(2, 6):
+                    assert await ingest.judge(by(friend, f"Known {seq}", seq).encoded, "peer-1", SWARM) is (
+                        Verdict.ACCEPT
+                    )
                 nursery.cancel_scope.cancel()
+    finally:
+        ingest.close()
+
+
+async def test_fresh_keys_in_gossip_cannot_fill_the_queue():
+    """At most new_author_queue records of never-seen authors wait for the writer at once."""
+    store, friend = store_knowing_a_friend()
+    ingest = Ingest(store, swarm_ids=lambda: {SWARM.id}, clock=lambda: NOW, new_author_queue=2)
+    verdicts: list[Verdict] = []
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+
+                async def judge(r: rec.Record) -> None:
+                    verdicts.append(await ingest.judge(r.encoded, "peer-1", SWARM))
+
+                for i in range(2):  # the writer is not running: these two wait
+                    nursery.start_soon(judge, offer(f"Waiting {i}"))
+                await wait_until(lambda: ingest._send.statistics().current_buffer_used == 2, timeout=10)
+                assert await ingest.judge(offer("Third").encoded, "peer-1", SWARM) is Verdict.IGNORE
+                nursery.start_soon(judge, by(friend, "Known 2", 2))  # a known author still queues
+                await wait_until(lambda: ingest._send.statistics().current_buffer_used == 3, timeout=10)
+                await nursery.start(ingest.run)
+                await wait_until(lambda: len(verdicts) == 3, timeout=10)
+                assert verdicts == [Verdict.ACCEPT] * 3
+                nursery.cancel_scope.cancel()
+    finally:
+        ingest.close()
+
+
+async def test_ingest_many_refuses_authors_over_the_new_author_budget():
+    store, friend = store_knowing_a_friend()
+    keys = [nacl.signing.SigningKey.generate() for _ in range(5)]
+    datas = [by(k, f"Fresh {i} {j}", j + 1).encoded for i, k in enumerate(keys) for j in range(3)]
+    datas += [by(friend, f"Known {seq}", seq).encoded for seq in range(2, 12)]
+    ingest = Ingest(store, swarm_ids=lambda: {SWARM.id}, clock=lambda: NOW, open_chunk=4)
+    try:
+        budget = NewAuthorBudget(2)
+        report = await ingest.ingest_many(datas, new_authors=budget)
+        assert report.stored == 2 * 3 + 10  # two fresh authors, all of the friend's
+        assert report.refused == report.new_authors_refused == 3 * 3 and report.invalid == 0
+        assert len(budget.admitted) == 2 and budget.refused == 9
+        assert store.count() == 1 + 16
+    finally:
+        ingest.close()
+
+
+async def test_ingest_many_stores_every_record_of_a_big_batch_and_reports_the_bad():
+    store = Store.open(":memory:")
+    good = [offer(f"Item {i}").encoded for i in range(1200)]
+    ingest = Ingest(store, swarm_ids=lambda: {SWARM.id}, clock=lambda: NOW, open_chunk=100, batch_size=300)
+    try:
+        report = await ingest.ingest_many([*good, b"\xff garbage", good[0]])
+        assert (report.stored, report.duplicates, report.invalid) == (1200, 1, 1)
+        assert store.count() == 1200
     finally:
         ingest.close()
