@@ -153,7 +153,10 @@ def start_detached(
     args = [*FOREGROUND_COMMAND, "--home", str(home.root), "--log-level", log_level]
     for addr in listen:
         args += ["--listen", addr]
-    with open(home.log, "ab") as log_file:
+    # The log names peers, addresses and swarms: for the owner only (0600, also when it exists).
+    fd = os.open(home.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as log_file:
         start = log_file.tell()
         proc = subprocess.Popen(
             args, stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True

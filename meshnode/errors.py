@@ -25,6 +25,8 @@ The tree (code, exit code)::
     ├── ConfigError ("config", 78)
     │   └── PortInUse ("port_in_use")
     ├── StoreError ("store", 74)
+    │   ├── StorageFull ("storage_full")
+    │   └── OverQuota ("over_quota")
     ├── NetworkError ("network", 69)
     │   ├── SyncTimeout ("timeout")
     │   └── PeerGone ("peer_gone")
@@ -152,6 +154,18 @@ class StoreError(MeshError):
     exit_code = 74  # EX_IOERR
 
 
+class StorageFull(StoreError):
+    """The disk holding the store is nearly full: others' records are refused (no fault of theirs)."""
+
+    code = "storage_full"
+
+
+class OverQuota(StoreError):
+    """A record that this store's quotas leave no room for (no fault of the sender)."""
+
+    code = "over_quota"
+
+
 class InviteError(BadValue):
     """An invite code that cannot be parsed or does not verify."""
 
@@ -222,6 +236,8 @@ ALL_ERRORS: tuple[type[MeshError], ...] = (
     ConfigError,
     PortInUse,
     StoreError,
+    StorageFull,
+    OverQuota,
     InviteError,
     NetworkError,
     ReconcileError,

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meshnode import lifetime
 from meshnode.errors import ExpiredError, NotAllowed
 from meshnode.records import (
     AttestBody,
@@ -104,7 +105,7 @@ def test_an_item_without_changes_is_its_original():
         max_days=7,
         deposit="20 EUR",
         has_terms=1,
-        expires=None,
+        expires=NOW + lifetime.DEFAULT_MS["offer"],  # an offer that states none gets the default
         created_ts=NOW,
         updated_ts=NOW,
         cur_id=o.id,
@@ -123,7 +124,7 @@ def test_an_item_without_changes_is_its_original():
         tags=("diy", "tools"),
         where="u4pru",
         quantity=2,
-        expires=None,
+        expires=NOW + lifetime.DEFAULT_MS["offer"],
         created_ts=NOW,
         updated_ts=NOW,
         withdrawn=False,
@@ -274,7 +275,7 @@ def test_live_means_neither_withdrawn_nor_expired(expires, withdrawn, live):
 
 # --- purity ---------------------------------------------------------------------------------
 
-CORE = {"meshnode.errors", "meshnode.ids", "meshnode.records"}
+CORE = {"meshnode.errors", "meshnode.ids", "meshnode.records", "meshnode.lifetime"}
 PURE_STDLIB = {"__future__", "collections", "collections.abc", "dataclasses", "typing", "re", "unicodedata"}
 
 

@@ -28,6 +28,7 @@ CORE = [
     "meshnode.addrs",
     "meshnode.addrbook",
     "meshnode.reach",
+    "meshnode.lifetime",
     "meshnode.protocols.sync.limits",
     "meshnode.protocols.sync.messages",
     "meshnode.protocols.sync.session",

@@ -6,9 +6,19 @@ store; its module docstring names the module that does each job.
 """
 
 from meshnode.store.derive import ITEM_TYPES, LiveItem
+from meshnode.store.quota import QuotaPolicy, Quotas
 from meshnode.store.schema import SCHEMA_VERSION
 from meshnode.store.search import fts_query
 from meshnode.store.sqlite import Store
 from meshnode.store.write import AddResult
 
-__all__ = ["ITEM_TYPES", "SCHEMA_VERSION", "AddResult", "LiveItem", "Store", "fts_query"]
+__all__ = [
+    "ITEM_TYPES",
+    "SCHEMA_VERSION",
+    "AddResult",
+    "LiveItem",
+    "QuotaPolicy",
+    "Quotas",
+    "Store",
+    "fts_query",
+]

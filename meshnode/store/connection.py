@@ -10,6 +10,7 @@ upgrading it.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,8 @@ def open_connection(where: str, *, readonly: bool) -> sqlite3.Connection:
     memory = where == MEMORY
     if readonly and memory:
         raise StoreError("an in-memory store cannot be opened read-only")
+    if not memory and not readonly:
+        _owner_only(where)
     try:
         if readonly:
             uri = Path(where).absolute().as_uri() + "?mode=ro"
@@ -57,6 +60,36 @@ def open_connection(where: str, *, readonly: bool) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _owner_only(where: str) -> None:
+    """Create the database file (and fix it, its WAL and shared memory) with mode 0600.
+
+    The store holds everything the neighbours posted and whom this node
+    trusts: nobody else on the machine needs to read it. SQLite creates the
+    WAL and shared-memory files with the database file's mode.
+    """
+    try:
+        os.close(os.open(where, os.O_RDWR | os.O_CREAT, 0o600))
+        for path in (where, where + "-wal", where + "-shm"):
+            if os.path.exists(path) and os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open the store {where}: {exc.strerror or exc}") from None
+
+
+def quick_check(conn: sqlite3.Connection, where: str) -> None:
+    """SQLite's quick integrity check (``PRAGMA quick_check``); raise if the file is damaged."""
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        rows = [str(exc)]
+    if rows != ["ok"]:
+        lines = [line.strip() for row in rows for line in row.splitlines() if line.strip("* ")]
+        raise StoreError(
+            f"the store {where} is damaged ({'; '.join(lines[:3])}): move it away and restart to sync"
+            " the records again from your swarms (your identity and swarms are kept)"
+        )
 
 
 def _prepare(conn: sqlite3.Connection, where: str, *, readonly: bool, memory: bool) -> None:

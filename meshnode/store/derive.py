@@ -12,6 +12,9 @@ The rules, all functions of the *set* of records, never of their order:
   ``(ts, seq, id)``, or the original's when it has none.
 * It is withdrawn from its earliest valid withdrawal on; an update never
   revives it.
+* It expires at its current version's expiry, and at most
+  :data:`~meshnode.lifetime.MAX_MS` after the original was made
+  (:func:`~meshnode.lifetime.item_expiry`): every item expires.
 * A head whose target is not known yet is kept and waits; when the target
   arrives, a head that is not valid for it is evicted (as if the target had
   come first and the head had been refused).
@@ -30,6 +33,7 @@ from typing import NamedTuple, Protocol
 
 from meshnode.errors import ExpiredError, MeshError, NotAllowed
 from meshnode.ids import short_id
+from meshnode.lifetime import item_expiry
 from meshnode.records import ItemBody, LendTerms, Record
 
 #: Record types that are items (one row each in ``items``).
@@ -151,10 +155,11 @@ def derive_item(
             withdrawn_ts = h.ts
     if updates:
         ts, seq, cur_id = max(updates)
-        item: ItemBody = load(cur_id).body.item
+        current = load(cur_id)
+        item: ItemBody = current.body.item
     else:
         ts, seq, cur_id = original.ts, original.seq, original.id
-        item = original.body
+        current, item = original, original.body
     terms = item.terms
     return _make_row(  # from a plain tuple: twice as fast as ItemRow(...) (once per stored item)
         (
@@ -171,7 +176,7 @@ def derive_item(
             terms.max_days if terms is not None else None,
             terms.deposit if terms is not None else None,
             int(terms is not None),
-            item.expires,
+            item_expiry(original.ts, current),
             original.ts,
             ts,
             cur_id,

@@ -51,11 +51,27 @@ _COUNTED_RULES = (
         " LEFT JOIN author_seq s ON s.author = r.author WHERE s.seq IS NULL OR s.seq < r.m",
         "author_seq: {} authors lag behind their records",
     ),
+    (
+        "SELECT count(*) FROM (SELECT swarm, author, count(*) AS c, sum(length(raw)) AS b FROM records"
+        " GROUP BY swarm, author) r LEFT JOIN usage u ON u.swarm = r.swarm AND u.author = r.author"
+        " WHERE u.records IS NOT r.c OR u.bytes IS NOT r.b",
+        "usage: {} (swarm, author) pairs are miscounted",
+    ),
+    (
+        "SELECT count(*) FROM usage u"
+        " WHERE NOT EXISTS (SELECT 1 FROM records WHERE swarm = u.swarm AND author = u.author)",
+        "usage: {} (swarm, author) pairs have no records",
+    ),
+    (
+        "SELECT count(*) FROM records r WHERE type = 'attest'"
+        " AND NOT EXISTS (SELECT 1 FROM attest_keys WHERE n = r.n)",
+        "attest_keys: {} attests have no key row",
+    ),
 )
 
 
 def _counted_problems(conn: sqlite3.Connection) -> Iterator[str]:
-    """Offers and wants without an ``items`` row; authors whose ``author_seq`` lags their records."""
+    """Rows that break :data:`_COUNTED_RULES` (missing items rows, lagging ``author_seq``, usage, keys)."""
     for sql, problem in _COUNTED_RULES:
         count = conn.execute(sql).fetchone()[0]
         if count:

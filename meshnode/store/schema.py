@@ -36,16 +36,24 @@ Tables
 ``author_seq``
     Highest ``seq`` seen per author (never lowered, not even by pruning).
 ``pruned``
-    Ids deleted by pruning, with the expiry that caused it; these are refused
-    if a peer offers them again.
+    Ids deleted by pruning or evicted by a quota, with the expiry that caused
+    it (or until when an eviction is remembered); these are refused if a peer
+    offers them again, and forgotten a while after that time.
+``attest_keys``
+    The (author, subject, context) of every stored attest, so that pruning
+    finds an attestation's records by index (version 2).
+``usage``
+    Records and bytes stored per (swarm, author), kept by triggers on
+    ``records``: what the quotas read (version 2).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from meshnode.errors import StoreError
+from meshnode.errors import MeshError, StoreError
+from meshnode.records import decode_record
 
 #: "mesh" in ASCII; identifies a meshnode database file.
 APPLICATION_ID = 0x6D657368
@@ -124,8 +132,67 @@ CREATE TABLE pruned (
 ) WITHOUT ROWID;
 """
 
-#: Ordered migration steps: ``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+_DAY = 24 * 3600 * 1000
+
+# Version 2 (issue 12): every offer, want and vouch expires (meshnode.lifetime;
+# its numbers as of this step: 60/365 days for items and updates, 365/730 for
+# attests); per-(swarm, author) usage for the quotas, kept by triggers; attest
+# keys indexed for pruning (it was quadratic in an author's attests).
+_V2 = f"""
+CREATE TABLE attest_keys (
+    n       INTEGER PRIMARY KEY REFERENCES records (n) ON DELETE CASCADE,
+    author  BLOB    NOT NULL,
+    subject BLOB    NOT NULL,
+    context TEXT    NOT NULL
+);
+CREATE INDEX attest_keys_key ON attest_keys (author, subject, context);
+
+CREATE TABLE usage (
+    swarm   BLOB    NOT NULL,
+    author  BLOB    NOT NULL,
+    records INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL,
+    PRIMARY KEY (swarm, author)
+) WITHOUT ROWID;
+INSERT INTO usage (swarm, author, records, bytes)
+    SELECT swarm, author, count(*), sum(length(raw)) FROM records GROUP BY swarm, author;
+
+CREATE TRIGGER usage_add AFTER INSERT ON records BEGIN
+    INSERT INTO usage (swarm, author, records, bytes) VALUES (new.swarm, new.author, 1, length(new.raw))
+    ON CONFLICT (swarm, author) DO UPDATE SET records = records + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER usage_remove AFTER DELETE ON records BEGIN
+    UPDATE usage SET records = records - 1, bytes = bytes - length(old.raw)
+    WHERE swarm = old.swarm AND author = old.author;
+    DELETE FROM usage WHERE swarm = old.swarm AND author = old.author AND records <= 0;
+END;
+
+UPDATE records SET expires = min(
+    coalesce(expires, ts + CASE type WHEN 'attest' THEN {365 * _DAY} ELSE {60 * _DAY} END),
+    ts + CASE type WHEN 'attest' THEN {730 * _DAY} ELSE {365 * _DAY} END
+) WHERE type IN ('offer', 'want', 'update', 'attest');
+UPDATE items SET expires = min(
+    coalesce(expires, updated_ts + {60 * _DAY}), updated_ts + {365 * _DAY}, created_ts + {365 * _DAY}
+);
+UPDATE attestations SET expires = min(coalesce(expires, ts + {365 * _DAY}), ts + {730 * _DAY});
+"""
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    """Version 2: :data:`_V2`, then the attest keys of the attests already stored."""
+    for statement in _statements(_V2):
+        conn.execute(statement)
+    rows = conn.execute("SELECT n, raw FROM records WHERE type = 'attest'").fetchall()
+    keys = []
+    for n, raw in rows:
+        record = decode_record(raw)
+        keys.append((n, record.author, record.body.subject, record.body.context))
+    conn.executemany("INSERT INTO attest_keys (n, author, subject, context) VALUES (?, ?, ?, ?)", keys)
+
+
+#: Ordered migration steps: ``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``:
+#: an SQL script, or a function that runs in the step's transaction.
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (_V1, _v2)
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -148,12 +215,16 @@ def migrate(conn: sqlite3.Connection, where: str) -> None:
             conn.execute("ROLLBACK")
             return
         try:
-            for statement in _statements(MIGRATIONS[version]):
-                conn.execute(statement)
+            step = MIGRATIONS[version]
+            if callable(step):
+                step(conn)
+            else:
+                for statement in _statements(step):
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute("COMMIT")
-        except (sqlite3.Error, StoreError) as exc:
+        except (sqlite3.Error, MeshError) as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StoreError(

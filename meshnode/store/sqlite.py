@@ -40,15 +40,25 @@ from typing import Any
 
 from meshnode.errors import StoreError
 from meshnode.records import Record, decode_record
-from meshnode.store import search, write
-from meshnode.store.connection import MEMORY, open_connection, select_in, transaction
+from meshnode.store import quota, search, write
+from meshnode.store.connection import MEMORY, open_connection, quick_check, select_in, transaction
 from meshnode.store.derive import ITEM_COLUMNS, ITEM_TYPES, ItemRow, LiveItem, live_item
 from meshnode.store.integrity import integrity_problems
 from meshnode.store.lookups import present_ids, pruned_ids
+from meshnode.store.quota import QuotaPolicy, Quotas
 from meshnode.store.search import fts_query
 from meshnode.store.write import ORPHAN_GRACE_MS, AddResult
 
-__all__ = ["ITEM_TYPES", "ORPHAN_GRACE_MS", "AddResult", "LiveItem", "Store", "fts_query"]
+__all__ = [
+    "ITEM_TYPES",
+    "ORPHAN_GRACE_MS",
+    "AddResult",
+    "LiveItem",
+    "QuotaPolicy",
+    "Quotas",
+    "Store",
+    "fts_query",
+]
 
 
 class Store:
@@ -68,6 +78,7 @@ class Store:
         self._owns_connection = owns_connection
         self.path = path
         self.readonly = readonly
+        self._policy: QuotaPolicy | None = None
 
     # --- opening ---------------------------------------------------------------------
 
@@ -81,7 +92,14 @@ class Store:
         written by a newer meshnode, or cannot be opened.
         """
         where = str(path)
-        return cls(open_connection(where, readonly=readonly), where, readonly=readonly)
+        conn = open_connection(where, readonly=readonly)
+        if not readonly and where != MEMORY:
+            try:
+                quick_check(conn, where)  # a damaged file stops the start, not a later write
+            except BaseException:
+                conn.close()
+                raise
+        return cls(conn, where, readonly=readonly)
 
     def reader(self) -> Store:
         """A second, read-only connection to the same file (reads run beside writes)."""
@@ -179,9 +197,44 @@ class Store:
                 batch.append(record)
         if not batch:
             return result
+        policy = self._policy
+        free = quota.free_bytes(self.path) if policy is not None and self.path != MEMORY else None
         with self._write("storing records") as conn:
-            write.add_batch(conn, batch, now_ms, result)
+            write.add_batch(conn, batch, now_ms, result, policy, free)
         return result
+
+    def set_quota_policy(self, policy: QuotaPolicy | None) -> None:
+        """Bound what this store keeps by ``policy`` from now on (None: unbounded, as tests like).
+
+        The node sets it at start (its own key) and again whenever its trust
+        view changes (whose records are protected, the eviction order); see
+        :mod:`meshnode.store.quota`.
+        """
+        with self._op("setting the quota policy") as conn:
+            if policy is not None:
+                quota.load_policy(conn, policy)
+            self._policy = policy
+
+    def storage(self) -> dict[str, Any]:
+        """What the quotas and the disk floor look like now (for ``meshnode status``)."""
+        policy = self._policy
+        with self._op("reading storage use") as conn:
+            records, size = conn.execute(
+                "SELECT coalesce(sum(records), 0), coalesce(sum(bytes), 0) FROM usage"
+            ).fetchone()
+        free = quota.free_bytes(self.path) if self.path != MEMORY else None
+        out: dict[str, Any] = {"records": records, "bytes": size, "free_bytes": free}
+        if policy is not None:
+            q = policy.quotas
+            out |= {
+                "swarm_records": q.swarm_records,
+                "swarm_bytes": q.swarm_bytes,
+                "author_records": q.author_records,
+                "author_bytes": q.author_bytes,
+                "disk_floor_bytes": q.disk_floor_bytes,
+                "storing_others": free is None or free >= q.disk_floor_bytes,
+            }
+        return out
 
     def add_record(self, record: Record, *, now_ms: int) -> bool:
         """Store one record; True if it is new, False if already stored.
@@ -207,8 +260,12 @@ class Store:
         latest-attest row stays behind as a tombstone so that an older attest
         of the same key cannot become current.
         """
-        with self._write("pruning expired records") as conn:
-            return write.prune_expired(conn, now_ms)
+        total, more = 0, True
+        while more:  # bounded steps, one transaction each: writers get the lock in between
+            with self._write("pruning expired records") as conn:
+                count, more = write.prune_expired(conn, now_ms)
+            total += count
+        return total
 
     def forget_pruned(self, before_ms: int) -> int:
         """Drop ``pruned`` entries that expired before ``before_ms``; return how many."""

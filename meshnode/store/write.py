@@ -24,9 +24,11 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from meshnode.errors import ClockSkewError, ExpiredError, MeshError
+from meshnode import lifetime
+from meshnode.errors import ClockSkewError, ExpiredError, MeshError, OverQuota, StorageFull
 from meshnode.ids import short_id
-from meshnode.records import MAX_CLOCK_SKEW_MS, AttestBody, Record, decode_record
+from meshnode.records import MAX_CLOCK_SKEW_MS, AttestBody, Record
+from meshnode.store import quota
 from meshnode.store.connection import chunks, execute_in, marks, select_in
 from meshnode.store.derive import (
     ITEM_COLUMNS,
@@ -88,9 +90,22 @@ class AddResult:
 # --- storing a batch ---------------------------------------------------------------
 
 
-def add_batch(conn: sqlite3.Connection, batch: list[Record], now_ms: int, result: AddResult) -> None:
-    """Store ``batch`` (no two records with one id) and its derived state; report into ``result``."""
+def add_batch(
+    conn: sqlite3.Connection,
+    batch: list[Record],
+    now_ms: int,
+    result: AddResult,
+    policy: quota.QuotaPolicy | None = None,
+    free_bytes: int | None = None,
+) -> None:
+    """Store ``batch`` (no two records with one id) and its derived state; report into ``result``.
+
+    With a ``policy``, the quotas hold after the batch (:mod:`meshnode.store.quota`);
+    ``free_bytes`` below its floor refuses every record not by the owner.
+    """
     candidates = _new_and_timely(conn, batch, now_ms, result)
+    if candidates and policy is not None and free_bytes is not None:
+        candidates = _within_disk_floor(candidates, policy, free_bytes, result)
     if not candidates:
         return
 
@@ -123,8 +138,64 @@ def add_batch(conn: sqlite3.Connection, batch: list[Record], now_ms: int, result
     numbers = _insert_records(conn, accepted)
     result.added.extend(r.id for r in accepted)
     _raise_author_seqs(conn, accepted)
-    _keep_latest_attests(conn, [r for r in accepted if r.type == "attest"])
+    attests = [r for r in accepted if r.type == "attest"]
+    _keep_latest_attests(conn, attests)
+    conn.executemany(
+        "INSERT INTO attest_keys (n, author, subject, context) VALUES (?, ?, ?, ?)",
+        [(numbers[r.id], r.author, r.body.subject, r.body.context) for r in attests],
+    )
     update_items(conn, accepted, numbers, set(stored), result)
+    if policy is not None:
+        _evict_over_quota(conn, accepted, policy, now_ms, result)
+
+
+def _within_disk_floor(
+    candidates: list[Record], policy: quota.QuotaPolicy, free_bytes: int, result: AddResult
+) -> list[Record]:
+    """Below the free-disk floor only the owner's own records are stored."""
+    floor = policy.quotas.disk_floor_bytes
+    if free_bytes >= floor:
+        return candidates
+    kept: list[Record] = []
+    for r in candidates:
+        if r.author == policy.owner:
+            kept.append(r)
+        else:
+            error = StorageFull(
+                f"{r.type} record {short_id(r.id)} refused: {free_bytes >> 20} MiB free on this"
+                f" node's disk, under its floor of {floor >> 20} MiB"
+            )
+            result.refused.append((r.id, error))
+    return kept
+
+
+def _evict_over_quota(
+    conn: sqlite3.Connection,
+    accepted: list[Record],
+    policy: quota.QuotaPolicy,
+    now_ms: int,
+    result: AddResult,
+) -> None:
+    """Evict what the quotas touched by ``accepted`` leave no room for (see :mod:`meshnode.store.quota`).
+
+    A record of this batch that is evicted at once is reported as refused, not added.
+    """
+    doomed = quota.over_quota(conn, [(r.swarm, r.author) for r in accepted], policy)
+    if not doomed:
+        return
+    doomed = quota.with_dependents(conn, doomed)
+    quota.remember_evicted(conn, doomed, now_ms)
+    delete_records(conn, doomed)
+    gone = set(doomed)
+    new = {r.id: r for r in accepted}
+    result.added[:] = [rid for rid in result.added if rid not in gone]
+    for rid in doomed:
+        r = new.get(rid)
+        if r is None:
+            result.evicted.append(rid)
+        else:
+            error = OverQuota(f"{r.type} record {short_id(rid)}: no room left in this node's quotas")
+            result.refused.append((rid, error))
 
 
 def _new_and_timely(
@@ -144,6 +215,11 @@ def _new_and_timely(
             result.refused.append(
                 (rid, ExpiredError(f"{r.type} record {short_id(rid)} expired and was pruned here"))
             )
+        elif lifetime.past_lifetime(r, now_ms):
+            error: MeshError = ExpiredError(
+                f"{r.type} record {short_id(rid)} is older than the longest lifetime of its type"
+            )
+            result.refused.append((rid, error))
         elif r.ts > skew_limit:
             seconds = (r.ts - now_ms) // 1000
             error = ClockSkewError(
@@ -189,7 +265,7 @@ def _insert_records(conn: sqlite3.Connection, accepted: list[Record]) -> dict[by
                 r.author,
                 r.seq,
                 r.ts,
-                r.expires,
+                lifetime.expiry(r),
                 r.body.target if r.type in TARGETING else None,
                 r.encoded,
             )
@@ -224,7 +300,10 @@ def _keep_latest_attests(conn: sqlite3.Connection, attests: list[Record]) -> Non
         " swarm = excluded.swarm, expires = excluded.expires"
         " WHERE (excluded.ts, excluded.seq, excluded.record_id)"
         " > (attestations.ts, attestations.seq, attestations.record_id)",
-        [(r.author, r.body.subject, r.body.context, r.id, r.ts, r.seq, r.swarm, r.expires) for r in attests],
+        [
+            (r.author, r.body.subject, r.body.context, r.id, r.ts, r.seq, r.swarm, lifetime.expiry(r))
+            for r in attests
+        ],
     )
 
 
@@ -272,57 +351,83 @@ def update_items(
 # --- pruning ---------------------------------------------------------------------------
 
 
-def prune_expired(conn: sqlite3.Connection, now_ms: int) -> int:
-    """Delete what expired by ``now_ms``; return how many records were deleted.
+#: The most records of one category that one pruning step deletes (one transaction).
+PRUNE_BATCH = 2_000
 
-    See :meth:`Store.prune_expired` for what goes.
+
+def prune_expired(conn: sqlite3.Connection, now_ms: int, limit: int = PRUNE_BATCH) -> tuple[int, bool]:
+    """Delete some of what expired by ``now_ms``: (how many records went, whether more may be left).
+
+    At most ``limit`` per category (expired items, orphaned heads, expired
+    attestation keys, superseded attests), plus what must go with them; the
+    caller repeats, one transaction per step, while more may be left. Every
+    look-up is by index. See :meth:`Store.prune_expired` for what goes.
     """
     doomed: dict[bytes, int] = {}
-    item_expiry = dict(
+    full = False
+
+    def take(rows: list[tuple[bytes, int]]) -> dict[bytes, int]:
+        nonlocal full
+        full = full or len(rows) >= limit
+        found = dict(rows)
+        doomed.update(found)
+        return found
+
+    item_expiry = take(
         conn.execute(
             "SELECT r.id, i.expires FROM items i JOIN records r ON r.n = i.n"
-            " WHERE i.expires IS NOT NULL AND i.expires <= ?",
-            (now_ms,),
+            " WHERE i.expires IS NOT NULL AND i.expires <= ? LIMIT ?",
+            (now_ms, limit),
         ).fetchall()
     )
-    doomed.update(item_expiry)
     for rid, target in select_in(
         conn, "SELECT id, target FROM records WHERE target IN ({})", list(item_expiry)
     ):
         doomed[rid] = item_expiry[target]
-    for rid, expires in conn.execute(
-        "SELECT r.id, r.expires FROM records r WHERE r.target IS NOT NULL AND r.expires <= ?"
-        " AND NOT EXISTS (SELECT 1 FROM records t WHERE t.id = r.target)",
-        (now_ms - ORPHAN_GRACE_MS,),
-    ):
-        doomed[rid] = expires
-    # Attestations whose key's latest attest (still stored) has expired.
-    for author, subject, context, expires in conn.execute(
+    # Heads still waiting for their target, long after they expired (or were made).
+    take(
+        conn.execute(
+            "SELECT r.id, coalesce(r.expires, r.ts) FROM records r WHERE r.target IS NOT NULL"
+            " AND coalesce(r.expires, r.ts) <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM records t WHERE t.id = r.target) LIMIT ?",
+            (now_ms - ORPHAN_GRACE_MS, limit),
+        ).fetchall()
+    )
+    # Attestation keys whose latest attest (still stored) has expired: every attest of the key.
+    keys = conn.execute(
         "SELECT author, subject, context, expires FROM attestations a"
         " WHERE expires IS NOT NULL AND expires <= ?"
-        " AND EXISTS (SELECT 1 FROM records WHERE id = a.record_id)",
-        (now_ms,),
-    ).fetchall():
-        for rid, raw in conn.execute(
-            "SELECT id, raw FROM records WHERE author = ? AND type = 'attest'", (author,)
+        " AND EXISTS (SELECT 1 FROM records WHERE id = a.record_id) LIMIT ?",
+        (now_ms, limit),
+    ).fetchall()
+    full = full or len(keys) >= limit
+    for author, subject, context, expires in keys:
+        for (rid,) in conn.execute(
+            "SELECT r.id FROM attest_keys k JOIN records r ON r.n = k.n"
+            " WHERE k.author = ? AND k.subject = ? AND k.context = ?",
+            (author, subject, context),
         ):
-            body = decode_record(raw).body
-            if body.subject == subject and body.context == context:
-                doomed[rid] = expires
-    for rid, expires in conn.execute(
-        "SELECT id, expires FROM records WHERE type = 'attest' AND expires <= ?"
-        " AND id NOT IN (SELECT record_id FROM attestations)",
-        (now_ms,),
-    ):
-        doomed[rid] = expires
+            doomed[rid] = expires
+    take(
+        conn.execute(
+            "SELECT id, expires FROM records WHERE type = 'attest' AND expires <= ?"
+            " AND id NOT IN (SELECT record_id FROM attestations) LIMIT ?",
+            (now_ms, limit),
+        ).fetchall()
+    )
     if not doomed:
-        return 0
+        return 0, False
     conn.executemany(
         "INSERT INTO pruned (id, expires) VALUES (?, ?)"
         " ON CONFLICT (id) DO UPDATE SET expires = max(expires, excluded.expires)",
         doomed.items(),
     )
-    ids = list(doomed)
+    delete_records(conn, list(doomed))
+    return len(doomed), full
+
+
+def delete_records(conn: sqlite3.Connection, ids: list[bytes]) -> None:
+    """Delete the records ``ids`` with their derived rows (items, full-text index, attest keys)."""
     for chunk in chunks(ids):
         doomed_n = [
             row[0]
@@ -332,6 +437,5 @@ def prune_expired(conn: sqlite3.Connection, now_ms: int) -> int:
             )
         ]
         execute_in(conn, _FTS_REMOVE + " WHERE n IN ({})", doomed_n)
-        # ON DELETE CASCADE removes the items rows.
+        # ON DELETE CASCADE removes the items and attest_keys rows.
         conn.execute(f"DELETE FROM records WHERE id IN ({marks(len(chunk))})", chunk)
-    return len(ids)
