@@ -30,6 +30,7 @@ from libp2p.peer.id import ID
 
 from meshnode import addrs as addrlib
 from meshnode import records as rec
+from meshnode import views
 from meshnode.addrbook import AddressBook
 from meshnode.errors import BadValue, MeshError, NetworkError, NotFound
 from meshnode.identity import Identity
@@ -54,7 +55,8 @@ from meshnode.protocols.host import (
 from meshnode.protocols.px import PeerExchange
 from meshnode.protocols.reachability import NetworkReach, ReachConfig
 from meshnode.protocols.sync.service import SessionReport, SyncLimits, SyncService, stats_dict
-from meshnode.store import Store
+from meshnode.store import QuotaPolicy, Quotas, Store
+from meshnode.store.write import ORPHAN_GRACE_MS
 from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
 from meshnode.syncindex import SyncIndex
 from meshnode.syncindexes import SyncIndexes
@@ -89,6 +91,8 @@ class NodeConfig:
     sync_on_connect: bool = True  # sync when a peer connects (smaller peer id starts)
     sync_limits: SyncLimits = field(default_factory=SyncLimits)
     prune_interval: float = 3600.0  # seconds between prunes of expired records; 0: never
+    quotas: Quotas | None = field(default_factory=Quotas)  # what the store keeps; None: unbounded
+    trust_refresh_interval: float = 60.0  # s between updates of whom the quotas protect
     state_path: Path | None = None  # ports and address book kept here (network.cbor); None: memory
     state_save_interval: float = 30.0
     upnp: bool = False  # ask the home router to map each port (the daemon's default: on)
@@ -162,11 +166,43 @@ class Node:
         await nursery.start(self.upkeep.run, self._networks.values)
         for addr in self.config.bootstrap:
             nursery.start_soon(self._dial_quietly, self._networks[None], addr)
+        if self.config.quotas is not None:
+            await self.refresh_quota_policy()
+            nursery.start_soon(self._quota_loop)
         if self.config.prune_interval > 0:
             nursery.start_soon(self._prune_loop)
         if self.config.state_path is not None:
             nursery.start_soon(self._state_loop)
         task_status.started()
+
+    async def refresh_quota_policy(self) -> None:
+        """Tell the store whom its quotas protect: this node, and everyone it trusts (> 0).
+
+        The scores also order evictions (the distrusted first). See
+        :mod:`meshnode.store.quota`.
+        """
+        quotas = self.config.quotas
+        if quotas is None:
+            return
+        me, now = self.identity.public_key, self.clock()
+
+        def refresh() -> None:
+            scores = views.trust_view(self._sync_reader, me, now).scores
+            self.store.set_quota_policy(QuotaPolicy(owner=me, scores=dict(scores), quotas=quotas))
+
+        await trio.to_thread.run_sync(refresh)
+
+    async def _quota_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.trust_refresh_interval)
+            try:
+                await self.refresh_quota_policy()
+            except Exception as exc:  # keep the node running; the last policy stays in force
+                log.warning("updating whom the quotas protect failed: %s", exc)
+
+    def storage(self) -> dict[str, Any]:
+        """The store's use, quotas and free-disk floor (blocking: call in a thread)."""
+        return self.store.storage()
 
     async def _prune_loop(self) -> None:
         """Drop expired records now and then (they are remembered, so not synced back)."""
@@ -654,6 +690,8 @@ class Node:
         """Prune expired records from the store, then rebuild the sync indexes; how many went."""
         now = self.clock()
         pruned = await trio.to_thread.run_sync(self.store.prune_expired, now)
+        # Pruned ids are refused while they could still come back; after that nothing needs them.
+        await trio.to_thread.run_sync(self.store.forget_pruned, now - ORPHAN_GRACE_MS)
         if pruned:
             for swarm in self.swarms():
                 await self.sync_indexes.build(swarm.id, rebuild=True)

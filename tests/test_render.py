@@ -301,3 +301,21 @@ def test_printable_escapes_only_what_is_invisible_or_breaks_lines():
     assert render.printable("Fahrrad für Kinder 🚲") == "Fahrrad für Kinder 🚲"
     assert render.printable("👨\u200d👩\u200d👧") == "👨\u200d👩\u200d👧"  # joiners are kept
     assert render.printable("a\nb\tc\u202ed") == "a\\nb\\tc\\u202ed"
+
+
+def test_status_shows_storage_and_a_full_disk():
+    base = {"peer_id": PEER, "reachability": {}, "swarms": [], "peers": 0, "records": 3}
+    ok = {
+        "records": 3,
+        "bytes": 3 << 20,
+        "free_bytes": 10 << 30,
+        "disk_floor_bytes": 256 << 20,
+        "storing_others": True,
+        "swarm_records": 20000,
+        "swarm_bytes": 32 << 20,
+    }
+    assert "storage:  3 records, 3.0 MiB; 10240.0 MiB free (floor 256.0 MiB); at most 20000 records" in (
+        render.status(base | {"storage": ok})
+    )
+    full = render.status(base | {"storage": ok | {"free_bytes": 100 << 20, "storing_others": False}})
+    assert "100.0 MiB free (floor 256.0 MiB): DISK NEARLY FULL, storing only this node's own records" in full

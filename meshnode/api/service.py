@@ -22,6 +22,7 @@ from meshnode.errors import BadValue, NotAllowed, NotFound
 from meshnode.home import Home, save_swarms
 from meshnode.identity import peer_id_of
 from meshnode.ids import short_id
+from meshnode.lifetime import MAX_ITEM_DAYS
 from meshnode.node import Node
 from meshnode.store import LiveItem
 from meshnode.swarm import Swarm
@@ -29,7 +30,7 @@ from meshnode.swarm import Swarm
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
-MAX_EXPIRES_DAYS = 3650
+MAX_EXPIRES_DAYS = MAX_ITEM_DAYS  # every item expires within its lifetime (meshnode.lifetime)
 DEFAULT_VOUCH = 0.8
 
 
@@ -74,6 +75,7 @@ class ApiService:
             "networks": self.node.network_status(),
             "peers": len(self.node.connected_peers()),
             "records": count,
+            "storage": await trio.to_thread.run_sync(self.node.storage),
             "ingest": dict(vars(self.node.ingest.stats)),
             "gossip": self.node.gossip_stats(),
             "sync": self.node.sync_stats(),

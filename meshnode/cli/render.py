@@ -219,6 +219,8 @@ def status(data: Mapping[str, Any]) -> str:
         f"peers:    {data['peers']}",
         f"records:  {data['records']}",
     ]
+    if "storage" in data:
+        out.append(f"storage:  {storage(data['storage'])}")
     for net in data.get("networks", []):
         members = printable(", ".join(f"{name} {n}" for name, n in sorted(net["swarm_peers"].items())))
         members = members or "no swarm"
@@ -228,6 +230,25 @@ def status(data: Mapping[str, Any]) -> str:
         )
         out += [f"            {addr}" for addr in net["addrs"]]
     return lines(out)
+
+
+def mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def storage(data: Mapping[str, Any]) -> str:
+    """The ``storage`` part of ``GET /status``: use, free disk, and whether others' records are kept."""
+    text = f"{data['records']} records, {mib(data['bytes'])}"
+    free, floor = data.get("free_bytes"), data.get("disk_floor_bytes")
+    if free is not None:
+        text += f"; {mib(free)} free"
+    if floor is not None:
+        text += f" (floor {mib(floor)})"
+    if data.get("storing_others") is False:
+        text += ": DISK NEARLY FULL, storing only this node's own records until space is freed"
+    elif "swarm_records" in data:
+        text += f"; at most {data['swarm_records']} records, {mib(data['swarm_bytes'])} per swarm"
+    return text
 
 
 def peers(rows: Sequence[Mapping[str, Any]]) -> Shown:
