@@ -90,6 +90,11 @@ class Home:
         return self.root / "network.cbor"
 
     @property
+    def bans(self) -> Path:
+        """The ban book (see :mod:`meshnode.sharedbans`)."""
+        return self.root / "bans.cbor"
+
+    @property
     def log(self) -> Path:
         return self.root / "daemon.log"
 

@@ -87,7 +87,25 @@ class Network:
         return {p.to_base58() for p in self.host.get_connected_peers()}
 
     def is_banned(self, peer: str) -> bool:
-        return peer in self.gossip.penalties.banned
+        """``peer`` is banned now (by any of the node's networks: the ban book is shared)."""
+        return self.gossip.bans.is_banned(peer)
+
+    def peer_ip(self, peer: str) -> str | None:
+        """The IP ``peer`` is directly connected from; None when not connected or only relayed.
+
+        A relayed connection's socket is the relay's: blaming that address
+        for the peer would refuse an honest relay.
+        """
+        info = self.conns.get(peer)
+        if info is None or "/p2p-circuit" in info.addr:
+            return None
+        try:
+            if self.reach.path(ID.from_base58(peer)) != "direct":
+                return None
+        except ValueError:
+            return None
+        split = addrlib.split_tcp(info.addr)
+        return str(split[1]) if split is not None else None
 
     def member_swarms(self, peer: str) -> set[bytes]:
         """The swarms of this network that ``peer`` is in, as far as this node can tell.

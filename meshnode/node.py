@@ -32,6 +32,7 @@ from meshnode import addrs as addrlib
 from meshnode import records as rec
 from meshnode import views
 from meshnode.addrbook import AddressBook
+from meshnode.bans import BanPolicy
 from meshnode.errors import BadValue, MeshError, NetworkError, NotFound
 from meshnode.identity import Identity
 from meshnode.ingest import Ingest, wall_clock_ms
@@ -55,6 +56,7 @@ from meshnode.protocols.host import (
 from meshnode.protocols.px import PeerExchange
 from meshnode.protocols.reachability import NetworkReach, ReachConfig
 from meshnode.protocols.sync.service import SessionReport, SyncLimits, SyncService, stats_dict
+from meshnode.sharedbans import SharedBans
 from meshnode.store import QuotaPolicy, Quotas, Store
 from meshnode.store.write import ORPHAN_GRACE_MS
 from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
@@ -86,6 +88,8 @@ class NodeConfig:
     target_peers: int = 4  # per swarm: below this many members connected, dial from the book; 0: never
     px_interval: float = 120.0  # s between peer exchanges with one member
     penalty_limit: int = 20
+    bans_path: Path | None = None  # the ban book kept here (bans.cbor); None: memory only
+    ban_policy: BanPolicy = field(default_factory=BanPolicy)  # ban lengths, per-address limits
     mdns: bool = False  # advertise and browse on the LAN (private swarms with a keyed tag)
     sync_interval: float = 60.0  # seconds between syncs with one random peer; 0: never
     sync_on_connect: bool = True  # sync when a peer connects (smaller peer id starts)
@@ -126,6 +130,8 @@ class Node:
             max_backoff_ms=int(self.config.reconnect_max_backoff * 1000),
         )
         self._ports_changed = False
+        # One ban book for every network of the node, kept in the home.
+        self.bans = SharedBans.load(self.config.bans_path, clock=clock, policy=self.config.ban_policy)
         self.upkeep = SwarmUpkeep(
             self._state.book,
             UpkeepConfig(
@@ -156,12 +162,14 @@ class Node:
                 await self._start(nursery, task_status)
         finally:
             self._save_state_now()
+            self.bans.save_now()
             self.ingest.close()
             self._sync_reader.close()
 
     async def _start(self, nursery: trio.Nursery, task_status: trio.TaskStatus[None]) -> None:
         self._nursery = nursery
         await nursery.start(self.ingest.run)
+        await nursery.start(self.bans.run)
         await self._network(None)
         await nursery.start(self.upkeep.run, self._networks.values)
         for addr in self.config.bootstrap:
@@ -474,10 +482,14 @@ class Node:
         await self._networks[swarm.psk_hex].gossip.publish(swarm, data)
 
     def gossip_stats(self) -> dict[str, int]:
+        """Gossip counters summed over the networks, and the bans in force (shared by all)."""
         total: dict[str, int] = {}
         for net in self._networks.values():
             for k, v in vars(net.gossip.stats).items():
                 total[k] = total.get(k, 0) + v
+        counts = self.bans.counts()
+        total["bans"] = counts.peers
+        total["banned_addresses"] = counts.addresses
         return total
 
     def px_stats(self) -> dict[str, int]:
@@ -511,6 +523,7 @@ class Node:
             self.ingest.judge,
             heartbeat_interval=self.config.heartbeat_interval,
             penalties=PeerPenalties(limit=self.config.penalty_limit),
+            bans=self.bans,
         )
         # The services ask the network who is a member; ``net`` is bound below,
         # before any of them runs.
@@ -524,9 +537,11 @@ class Node:
         connmgr = install_connmgr(
             host,
             is_protected=is_member,
+            is_refused_ip=self.bans.ip_refused,
             limits=ConnLimits.for_max(self.config.max_connections, grace=self.config.conn_grace),
         )
         gossip.on_accept = connmgr.note_useful
+        gossip.ip_of = lambda peer: net.peer_ip(peer)
         net = Network(
             psk=psk,
             host=host,

@@ -25,6 +25,7 @@ CORE = [
     "meshnode.syncindex",
     "meshnode.ratelimit",
     "meshnode.verdicts",
+    "meshnode.bans",
     "meshnode.addrs",
     "meshnode.addrbook",
     "meshnode.reach",

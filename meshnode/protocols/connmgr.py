@@ -23,11 +23,13 @@ Two measured py-libp2p 0.8.1 problems (PY-LIBP2P-NOTES.md) and what this module 
 
 * **No limits per address** (pitfall 21). :class:`ConnectionManager` adds, for
   one host: limits on inbound connections per remote IP and per subnet (/24
-  IPv4, /64 IPv6), checked on the raw socket before any handshake work; an
-  inbound cap below ``max_connections`` so the node's own dials always find a
-  slot; and trimming above a high watermark that never touches protected peers
-  (members of one of our swarms) nor connections younger than a grace period,
-  and closes strangers that sent nothing useful first, longest idle first.
+  IPv4, /64 IPv6), checked on the raw socket before any handshake work, as is
+  the node's ban book (``is_refused_ip``: an address whose peers were banned
+  too often is closed unread, see :mod:`meshnode.bans`); an inbound cap
+  below ``max_connections`` so the node's own dials always find a slot; and
+  trimming above a high watermark that never touches protected peers (members
+  of one of our swarms) nor connections younger than a grace period, and
+  closes strangers that sent nothing useful first, longest idle first.
   The decisions are pure (:class:`AddressCounter`, :func:`choose_trims`) and
   tested without sockets.
 
@@ -71,6 +73,7 @@ from libp2p.network.swarm import Swarm as LibSwarm
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
+from meshnode.bans import parse_ip
 from meshnode.errors import BadValue, ConfigError
 from meshnode.protocols.notifee import Notifee
 
@@ -187,21 +190,9 @@ _LAN_NETWORKS = tuple(
 )
 
 
-def _parse_ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if not text:
-        return None
-    try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
 def subnet_of(ip: str) -> str:
     """The subnet counted for ``ip``: its /24 (IPv4) or /64 (IPv6), as text."""
-    addr = _parse_ip(ip)
+    addr = parse_ip(ip)
     if addr is None:
         raise BadValue(f"not an IP address: {ip!r}")
     prefix = 24 if isinstance(addr, ipaddress.IPv4Address) else 64
@@ -225,7 +216,7 @@ class AddressCounter:
         self.per_subnet: Counter[str] = Counter()
 
     def _keys(self, ip: str | None) -> tuple[str | None, str | None]:
-        addr = _parse_ip(ip)
+        addr = parse_ip(ip)
         if addr is None or (addr.is_loopback and not self.limits.limit_loopback):
             return None, None
         subnet: str | None = subnet_of(str(addr))
@@ -309,7 +300,9 @@ class ConnStats:
     ``accepted``: inbound connections that completed the handshake;
     ``failed_upgrades``: inbound sockets whose handshake failed (wrong pnet
     key, not Noise, timeout); ``refused_per_ip`` / ``refused_per_subnet``:
-    inbound sockets closed unread by the address limits; ``trimmed``:
+    inbound sockets closed unread by the address limits; ``refused_banned_ip``:
+    inbound sockets closed unread because their address is refused (the ban
+    book's address limit); ``trimmed``:
     connections closed by the watermark trim; ``slots_in_use`` /
     ``inbound_cap``: inbound slots held now (handshakes and open connections)
     and their number; ``connections``: open connections, both directions.
@@ -319,6 +312,7 @@ class ConnStats:
     failed_upgrades: int = 0
     refused_per_ip: int = 0
     refused_per_subnet: int = 0
+    refused_banned_ip: int = 0
     trimmed: int = 0
     slots_in_use: int = 0
     inbound_cap: int = 0
@@ -569,6 +563,9 @@ class ConnectionManager:
     it shares one of our swarms); it is asked only when trimming, must be
     quick, and a raising callback counts as "protected". Peers protected in
     libp2p's TagStore (``host.get_network().protect(peer, tag)``) are kept too.
+    ``is_refused_ip(ip)`` answers whether inbound sockets from an address are
+    refused (banned): asked for each inbound socket before the address limits,
+    it must be quick; a raising callback refuses nothing.
     """
 
     def __init__(
@@ -577,6 +574,7 @@ class ConnectionManager:
         *,
         limits: ConnLimits | None = None,
         is_protected: Callable[[ID], bool] | None = None,
+        is_refused_ip: Callable[[str | None], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
@@ -592,6 +590,7 @@ class ConnectionManager:
                 f" but the host is built with {cap}"
             )
         self._is_protected = is_protected
+        self._is_refused_ip = is_refused_ip
         self._clock = clock
         self._addresses = AddressCounter(self.limits)
         self._opened: dict[int, tuple[INetConn, float]] = {}
@@ -602,6 +601,7 @@ class ConnectionManager:
         self._failed_upgrades = 0
         self._refused_ip = 0
         self._refused_subnet = 0
+        self._refused_banned_ip = 0
         self._trimmed = 0
 
     # --- lifecycle ---------------------------------------------------------------
@@ -685,6 +685,7 @@ class ConnectionManager:
             failed_upgrades=self._failed_upgrades,
             refused_per_ip=self._refused_ip,
             refused_per_subnet=self._refused_subnet,
+            refused_banned_ip=self._refused_banned_ip,
             trimmed=self._trimmed,
             slots_in_use=int(limiter.borrowed_tokens),
             inbound_cap=int(limiter.total_tokens),
@@ -694,6 +695,10 @@ class ConnectionManager:
     # --- InboundHooks (called by the inbound handler) -----------------------------
 
     def enter(self, ip: str | None) -> bool:
+        if self._refused_by_bans(ip):
+            self._refused_banned_ip += 1
+            log.debug("inbound connection from %s refused: the address is banned", ip)
+            return False
         verdict = self._addresses.admit(ip)
         if verdict is Admission.REFUSE_IP:
             self._refused_ip += 1
@@ -714,6 +719,15 @@ class ConnectionManager:
         self._failed_upgrades += 1
 
     # --- internals ----------------------------------------------------------------
+
+    def _refused_by_bans(self, ip: str | None) -> bool:
+        if self._is_refused_ip is None:
+            return False
+        try:
+            return bool(self._is_refused_ip(ip))
+        except Exception as exc:
+            log.debug("is_refused_ip(%s) raised %r: not refusing", ip, exc)
+            return False
 
     def _protected(self, peer: str) -> bool:
         try:
@@ -758,13 +772,14 @@ def install(
     host: IHost,
     *,
     is_protected: Callable[[ID], bool] | None = None,
+    is_refused_ip: Callable[[str | None], bool] | None = None,
     limits: ConnLimits | None = None,
 ) -> ConnectionManager:
     """A :class:`ConnectionManager` for ``host``, installed; call before ``host.run()``.
 
     Then run ``await nursery.start(manager.run)`` while the host runs.
     """
-    manager = ConnectionManager(host, limits=limits, is_protected=is_protected)
+    manager = ConnectionManager(host, limits=limits, is_protected=is_protected, is_refused_ip=is_refused_ip)
     manager.install()
     return manager
 

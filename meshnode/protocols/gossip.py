@@ -13,8 +13,12 @@ What this adapter takes care of, each a measured py-libp2p 0.8.1 pitfall
   losing records silently.
 * Every subscription is drained by its own task (pitfall 8); records reach
   the node through the validator, so the drained copies are dropped.
-* A peer whose messages keep failing validation is penalised, then
-  blacklisted and disconnected (pitfall 18: nobody else will).
+* A peer whose messages keep failing validation is penalised, then banned
+  (pitfall 18: nobody else will) in the node's one ban book
+  (:class:`~meshnode.sharedbans.SharedBans`), which every host of the node
+  enforces: blacklisted in pubsub, disconnected, and refused when it
+  connects again, until the ban ends. A peer on probation (banned before,
+  see :mod:`meshnode.bans`) is banned again at its first new offence.
 """
 
 from __future__ import annotations
@@ -33,12 +37,19 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams
 from libp2p.tools.anyio_service import Service, background_trio_service
 
+from meshnode.bans import BanBook
 from meshnode.protocols.notifee import Notifee
 from meshnode.records import record_id
+from meshnode.sharedbans import SharedBans
 from meshnode.swarm import Swarm
 from meshnode.verdicts import PeerPenalties, Verdict
 
 log = logging.getLogger(__name__)
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
 
 #: Largest pubsub RPC frame accepted (a record is at most 16 KiB; leave room for
 #: the pubsub envelope and a few messages per frame). Refuse big frames early.
@@ -137,9 +148,10 @@ class GossipStats:
 class _BannedPeerGate(Notifee):
     """Closes any new connection from a banned peer as soon as it is secured.
 
-    libp2p's connection gate filters by IP address only, which cannot tell
-    peers apart behind one address (or on loopback); a ban is by peer id, so
-    it is enforced once the Noise handshake has proved who is calling.
+    An address cannot tell peers apart behind it (or on loopback); a ban is
+    by peer id, so it is enforced once the Noise handshake has proved who is
+    calling. (Refused addresses are closed earlier, unread, by the
+    connection manager.)
     """
 
     def __init__(self, gossip: RecordGossip) -> None:
@@ -148,7 +160,7 @@ class _BannedPeerGate(Notifee):
     async def connected(self, network: INetwork, conn: INetConn) -> None:
         try:
             peer = conn.muxed_conn.peer_id
-            if peer.to_base58() in self._gossip.penalties.banned and self._gossip._nursery is not None:
+            if self._gossip.bans.is_banned(peer.to_base58()) and self._gossip._nursery is not None:
                 self._gossip.stats.refused_connections += 1
                 self._gossip._nursery.start_soon(self._gossip._disconnect, peer)
         except Exception as exc:  # a notifee must never raise into libp2p
@@ -171,6 +183,7 @@ class RecordGossip:
         publish_queue: int = 256,
         publish_interval: float = 0.0,
         penalties: PeerPenalties | None = None,
+        bans: SharedBans | None = None,
     ) -> None:
         self.host = host
         self._judge = judge
@@ -189,6 +202,10 @@ class RecordGossip:
         )
         self.stats = GossipStats()
         self.penalties = penalties or PeerPenalties()
+        self.bans = bans if bans is not None else SharedBans(BanBook(), clock=_wall_clock_ms)
+        # The IP a peer is directly connected from (None: unknown or relayed),
+        # counted against its address when it is banned; the node sets it.
+        self.ip_of: Callable[[str], str | None] = lambda peer: None
         self._swarms: dict[str, Swarm] = {}
         self._publish_send, self._publish_recv = trio.open_memory_channel[tuple[str, bytes]](publish_queue)
         self._publish_interval = publish_interval
@@ -205,8 +222,12 @@ class RecordGossip:
                 self._nursery = nursery
                 nursery.start_soon(self._publisher)
                 self.host.get_network().register_notifee(_BannedPeerGate(self))
-                task_status.started()
-                await trio.sleep_forever()
+                self.bans.register(self)
+                try:
+                    task_status.started()
+                    await trio.sleep_forever()
+                finally:
+                    self.bans.unregister(self)
 
     # --- swarms ----------------------------------------------------------------
 
@@ -313,8 +334,7 @@ class RecordGossip:
                 scorer = getattr(self.router, "scorer", None)
                 if scorer is not None:
                     scorer.penalize_behavior(forwarder, 1.0)
-                if self.penalties.record(forwarder.to_base58(), time.monotonic()):
-                    self._ban(forwarder)
+                self._count_offences(forwarder, 1)
         except Exception as exc:  # never raise out of the validator
             log.debug("penalty bookkeeping failed: %r", exc)
         return False
@@ -333,26 +353,56 @@ class RecordGossip:
             scorer = getattr(self.router, "scorer", None)
             if scorer is not None:
                 scorer.penalize_behavior(pid, float(weight))
-            now = time.monotonic()
-            for _ in range(max(weight, 1)):
-                if self.penalties.record(peer, now):
-                    self._ban(pid)
-                    return True
+            return self._count_offences(pid, weight)
         except Exception as exc:
             log.debug("penalising %s failed: %r", peer, exc)
         return False
 
-    def _ban(self, peer: ID) -> None:
-        """Blacklist ``peer`` in pubsub and close its connection."""
-        self.stats.banned_peers += 1
-        log.warning("banning peer %s: too many invalid records", peer.to_base58())
+    def _count_offences(self, peer: ID, weight: int) -> bool:
+        """Count ``weight`` offences of ``peer``; ban it at the limit or on probation. True if banned now.
+
+        ``self.penalties`` counts offences per peer in a sliding window and
+        says once when a peer reaches its limit; a peer it named before whose
+        ban has ended, or that the ban book has on probation, is banned again
+        at once. A peer banned already (on any host) is not banned again.
+        """
+        text = peer.to_base58()
+        now = time.monotonic()
+        limit_reached = False
+        for _ in range(max(weight, 1)):
+            limit_reached = self.penalties.record(text, now) or limit_reached
+        if self.bans.is_banned(text):
+            return False
+        if limit_reached or text in self.penalties.banned or self.bans.on_probation(text):
+            return self._ban(peer)
+        return False
+
+    def _ban(self, peer: ID) -> bool:
+        """Ban ``peer`` in the shared book, which has every host enforce it; True if it was not banned."""
+        text = peer.to_base58()
+        outcome = self.bans.ban(text, self.ip_of(text))
+        if outcome.banned:
+            self.stats.banned_peers += 1
+        return outcome.banned
+
+    # --- Enforcer (the shared ban book calls these) -------------------------------
+
+    def enforce_ban(self, peer: str) -> None:
+        """Blacklist ``peer`` in pubsub and close its connections to this host."""
+        pid = ID.from_base58(peer)
         # Into the blacklist set only: add_to_blacklist() also starts a teardown
         # task that races the connection closing below and then kills pubsub,
         # and the host with it (pitfall 38). Closing the connection makes
         # pubsub forget the peer properly (streams, queues, router, topics).
-        self.pubsub.blacklisted_peers.add(peer)
-        if self._nursery is not None:
-            self._nursery.start_soon(self._disconnect, peer)
+        self.pubsub.blacklisted_peers.add(pid)
+        if self._nursery is not None and pid in self.host.get_connected_peers():
+            self._nursery.start_soon(self._disconnect, pid)
+
+    def lift_bans(self, still_banned: Callable[[str], bool]) -> None:
+        """Take the peers whose bans ended out of the pubsub blacklist."""
+        for pid in list(self.pubsub.blacklisted_peers):
+            if not still_banned(pid.to_base58()):
+                self.pubsub.blacklisted_peers.discard(pid)
 
     async def _disconnect(self, peer: ID) -> None:
         try:
