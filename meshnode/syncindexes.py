@@ -1,8 +1,8 @@
 """The reconciliation indexes of a node's swarms, kept in step with its store.
 
 One :class:`~meshnode.syncindex.SyncIndex` per joined swarm: built with one
-scan of the store when the swarm is joined (in a thread, on the read-only
-connection), kept current by :meth:`SyncIndexes.on_stored` (registered with
+scan of the store when the swarm is joined (the scan and the build in a
+worker thread, on the read-only connection), kept current by :meth:`SyncIndexes.on_stored` (registered with
 :class:`~meshnode.ingest.Ingest`), and rebuilt after a prune. A record stored
 while its swarm's index is being built is buffered and added when the scan
 is done, so no record is missed; records evicted by the store leave an index
@@ -61,8 +61,10 @@ class SyncIndexes:
             return
         self._building[swarm_id] = []
         try:
-            items = await trio.to_thread.run_sync(self._store.ids_in_range, swarm_id, None, None, _ALL)
-            index = SyncIndex(items)
+            store = self._store
+            index = await trio.to_thread.run_sync(
+                lambda: SyncIndex(store.ids_in_range(swarm_id, None, None, _ALL))
+            )
             index.insert_many(self._building[swarm_id])
             self._indexes[swarm_id] = index
         finally:

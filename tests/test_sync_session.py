@@ -539,3 +539,63 @@ def test_an_aborted_session_takes_late_answers_and_asks_nothing():
     assert i.session.report.records_sent == 0
     with pytest.raises(RuntimeError):
         i.session.ingested(1, 0, 0)  # nothing was under way any more
+
+
+# --- budgets ------------------------------------------------------------------------------
+
+
+def test_records_over_the_allowance_are_checked_dropped_and_the_session_ends_ok():
+    from meshnode.protocols.sync.limits import Allowance
+
+    i = side("I", [])
+    i.session = SyncSession.initiator(
+        "peer-of-I", SWARM, i.items, LIMITS, allowance=Allowance(records=30, bytes=1 << 30, new_authors=10)
+    )
+    r = responder(side("R", range(100)))
+    run(i, r)
+    report = i.session.report
+    assert i.finished and r.finished and i.session.phase is Phase.DONE
+    assert len(i.stored) == 30 and report.records_stored == 30
+    assert report.records_received == 100 and report.records_over_budget == 70
+    assert report.budget == "reached the session's record budget"
+    assert i.session.taken_records == 30
+
+
+def test_the_byte_allowance_stops_taking_mid_frame():
+    from meshnode.protocols.sync.limits import Allowance
+
+    size = len(record(10))
+    i = side("I", [])
+    allowance = Allowance(records=1000, bytes=size * 10 + 5, new_authors=10, bytes_why="a test's byte budget")
+    i.session = SyncSession.initiator("peer-of-I", SWARM, i.items, LIMITS, allowance=allowance)
+    r = responder(side("R", range(10, 40)))  # equal sizes: ten fit
+    run(i, r)
+    assert len(i.stored) == 10 and i.session.report.records_over_budget == 20
+    assert i.session.taken_bytes == size * 10
+    assert i.session.report.budget == "reached a test's byte budget"
+
+
+def test_new_authors_refused_by_ingest_name_the_budget():
+    from meshnode.protocols.sync.limits import Allowance
+
+    i = side("I", [])
+    allowance = Allowance(
+        records=1000, bytes=1 << 30, new_authors=3, new_authors_why="a test's author budget"
+    )
+    i.session = SyncSession.initiator("peer-of-I", SWARM, i.items, LIMITS, allowance=allowance)
+    r = responder(side("R", range(5)))
+    pair = Pair(i, r)
+    while True:  # deliver until I has an Ingest to answer: answer it by hand
+        actions = None
+        if pair.inbox[i]:
+            msg = pair.inbox[i].popleft()
+            actions = i.session.receive(msg)
+            ingests = [a for a in actions if isinstance(a, Ingest)]
+            if ingests:
+                assert i.session.ingested(2, 3, 0, new_authors_refused=3) == []
+                break
+            perform(i, actions, pair.inbox[r], pair.transcript)
+        elif not pair.step():
+            raise AssertionError("no RECORDS arrived")
+    assert i.session.report.new_authors_refused == 3
+    assert i.session.report.budget == "reached a test's author budget"

@@ -174,3 +174,30 @@ def test_a_known_id_with_another_ts_is_a_second_item():
         (5, bytes(32)),
         (6, bytes(32)),
     ]
+
+
+def test_changes_while_held_wait_for_the_last_release():
+    """Reconciliation reads the index in worker threads: the trio thread's changes are queued."""
+    from meshnode.syncindex import SyncIndex
+
+    ids = [bytes([n]) * 32 for n in range(6)]
+    index = SyncIndex([(10, ids[0]), (20, ids[1])])
+    lo, hi = (0, b""), (2**64, b"")
+    before = index.fingerprint(lo, hi)
+    index.hold()
+    index.hold()
+    assert index.insert(30, ids[2]) is True and index.insert(10, ids[0]) is False
+    assert index.remove(ids[1], 20) is True and index.remove(ids[5], 50) is False
+    assert index.remove(ids[0]) is True  # without ts: looked up, still queued
+    assert len(index) == 2 and index.fingerprint(lo, hi) == before  # unchanged while held
+    index.release()
+    assert len(index) == 2 and index.held
+    index.release()
+    assert not index.held
+    assert list(index) == [(30, ids[2])]
+    try:
+        index.release()
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("release() without hold() must raise")

@@ -21,6 +21,7 @@ Any other exception is a bug and propagates as it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -61,12 +62,24 @@ def frame(payload: bytes) -> bytes:
 
 
 class Channel:
-    """Frames over one stream; ``bytes_in``/``bytes_out`` count the frames' bytes."""
+    """Frames over one stream; ``bytes_in``/``bytes_out`` count the frames' bytes.
 
-    def __init__(self, stream: ByteStream, *, read_timeout: float, write_timeout: float) -> None:
+    ``on_frame`` (optional) is called after every whole frame sent or received
+    (the driver's minimum-progress deadline moves on with it).
+    """
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        *,
+        read_timeout: float,
+        write_timeout: float,
+        on_frame: Callable[[], None] | None = None,
+    ) -> None:
         self.stream = stream
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
+        self.on_frame = on_frame
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -81,6 +94,8 @@ class Channel:
         except STREAM_ERRORS as exc:
             raise PeerGone(f"writing failed: {type(exc).__name__} {exc}") from None
         self.bytes_out += len(data)
+        if self.on_frame is not None:
+            self.on_frame()
 
     async def recv(self) -> bytes:
         """Read one frame; its payload."""
@@ -94,6 +109,8 @@ class Channel:
         except trio.TooSlowError:
             raise SyncTimeout(f"no frame from the peer within {self.read_timeout:.0f} s") from None
         self.bytes_in += HEADER_SIZE + size
+        if self.on_frame is not None:
+            self.on_frame()
         return payload
 
     async def _read_exactly(self, n: int) -> bytes:

@@ -11,6 +11,20 @@ record reads on the store's read-only connection, ``Ingest.ingest_many`` in
 batches while the next frames arrive), and ends every session: outcome,
 counters, penalties, stream closed or reset.
 
+Work off the event loop: a frame larger than :data:`INLINE_DECODE` bytes is
+decoded in a worker thread, and every reconciliation message is answered in
+a worker thread while the swarm's index is held (:meth:`SyncIndex.hold`:
+changes to it wait until the answer is made), so a hostile 64 KiB message or
+a 1 MiB frame does not stall the loop. Record batches are opened and stored
+by ``ingest_many`` in worker threads.
+
+Budgets and progress (:mod:`.limits`): each session takes from its peer at
+most an :class:`~.limits.Allowance` reserved from the peer's hourly
+:class:`~.limits.PeerBudgets` (unused parts are given back at the end), and
+passes ``ingest_many`` a :class:`~meshnode.ingest.NewAuthorBudget` for the
+authors never seen here; a session that moves fewer bytes than the minimum
+progress rate ends as a :class:`~meshnode.errors.SyncTimeout`.
+
 Outcomes: ``ok``; ``refused`` (a REFUSE either way, a stream that could not
 be opened: not penalised); ``aborted``: a :class:`~meshnode.errors.SyncViolation`
 (weight :data:`VIOLATION_WEIGHT`) or :class:`~meshnode.errors.SyncTimeout`
@@ -37,10 +51,19 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from meshnode.errors import PeerGone, StoreError, SyncTimeout, SyncViolation
+from meshnode.ingest import NewAuthorBudget
 from meshnode.protocols.notifee import Notifee
 from meshnode.protocols.sync.channel import STREAM_ERRORS, Channel
-from meshnode.protocols.sync.limits import SyncLimits
-from meshnode.protocols.sync.messages import MAX_FRAME, Message, RefuseCode, decode_message, record_frames
+from meshnode.protocols.sync.limits import PeerBudgets, SyncLimits
+from meshnode.protocols.sync.messages import (
+    MAX_FRAME,
+    Hello,
+    Message,
+    Reconcile,
+    RefuseCode,
+    decode_message,
+    record_frames,
+)
 from meshnode.protocols.sync.session import (
     Action,
     Finished,
@@ -64,6 +87,9 @@ PROTOCOL_ID = TProtocol("/meshnode/sync/1")
 #: two protocol violations in a minute ban a peer, five timeouts do.
 VIOLATION_WEIGHT = 10
 TIMEOUT_WEIGHT = 4
+
+#: Frames up to this size are decoded on the event loop (a thread hop costs more).
+INLINE_DECODE = 64 * 1024
 
 
 def penalty_weight(exc: BaseException) -> int:
@@ -102,12 +128,19 @@ class BatchOutcome(Protocol):
     @property
     def invalid(self) -> int: ...
 
+    @property
+    def new_authors_refused(self) -> int: ...
+
 
 class RecordIngest(Protocol):
     """The one way in for records (``ingest.Ingest``)."""
 
     def ingest_many(
-        self, datas: Iterable[bytes], *, swarm_ids: set[bytes] | None = None
+        self,
+        datas: Iterable[bytes],
+        *,
+        swarm_ids: set[bytes] | None = None,
+        new_authors: NewAuthorBudget | None = None,
     ) -> Awaitable[BatchOutcome]:
         """Validate and store the records; wait until stored."""
         ...
@@ -126,6 +159,8 @@ class SyncStats:
     records_fetched: int = 0  # received and newly stored
     records_sent: int = 0
     records_missing: int = 0  # expected but never sent (the peer no longer had them)
+    records_over_budget: int = 0  # received, not taken: the peer's session or hourly budget was reached
+    new_authors_refused: int = 0  # refused: authors never seen here, over the peer's budget of them
     bytes_in: int = 0
     bytes_out: int = 0
     reconcile_bytes_in: int = 0
@@ -241,6 +276,7 @@ class SyncService:
         self._outbound: set[str] = set()
         self._inbound: set[str] = set()
         self._inbound_limit = KeyedRateLimit(rate=self.limits.inbound_rate, burst=self.limits.inbound_burst)
+        self.budgets = PeerBudgets(self.limits)
         self._nursery: trio.Nursery | None = None
         self._connects_send, self._connects_recv = trio.open_memory_channel[ID](256)
         self._notifee = _ConnectNotifee(self._connects_send)
@@ -352,7 +388,9 @@ class SyncService:
             return SessionReport(
                 peer, swarm.id, "initiator", "refused", "this node has no index of that swarm"
             )
-        return await self._run(SyncSession.initiator(peer, swarm.id, index, self.limits), None)
+        allowance = self.budgets.reserve(peer, time.monotonic())
+        session = SyncSession.initiator(peer, swarm.id, index, self.limits, allowance=allowance)
+        return await self._run(session, None)
 
     async def _open_stream(self, peer: str) -> INetStream:
         try:
@@ -387,9 +425,11 @@ class SyncService:
                 self._inbound.add(peer)
             try:
                 self.stats.sessions_accepted += 0 if busy else 1
-                await self._run(
-                    SyncSession.responder(peer, self.limits, admit=self._admit, busy=busy), stream
+                allowance = self.budgets.reserve(peer, time.monotonic())
+                session = SyncSession.responder(
+                    peer, self.limits, admit=self._admit, busy=busy, allowance=allowance
                 )
+                await self._run(session, stream)
             finally:
                 if not busy:
                     self._inbound.discard(peer)
@@ -410,10 +450,11 @@ class SyncService:
         """Drive ``session`` over ``stream`` (opened here for an initiator); end it."""
         report = session.report
         start = time.monotonic()
+        new_authors = NewAuthorBudget(session.allowance.new_authors)
         try:
             if stream is None:
                 stream = await self._open_stream(report.peer)
-            await self._drive(stream, session)
+            await self._drive(stream, session, new_authors)
         except BaseException as exc:
             await self._finish(stream, report, exc)
             if _is_cancel(exc):
@@ -422,30 +463,68 @@ class SyncService:
             await self._finish(stream, report, None)
         finally:
             report.seconds = time.monotonic() - start
+            used = (session.taken_records, session.taken_bytes, len(new_authors.admitted))
+            self.budgets.settle(report.peer, time.monotonic(), session.allowance, used)
         return report
 
-    async def _drive(self, stream: INetStream, session: SyncSession[SyncIndex]) -> None:
+    async def _drive(
+        self, stream: INetStream, session: SyncSession[SyncIndex], new_authors: NewAuthorBudget
+    ) -> None:
         """Reconcile (one message at a time), then transfer (both ways at once)."""
-        ch = Channel(stream, read_timeout=self.limits.read_timeout, write_timeout=self.limits.write_timeout)
+        limits = self.limits
         report = session.report
         began = trio.current_time()
+        progress = trio.CancelScope()  # its deadline moves on with every frame
+
+        def moved() -> None:
+            if limits.min_progress_rate > 0:
+                total = ch.bytes_in + ch.bytes_out
+                progress.deadline = began + limits.progress_grace + total / limits.min_progress_rate
+
+        ch = Channel(
+            stream, read_timeout=limits.read_timeout, write_timeout=limits.write_timeout, on_frame=moved
+        )
+        moved()
         try:
-            with trio.move_on_after(self.limits.session_timeout) as scope:
-                actions = session.open()
-                while True:
-                    lookup = await self._reconcile_actions(ch, actions)
-                    if lookup is not None:
-                        break
-                    actions = session.receive(await self._recv(ch))
-                report.reconcile_seconds = trio.current_time() - began
-                await self._transfer(ch, session, lookup)
+            with trio.move_on_after(limits.session_timeout) as scope:
+                with progress:
+                    actions = session.open()
+                    while True:
+                        lookup = await self._reconcile_actions(ch, actions)
+                        if lookup is not None:
+                            break
+                        actions = await self._reconcile_step(session, await self._recv(ch))
+                    report.reconcile_seconds = trio.current_time() - began
+                    await self._transfer(ch, session, lookup, new_authors)
+                if progress.cancelled_caught:
+                    raise SyncTimeout(
+                        f"the session moved {ch.bytes_in + ch.bytes_out} bytes in"
+                        f" {trio.current_time() - began:.1f} s: less than the minimum progress of"
+                        f" {limits.min_progress_rate:g} bytes/s (after {limits.progress_grace:g} s)"
+                    )
             if scope.cancelled_caught:
-                raise PeerGone(f"the session took longer than {self.limits.session_timeout:.0f} s")
+                raise PeerGone(f"the session took longer than {limits.session_timeout:.0f} s")
         finally:
             report.bytes_in, report.bytes_out = ch.bytes_in, ch.bytes_out
 
     async def _recv(self, ch: Channel) -> Message:
-        return decode_message(await ch.recv(), self.limits)
+        payload = await ch.recv()
+        if len(payload) <= INLINE_DECODE:
+            return decode_message(payload, self.limits)
+        return await trio.to_thread.run_sync(decode_message, payload, self.limits)
+
+    async def _reconcile_step(self, session: SyncSession[SyncIndex], msg: Message) -> list[Action]:
+        """``session.receive(msg)`` while reconciling: in a worker thread, the index held meanwhile."""
+        index = session.items
+        if index is None and isinstance(msg, Hello):
+            index = self._admit(msg.swarm)
+        if index is None or not isinstance(msg, Hello | Reconcile):
+            return session.receive(msg)  # no reconciliation to run: cheap
+        index.hold()
+        try:
+            return await trio.to_thread.run_sync(session.receive, msg)
+        finally:
+            index.release()
 
     async def _reconcile_actions(self, ch: Channel, actions: list[Action]) -> LookUpPruned | None:
         """Perform the actions of the opening and reconciliation; the look-up that ends it, if any."""
@@ -460,7 +539,13 @@ class SyncService:
                 raise RuntimeError(f"unexpected action while reconciling: {action!r}")
         return None
 
-    async def _transfer(self, ch: Channel, session: SyncSession[SyncIndex], lookup: LookUpPruned) -> None:
+    async def _transfer(
+        self,
+        ch: Channel,
+        session: SyncSession[SyncIndex],
+        lookup: LookUpPruned,
+        new_authors: NewAuthorBudget,
+    ) -> None:
         """Exchange NOTWANT, push what the peer lacks, take what we lack; both ways at once."""
         limits = self.limits
         index = session.items
@@ -512,8 +597,17 @@ class SyncService:
         async def ingester(batches: trio.MemoryReceiveChannel[tuple[bytes, ...]]) -> None:
             async with batches:
                 async for batch in batches:
-                    result = await self.ingest.ingest_many(batch, swarm_ids={session.swarm})
-                    await perform(session.ingested(result.stored, result.refused, result.invalid))
+                    result = await self.ingest.ingest_many(
+                        batch, swarm_ids={session.swarm}, new_authors=new_authors
+                    )
+                    await perform(
+                        session.ingested(
+                            result.stored,
+                            result.refused,
+                            result.invalid,
+                            new_authors_refused=result.new_authors_refused,
+                        )
+                    )
 
         try:
             async with trio.open_nursery() as nursery:
@@ -558,6 +652,10 @@ class SyncService:
         stats.records_fetched += report.records_stored
         stats.records_sent += report.records_sent
         stats.records_missing += report.records_missing
+        stats.records_over_budget += report.records_over_budget
+        stats.new_authors_refused += report.new_authors_refused
+        if report.budget:
+            log.info("sync with %s %s: %s", report.peer, report.outcome, report.budget)
         stats.bytes_in += report.bytes_in
         stats.bytes_out += report.bytes_out
         stats.reconcile_bytes_in += report.reconcile_bytes_in

@@ -78,6 +78,13 @@ Every message not listed for the current state is a violation.
     that never came are ``records_missing`` (the peer no longer held them:
     not a violation). Nothing is accepted after ``END``.
 
+    *Budget*: the session takes at most ``allowance.records`` records and
+    ``allowance.bytes`` of their bytes (:class:`~.limits.Allowance`, by
+    default unlimited). The first record over either bound and every later
+    one are still checked as above, but dropped: no ``Ingest``, counted in
+    ``records_over_budget``, and ``report.budget`` names the budget reached.
+    Not a violation (an honest peer may simply hold more).
+
     :meth:`~SyncSession.ingested` with ``invalid > 0`` is a violation (the
     peer sent records that fail validation).
 
@@ -108,7 +115,7 @@ from enum import Enum
 from typing import Generic, Literal, TypeVar
 
 from meshnode.errors import MeshError, SyncViolation
-from meshnode.protocols.sync.limits import SyncLimits
+from meshnode.protocols.sync.limits import UNLIMITED, Allowance, SyncLimits
 from meshnode.protocols.sync.messages import (
     VERSION,
     End,
@@ -145,6 +152,9 @@ class SessionReport:
     records_stored: int = 0
     records_refused: int = 0
     records_missing: int = 0
+    records_over_budget: int = 0  # received but not taken: a budget was reached
+    new_authors_refused: int = 0  # records refused: their authors were over the budget of unseen ones
+    budget: str = ""  # which budget stopped the session taking records ("": none)
     bytes_in: int = 0
     bytes_out: int = 0
     reconcile_bytes_in: int = 0
@@ -245,10 +255,14 @@ class SyncSession(Generic[S]):
         items: S | None = None,
         admit: Callable[[bytes], S | None] | None = None,
         busy: bool = False,
+        allowance: Allowance = UNLIMITED,
     ) -> None:
         self.role: Role = role
         self.report = report
         self.limits = limits
+        self.allowance = allowance
+        self.taken_records = 0  # records received and handed to Ingest
+        self.taken_bytes = 0
         self.items: S | None = items
         self.phase = Phase.NEW
         self._admit = admit
@@ -264,16 +278,26 @@ class SyncSession(Generic[S]):
         self._ingesting = 0  # Ingest actions not yet reported
 
     @classmethod
-    def initiator(cls, peer: str, swarm: bytes, items: S, limits: SyncLimits) -> SyncSession[S]:
+    def initiator(
+        cls, peer: str, swarm: bytes, items: S, limits: SyncLimits, *, allowance: Allowance = UNLIMITED
+    ) -> SyncSession[S]:
         """We open a session on ``swarm`` (whose items are ``items``) with ``peer``."""
-        return cls("initiator", SessionReport(peer, swarm, "initiator"), limits, items=items)
+        report = SessionReport(peer, swarm, "initiator")
+        return cls("initiator", report, limits, items=items, allowance=allowance)
 
     @classmethod
     def responder(
-        cls, peer: str, limits: SyncLimits, *, admit: Callable[[bytes], S | None], busy: bool
+        cls,
+        peer: str,
+        limits: SyncLimits,
+        *,
+        admit: Callable[[bytes], S | None],
+        busy: bool,
+        allowance: Allowance = UNLIMITED,
     ) -> SyncSession[S]:
         """``peer`` opened a session; ``admit(swarm)``: our items of that swarm, None if not joined."""
-        return cls("responder", SessionReport(peer, b"", "responder"), limits, admit=admit, busy=busy)
+        report = SessionReport(peer, b"", "responder")
+        return cls("responder", report, limits, admit=admit, busy=busy, allowance=allowance)
 
     @property
     def swarm(self) -> bytes:
@@ -343,13 +367,22 @@ class SyncSession(Generic[S]):
         self._out = _Out.ENDED
         return [Send(End(self.report.records_sent)), *self._maybe_finish()]
 
-    def ingested(self, stored: int, refused: int, invalid: int) -> list[Action]:
-        """Answer ``Ingest``: what became of the batch."""
+    def ingested(
+        self, stored: int, refused: int, invalid: int, *, new_authors_refused: int = 0
+    ) -> list[Action]:
+        """Answer ``Ingest``: what became of the batch.
+
+        ``new_authors_refused``: of ``refused``, records whose authors (never
+        seen here) were over ``allowance.new_authors``: named in ``report.budget``.
+        """
         if self._ingesting <= 0 or self.phase not in (Phase.TRANSFER, Phase.ABORTED):
             raise RuntimeError("ingested() answers an Ingest")
         self._ingesting -= 1
         self.report.records_stored += stored
         self.report.records_refused += refused
+        if new_authors_refused:
+            self.report.new_authors_refused += new_authors_refused
+            self.report.budget = self.report.budget or f"reached {self.allowance.new_authors_why}"
         if self.phase is Phase.ABORTED:  # a batch under way when the session broke: counted
             return []
         if invalid:
@@ -439,8 +472,11 @@ class SyncSession(Generic[S]):
                         raise SyncViolation(f"record {rid.hex()[:16]}… was not expected")
                     expect.discard(rid)
                 self.report.records_received += len(msg.records)
+                take = self._within_budget(msg.records)
+                if not take:
+                    return []
                 self._ingesting += 1
-                return [Ingest(msg.records)]
+                return [Ingest(take)]
             if isinstance(msg, End):
                 if msg.count != self.report.records_received:
                     raise SyncViolation(
@@ -451,6 +487,29 @@ class SyncSession(Generic[S]):
                 return self._maybe_finish()
             raise _unexpected("RECORDS or END", msg)
         raise SyncViolation(f"expected nothing after END, found {msg.KIND.name}")
+
+    def _within_budget(self, records: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        """The records of a frame this session may still take; the rest are counted as over budget."""
+        report, allow = self.report, self.allowance
+        if report.budget:
+            report.records_over_budget += len(records)
+            return ()
+        size = sum(map(len, records))
+        if self.taken_records + len(records) <= allow.records and self.taken_bytes + size <= allow.bytes:
+            self.taken_records += len(records)  # the common case: all of it
+            self.taken_bytes += size
+            return records
+        for n, data in enumerate(records):
+            if self.taken_records + 1 > allow.records:
+                report.budget = f"reached {allow.records_why}"
+            elif self.taken_bytes + len(data) > allow.bytes:
+                report.budget = f"reached {allow.bytes_why}"
+            if report.budget:
+                report.records_over_budget += len(records) - n
+                return records[:n]
+            self.taken_records += 1
+            self.taken_bytes += len(data)
+        return records  # pragma: no cover - one of the bounds is reached above
 
     def _maybe_push(self) -> list[Action]:
         if self._out is not _Out.WAITING or self._peer_notwant is None:
