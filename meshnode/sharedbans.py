@@ -130,7 +130,10 @@ class SharedBans:
         """``enforcer`` acts on bans from now on, starting with those in force."""
         self._enforcers.append(enforcer)
         for peer in self.banned_peers():
-            enforcer.enforce_ban(peer)
+            try:
+                enforcer.enforce_ban(peer)
+            except Exception as exc:  # one bad entry must not stop the host
+                log.debug("enforcing the ban of %s failed: %r", peer, exc)
 
     def unregister(self, enforcer: Enforcer) -> None:
         if enforcer in self._enforcers:

@@ -419,6 +419,33 @@ async def test_per_ip_and_per_subnet_limits_on_loopback():
             await wait_until(lambda: manager.stats().slots_in_use == 0, timeout=5)
 
 
+@pytest.mark.timeout(60)
+async def test_refused_addresses_are_closed_unread_before_the_limits():
+    """``is_refused_ip`` (the ban book's address limits) closes sockets unread; a raising one refuses none."""
+    refused_ips = {"127.0.0.2"}
+    target = new_host(max_connections=8)
+    manager = connmgr.install(target, is_refused_ip=lambda ip: ip in refused_ips)
+    async with serving(target):
+        with trio.fail_after(20):
+            refused = await _raw_from("127.0.0.2", port_of(target))
+            await wait_until(lambda: manager.stats().refused_banned_ip == 1, timeout=5)
+            assert await refused.receive_some(100) == b""  # closed unread
+            await refused.aclose()
+            assert manager.stats().slots_in_use == 0 and manager.stats().refused_per_ip == 0
+            assert await connect_and_leave(target)  # 127.0.0.1 is not refused
+            assert manager.stats().refused_banned_ip == 1
+
+    def broken(ip: str | None) -> bool:
+        raise RuntimeError("bug")
+
+    target = new_host(max_connections=8)
+    manager = connmgr.install(target, is_refused_ip=broken)
+    async with serving(target):
+        with trio.fail_after(20):
+            assert await connect_and_leave(target)
+            assert manager.stats().refused_banned_ip == 0
+
+
 @contextlib.asynccontextmanager
 async def idle_peers(target: IHost, n: int) -> AsyncIterator[list[IHost]]:
     """``n`` fresh identities connected to ``target`` and sitting idle."""
