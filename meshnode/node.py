@@ -147,6 +147,8 @@ class Node:
         self._sync_reader = self.store.open_reader()
         self.sync_indexes = SyncIndexes(self._sync_reader)
         self.ingest.on_stored.append(self.sync_indexes.on_stored)
+        #: Called after records left the store other than one by one through ingest (pruning).
+        self.on_removed: list[Callable[[], None]] = []
 
     @property
     def book(self) -> AddressBook:
@@ -708,6 +710,8 @@ class Node:
         # Pruned ids are refused while they could still come back; after that nothing needs them.
         await trio.to_thread.run_sync(self.store.forget_pruned, now - ORPHAN_GRACE_MS)
         if pruned:
+            for callback in self.on_removed:
+                callback()
             for swarm in self.swarms():
                 await self.sync_indexes.build(swarm.id, rebuild=True)
         return pruned

@@ -415,12 +415,12 @@ def test_fts_follows_updates(store):
 
 def test_filters(store):
     records = [
-        offer(ALICE, "Drill", kind="lend", tags=("diy", "tools"), seq=1, ts=NOW),
-        offer(ALICE, "Jam", kind="give", tags=("food",), seq=2, ts=NOW + 1),
-        offer(BOB, "Sander", kind="lend", tags=("tools",), seq=1, ts=NOW + 2),
-        offer(BOB, "Tutoring", kind="service", seq=2, ts=NOW + 3),
-        want(BOB, "Ladder", kind="lend", tags=("tools",), seq=3, ts=NOW + 4),
-        offer(CAROL, "Saw", kind="lend", tags=("tools",), seq=1, ts=NOW + 5, swarm=OTHER_SWARM),
+        offer(ALICE, "Drill", kind="lend", tags=("diy", "tools"), seq=1, ts=NOW - 5),
+        offer(ALICE, "Jam", kind="give", tags=("food",), seq=2, ts=NOW - 4),
+        offer(BOB, "Sander", kind="lend", tags=("tools",), seq=1, ts=NOW - 3),
+        offer(BOB, "Tutoring", kind="service", seq=2, ts=NOW - 2),
+        want(BOB, "Ladder", kind="lend", tags=("tools",), seq=3, ts=NOW - 1),
+        offer(CAROL, "Saw", kind="lend", tags=("tools",), seq=1, ts=NOW, swarm=OTHER_SWARM),
     ]
     store.add_records(records, now_ms=NOW)
     assert titles(store) == ["Saw", "Tutoring", "Sander", "Jam", "Drill"]  # newest first
@@ -915,3 +915,48 @@ def test_crash_consistency(tmp_path):
         assert s.count(type="offer") + s.count(type="want") == len(
             s.items("offer", now_ms=writer.NOW, include_withdrawn=True, limit=10**6)
         ) + len(s.items("want", now_ms=writer.NOW, include_withdrawn=True, limit=10**6))
+
+
+# --- ranking by trust, inside the query --------------------------------------------
+
+
+def test_ranked_listing_puts_trusted_authors_first_before_the_limit(store):
+    """150 strangers' offers dated 9 minutes ahead do not push a trusted author's offer off the page."""
+    strangers = [_key(f"stranger {i}") for i in range(150)]
+    store.add_records(
+        [offer(k, f"Stranger thing {i}", ts=NOW + 9 * 60_000) for i, k in enumerate(strangers)], now_ms=NOW
+    )
+    store.add_record(offer(BOB, "Friend's ladder", ts=NOW - HOUR), now_ms=NOW)
+    assert "Friend's ladder" not in titles(store, limit=100)  # newest first: the strangers fill the page
+    ranked = titles(store, limit=100, trust={pub(ALICE): 1.0, pub(BOB): 0.8})
+    assert ranked[0] == "Friend's ladder" and len(ranked) == 100
+    # With a text query too: trust first, then relevance.
+    store.add_record(offer(CAROL, "Ladder ladder ladder", ts=NOW), now_ms=NOW)
+    assert titles(store, query="ladder", trust={pub(BOB): 0.8}) == ["Friend's ladder", "Ladder ladder ladder"]
+    assert titles(store, query="ladder") == ["Ladder ladder ladder", "Friend's ladder"]
+
+
+def test_ranked_listing_keeps_the_order_within_a_level_and_clamps_future_dates(store):
+    store.add_records(
+        [offer(ALICE, "old", ts=NOW - 2 * HOUR), offer(BOB, "older", ts=NOW - 3 * HOUR)], now_ms=NOW
+    )
+    tied = [
+        offer(CAROL, "now", ts=NOW),
+        offer(_key("dave"), "far future", ts=NOW + 9 * 60_000),
+        offer(_key("erin"), "near future", ts=NOW + 60_000),
+    ]
+    store.add_records([*tied, offer(_key("frank"), "an hour ago", ts=NOW - HOUR)], now_ms=NOW)
+    # A date after now counts as now: the three tie (broken by id, as any tie) above older items.
+    at_now = [o.body.title for o in sorted(tied, key=lambda o: o.id, reverse=True)]
+    assert titles(store) == [*at_now, "an hour ago", "old", "older"]
+    # Within one trust level, the same order as without trust.
+    assert titles(store, trust={pub(ALICE): 0.5, pub(BOB): 0.5}) == ["old", "older", *at_now, "an hour ago"]
+    assert titles(store, trust={pub(BOB): 0.9, pub(ALICE): 0.5})[:2] == ["older", "old"]
+
+
+def test_items_by_id_reads_offers_and_wants_in_one_batch(store):
+    o, w = offer(), want(BOB, seq=1)
+    store.add_records([o, w, attest(BOB, seq=2)], now_ms=NOW)
+    found = store.items_by_id([o.id, w.id, b"\1" * 32, o.id])
+    assert set(found) == {o.id, w.id}
+    assert found[o.id] == store.item(o.id) and found[w.id].type == "want"

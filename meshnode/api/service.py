@@ -49,8 +49,18 @@ class ApiService:
         self.reader = node.store.open_reader()  # reads never wait behind a write batch
         self._request_stop = request_stop
         self._lock = trio.Lock()  # one state-changing request at a time
+        # Trades and trust, derived in the background and kept until records change them.
+        self._views_reader = node.store.open_reader()
+        self.views = views.ViewCache(self._views_reader, self.me, node.clock)
+        node.ingest.on_stored.append(self.views.on_stored)
+        node.on_removed.append(self.views.invalidate)
 
     def close(self) -> None:
+        if self.views.on_stored in self.node.ingest.on_stored:
+            self.node.ingest.on_stored.remove(self.views.on_stored)
+        if self.views.invalidate in self.node.on_removed:
+            self.node.on_removed.remove(self.views.invalidate)
+        self._views_reader.close()
         self.reader.close()
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -211,6 +221,8 @@ class ApiService:
             raise BadValue(f"kind: expected one of {list(rec.ITEM_KINDS)}, found {kind!r}")
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise BadValue("limit: expected 1..1000")
+        trust = await self.views.trust()
+        # Ranked by trust in the author inside the query, before its limit.
         found: list[LiveItem] = await self._read(
             lambda: self.reader.items(
                 type_,
@@ -220,12 +232,10 @@ class ApiService:
                 author=self.me if mine else None,
                 now_ms=now,
                 limit=limit,
+                trust=trust.ranking,
             )
         )
-        trust = await self._read(lambda: views.trust_view(self.reader, self.me, now))
-        # Ranked by trust in the author (stable: keeps the store's order within a level).
-        ranked = sorted(found, key=lambda it: -round(trust.score(it.author), 3))
-        return [self._item_json(it, trust.score(it.author)) for it in ranked]
+        return [self._item_json(it, trust.score(it.author)) for it in found]
 
     def _item_json(self, it: LiveItem, trust: float, *, full: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -251,8 +261,7 @@ class ApiService:
 
     async def item_show(self, text_id: str) -> dict[str, Any]:
         item = await self._item(text_id)
-        now = self.node.clock()
-        trust = await self._read(lambda: views.trust_view(self.reader, self.me, now))
+        trust = await self.views.trust()
         return self._item_json(item, trust.score(item.author), full=True)
 
     async def _item(self, text_id: object) -> LiveItem:
@@ -281,8 +290,7 @@ class ApiService:
     # --- barter -----------------------------------------------------------------
 
     async def _book(self) -> TradeBook:
-        now = self.node.clock()
-        return await self._read(views.trade_book, self.reader, now)
+        return await self.views.book()
 
     async def propose(self, offer_id: object, give: list[str], note: str = "") -> dict[str, Any]:
         async with self._lock:
@@ -354,6 +362,7 @@ class ApiService:
                 give=tuple(give_ids),
                 take=tuple(take_ids),
                 note=_text(note, "note", rec.MAX_NOTE),
+                prev=trade.latest_move,  # the move this reply answers: never reordered by timestamps
             )
             offers = await self._read(views.offer_infos, self.reader)
             book.check_reply(body, self.me, now_ms=self.node.clock(), offers=offers)
@@ -379,8 +388,7 @@ class ApiService:
 
     async def trust(self, peer: str) -> dict[str, Any]:
         subject = views.parse_peer(_text(peer, "peer", 100))
-        now = self.node.clock()
-        view = await self._read(lambda: views.trust_view(self.reader, self.me, now))
+        view = await self.views.trust()
         explanation = await self._read(view.graph.explain, self.me, subject)
         return {
             "peer": peer_id_of(subject),

@@ -3,8 +3,17 @@
 :func:`fts_query` quotes every word of user text, so operators, quotes and
 other punctuation have no special meaning and no text can make FTS5 fail.
 :func:`items_query` builds the one ``SELECT`` that lists live offers or
-wants (ranked by relevance with a text query, else newest first), or says
-that nothing can match. No database is touched here.
+wants, or says that nothing can match. No database is touched here.
+
+Ranking happens in that query, before its ``LIMIT``: with ``ranked``, items
+are ordered first by the trust level of their author, read from the
+connection's temporary table :data:`TRUST_TABLE` (author key -> level, filled
+by the caller; an author missing there is at level 0), then as without
+trust: by relevance with a text query, else newest first. So the first page
+holds the most trusted authors' items, whatever number of strangers' items
+there are. "Newest" reads an item's time clamped to ``now_ms``: an item
+dated in the future counts as dated now, so a clock set ahead (or a forged
+date) buys no place above items made at the same moment.
 """
 
 from __future__ import annotations
@@ -22,6 +31,12 @@ MAX_QUERY_TERMS = 16
 _WORD_RE = re.compile(r"(\w+)(\*?)")
 #: ``items`` columns (alias ``i``) after the original's id (alias ``r``): a listing's row.
 LISTING_COLUMNS = "r.id, " + ", ".join(f"i.{c}" for c in ITEM_COLUMNS.split(", "))
+#: The temporary table (one per connection) a ranked listing reads trust levels from.
+TRUST_TABLE = "temp.listing_trust"
+#: Creates :data:`TRUST_TABLE` if this connection has none yet.
+CREATE_TRUST_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {TRUST_TABLE} (author BLOB PRIMARY KEY, level REAL NOT NULL) WITHOUT ROWID"
+)
 
 
 def fts_query(text: str) -> str | None:
@@ -67,14 +82,17 @@ def items_query(
     now_ms: int,
     limit: int,
     include_withdrawn: bool,
+    ranked: bool = False,
 ) -> tuple[str, list[Any]] | None:
     """The SQL and parameters listing the items that match every filter given.
 
     Rows are :data:`LISTING_COLUMNS`. Live: not expired at ``now_ms``, and
     not withdrawn unless ``include_withdrawn``. ``tag`` is normalised as
-    :func:`meshnode.records.normalize_tags` does. With ``query`` (user text,
-    see :func:`fts_query`) rows are ranked by relevance, otherwise newest
-    (last updated) first; ties by id. ``None`` when nothing can match (no
+    :func:`meshnode.records.normalize_tags` does. With ``ranked``, rows come
+    by their author's level in :data:`TRUST_TABLE` first (highest first;
+    unlisted authors at 0). Then, with ``query`` (user text, see
+    :func:`fts_query`), by relevance, otherwise newest first by last update
+    clamped to ``now_ms``; ties by id. ``None`` when nothing can match (no
     positive limit, a tag no item can carry, a query without a word).
     Raises :class:`BadValue` for an unknown type or kind.
     """
@@ -95,19 +113,22 @@ def items_query(
         params.append(f" {wanted[0]} ")
     if not include_withdrawn:
         where.append("i.withdrawn_ts IS NULL")
+    join = f" LEFT JOIN {TRUST_TABLE} t ON t.author = i.author" if ranked else ""
+    by_trust = "coalesce(t.level, 0) DESC, " if ranked else ""
     if query is None:
         sql = (
-            f"SELECT {LISTING_COLUMNS} FROM items i JOIN records r ON r.n = i.n WHERE {' AND '.join(where)}"
-            " ORDER BY i.updated_ts DESC, r.id DESC LIMIT ?"
+            f"SELECT {LISTING_COLUMNS} FROM items i JOIN records r ON r.n = i.n{join}"
+            f" WHERE {' AND '.join(where)}"
+            f" ORDER BY {by_trust}min(i.updated_ts, ?) DESC, r.id DESC LIMIT ?"
         )
-        return sql, [*params, limit]
+        return sql, [*params, now_ms, limit]
     match = fts_query(query)
     if match is None:
         return None
     sql = (
         f"SELECT {LISTING_COLUMNS} FROM items_fts JOIN items i ON i.n = items_fts.rowid"
-        " JOIN records r ON r.n = i.n"
+        f" JOIN records r ON r.n = i.n{join}"
         f" WHERE items_fts MATCH ? AND {' AND '.join(where)}"
-        " ORDER BY items_fts.rank, r.id LIMIT ?"
+        f" ORDER BY {by_trust}items_fts.rank, r.id LIMIT ?"
     )
     return sql, [match, *params, limit]

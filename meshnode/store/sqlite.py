@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -338,12 +338,16 @@ class Store:
         now_ms: int,
         limit: int = 100,
         include_withdrawn: bool = False,
+        trust: Mapping[bytes, float] | None = None,
     ) -> list[LiveItem]:
-        """Live offers or wants matching every filter given.
+        """Live offers or wants matching every filter given, at most ``limit``.
 
         Live: not withdrawn (unless ``include_withdrawn``) and not expired at
-        ``now_ms``. With ``query`` (user text, see :func:`fts_query`) results
-        are ranked by relevance; otherwise newest (last updated) first.
+        ``now_ms``. With ``trust`` (author key -> level; an author missing
+        there is at level 0) the most trusted authors' items come first, and
+        the limit applies after that ranking. Then, with ``query`` (user
+        text, see :func:`fts_query`), by relevance; otherwise newest (last
+        updated, a date after ``now_ms`` counting as ``now_ms``) first.
         """
         found = search.items_query(
             type,
@@ -355,12 +359,27 @@ class Store:
             now_ms=now_ms,
             limit=limit,
             include_withdrawn=include_withdrawn,
+            ranked=bool(trust),
         )
         if found is None:
             return []
         sql, params = found
         with self._op("listing items") as conn:
+            if trust:
+                conn.execute(search.CREATE_TRUST_TABLE)
+                conn.execute(f"DELETE FROM {search.TRUST_TABLE}")
+                conn.executemany(f"INSERT INTO {search.TRUST_TABLE} VALUES (?, ?)", trust.items())
             return [live_item(row[0], ItemRow._make(row[1:])) for row in conn.execute(sql, params)]
+
+    def items_by_id(self, item_ids: Iterable[bytes]) -> dict[bytes, LiveItem]:
+        """Those of ``item_ids`` that are offers or wants here (also withdrawn or expired): id -> item."""
+        sql = (
+            f"SELECT r.id, {', '.join(f'i.{c}' for c in ITEM_COLUMNS.split(', '))}"
+            " FROM records r JOIN items i ON i.n = r.n WHERE r.id IN ({})"
+        )
+        with self._op("reading items") as conn:
+            rows = list(select_in(conn, sql, list(dict.fromkeys(item_ids))))
+        return {bytes(row[0]): live_item(bytes(row[0]), ItemRow._make(row[1:])) for row in rows}
 
     def item(self, item_id: bytes) -> LiveItem | None:
         """One offer or want by its original id, also when withdrawn or expired."""
