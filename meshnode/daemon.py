@@ -206,7 +206,7 @@ async def run_daemon(
     from meshnode.api.service import ApiService
     from meshnode.keyfile import create_identity
     from meshnode.node import Node, NodeConfig
-    from meshnode.store import Store
+    from meshnode.store import Quotas, Store
 
     ensure_home(home)
     config = load_config(home)
@@ -231,6 +231,12 @@ async def run_daemon(
                     swarm_bootstrap=config.swarm_bootstrap,
                     max_connections=config.max_connections,
                     sync_interval=config.sync_interval,
+                    quotas=Quotas(
+                        swarm_records=config.store.max_records_per_swarm,
+                        swarm_bytes=config.store.max_mb_per_swarm << 20,
+                        author_records=config.store.max_records_per_author,
+                        disk_floor_bytes=config.store.min_free_disk_mb << 20,
+                    ),
                     state_path=home.network,
                 ),
             )

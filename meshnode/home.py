@@ -143,6 +143,17 @@ class Config:
     swarm_bootstrap: dict[str, list[str]] = field(default_factory=dict)
     max_connections: int = 64
     sync_interval: float = 60.0
+    store: StoreLimits = field(default_factory=lambda: StoreLimits())
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """The ``[store]`` section: what the node keeps of others' records (see meshnode.store.quota)."""
+
+    max_records_per_swarm: int = 20_000
+    max_mb_per_swarm: int = 32
+    max_records_per_author: int = 1_000
+    min_free_disk_mb: int = 256
 
 
 def load_config(home: Home) -> Config:
@@ -172,7 +183,7 @@ def load_config(home: Home) -> Config:
     }
     if unknown:
         raise ConfigError(f"{home.config}: unknown keys in [node]: {sorted(unknown)}")
-    unknown = set(data) - {"node", "swarms"}
+    unknown = set(data) - {"node", "swarms", "store"}
     if unknown:
         raise ConfigError(f"{home.config}: unknown tables: {sorted(unknown)}")
     listen = node.get("listen", DEFAULT_LISTEN)
@@ -217,7 +228,32 @@ def load_config(home: Home) -> Config:
         swarm_bootstrap=swarm_bootstrap,
         max_connections=max_connections,
         sync_interval=float(sync_interval),
+        store=_store_table(home, data.get("store", {})),
     )
+
+
+def _store_table(home: Home, table: object) -> StoreLimits:
+    """``[store]``: whole numbers within sane bounds, each optional."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{home.config}: [store] must be a table")
+    bounds = {
+        "max_records_per_swarm": (100, 10_000_000),
+        "max_mb_per_swarm": (1, 100_000),
+        "max_records_per_author": (10, 1_000_000),
+        "min_free_disk_mb": (0, 1_000_000),
+    }
+    unknown = set(table) - set(bounds)
+    if unknown:
+        raise ConfigError(f"{home.config}: unknown keys in [store]: {sorted(unknown)}")
+    values: dict[str, int] = {}
+    for name, (low, high) in bounds.items():
+        if name not in table:
+            continue
+        value = table[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{home.config}: [store] {name} must be a whole number from {low} to {high}")
+        values[name] = value
+    return StoreLimits(**values)
 
 
 def _swarm_tables(home: Home, tables: object) -> dict[str, list[str]]:

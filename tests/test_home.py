@@ -45,6 +45,12 @@ def test_new_home_is_private_with_a_default_config(tmp_path):
         ("[elsewhere]\nx = 1", "unknown tables"),
         ('[swarms."Elm"]\ncolour = 1', "may only have bootstrap"),
         ('[swarms."Elm"]\nbootstrap = ["/ip4/1.2.3.4/tcp/1"]', "ending in /p2p/"),
+        ("store = 3", r"\[store\] must be a table"),
+        ("[store]\nmax_records = 5", r"unknown keys in \[store\]"),
+        ("[store]\nmax_records_per_swarm = 10", "max_records_per_swarm must be a whole number from 100"),
+        ("[store]\nmin_free_disk_mb = -1", "min_free_disk_mb must be"),
+        ("[store]\nmax_mb_per_swarm = 1.5", "max_mb_per_swarm must be"),
+        ("[store]\nmax_records_per_author = true", "max_records_per_author must be"),
     ],
 )
 def test_bad_config_is_refused_clearly(tmp_path, text, words):
@@ -52,6 +58,14 @@ def test_bad_config_is_refused_clearly(tmp_path, text, words):
     home.config.write_text(text)
     with pytest.raises(ConfigError, match=words):
         load_config(home)
+
+
+def test_store_limits_are_read(tmp_path):
+    home = Home(tmp_path)
+    home.config.write_text("[store]\nmax_records_per_swarm = 5000\nmin_free_disk_mb = 1024\n")
+    limits = load_config(home).store
+    assert (limits.max_records_per_swarm, limits.min_free_disk_mb) == (5000, 1024)
+    assert (limits.max_mb_per_swarm, limits.max_records_per_author) == (32, 1000)  # the defaults
 
 
 def test_reachability_settings_are_read(tmp_path):
