@@ -70,24 +70,86 @@ accepted, unfinished trade, or was consumed by a completed trade. A
   twice what may already be gone). Once the offer record arrives and the book
   is derived again, its real kind decides.
 
+Chains: the order of a trade's moves
+------------------------------------
+
+Every reply names the move it answers (``ReplyBody.prev``): the proposal for
+the first reply, else the reply it follows. The replies of a trade form a
+tree of hash links rooted at the proposal, and a trade's moves are one path
+down that tree. Timestamps never order the moves of one trade; they still
+say when an offer was withdrawn, when a proposal expires, and (below) how
+trades are interleaved.
+
+* A reply applies only as an answer to the trade's *latest* move
+  (:attr:`Trade.latest_move`); :func:`apply_reply` and :func:`check_reply`
+  refuse any other ``prev``. A reply timestamped before the move it answers
+  is refused (check the clock).
+* A reply without ``prev`` (signed by a release before replies were chained;
+  such records still decode and are kept) is never applied: the fold refuses
+  it. Trades negotiated before then show only their chained moves (usually
+  just the proposal), and their parties reply again. Anything else would let
+  a party sign an unchained, backdated reply and reorder the trade.
+* A reply whose ``prev`` (or an ancestor's) is not among the records waits in
+  :attr:`TradeBook.pending`; one whose chain leads to a record that is not a
+  move of its own trade, or that follows a reply the fold did not apply, is
+  refused.
+
+Forks: two or more replies naming the same move (a race between the parties,
+or a party equivocating). Which branch counts is decided by the records
+alone, never by timestamps or arrival order. A *legal* reply (a legal move
+from the state its path leads to, offers and withdrawals checked) ranks by:
+
+1. **answered**: a legal reply by the other party follows it somewhere below
+   (the other party built on it, so it cannot be taken back);
+2. **ends in a no**: it, or a legal reply below it, is a ``cancel`` or
+   ``decline`` (a move nobody has answered yet can still be refused or
+   withdrawn: a no at the same point wins over it);
+3. anything else.
+
+Only the replies of the best rank present at a move are candidates; the
+others lose the fork. Candidates are tried in the global order below; the
+first one that applies is the trade's next move and the other candidates
+lose the fork. Why this protects finished trades: a ``completed`` trade has a
+``complete`` by each party at its end, so at every move of its path the
+branch it took is *answered*; a party alone can only add unanswered
+branches, which rank lower, so no backdated or forked reply by one party can
+change a completed trade. A ``cancelled`` or ``declined`` trade ends in a no,
+so the canceller cannot revive it with a fork of yes-moves of their own
+(they rank lower), and the other party's yes-moves after it are illegal. The
+price of rule 2: until the other party has answered a move, a cancel or
+decline by either party at the same point wins over it (a ``complete`` by
+one party alone is an unanswered move).
+
+When every candidate at a trade's latest move was refused (an accept whose
+offers another trade holds) the trade stays there, and only a new reply of
+at least that rank can still apply (:attr:`Trade.floor`).
+
+Across trades: reservations
+---------------------------
+
+Reservations couple trades, so all trades are folded together, in one global
+order: each candidate reply is tried at the key ``(ts, author, seq, id)``
+(never before the move it answers, whose own key is smaller or equal). Within
+a trade that order only matters between candidates of the same fork; across
+trades it decides which of two accepts of the same offer holds it. So the
+owner of an offer who accepts it in two trades (a double sale) still decides
+by his timestamps which accept holds it: no order can prevent a double sale
+without a third party; a trade's own moves are never reordered by it.
+
 Convergence
 -----------
 
 :func:`derive_trades` must give the same :class:`TradeBook` for the same *set*
-of records, whatever the order or repetition in which they arrived. It
-therefore never looks at arrival order: it starts a trade for every proposal,
-sorts all replies of all trades by ``(ts, author, seq, id)`` (reservations
-couple trades, so the order is global) and applies them one by one. A reply
-that is not a legal move at its place in that order is ignored and kept in
-:attr:`TradeBook.refused` with the reason; one whose proposal is unknown
-waits in :attr:`TradeBook.pending`; one timestamped before its own proposal is
-refused. Timestamps are the author's claim: a record arriving late (or
-backdated) can change the derived outcome of a trade, but every node that holds
-the same records derives the same outcome.
+of records, whatever the order or repetition in which they arrived. It never
+looks at arrival order: forks are ranked from the tree alone, and candidates
+are tried in the global key order above. A reply that is not applied is kept
+in :attr:`TradeBook.refused` with the reason; one whose proposal or ``prev``
+is unknown waits in :attr:`TradeBook.pending`.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
@@ -113,6 +175,12 @@ OPEN_STATES: frozenset[str] = frozenset({PROPOSED, COUNTERED})
 ACCEPT, DECLINE, COUNTER, CANCEL, COMPLETE = "accept", "decline", "counter", "cancel", "complete"
 ANSWERS: frozenset[str] = frozenset({ACCEPT, DECLINE, COUNTER})
 """The moves of the awaiting party in an open trade."""
+NO_MOVES: frozenset[str] = frozenset({CANCEL, DECLINE})
+"""The moves that end a trade without an exchange (a fork branch holding one ranks higher)."""
+
+RANK_ANSWERED = 2
+RANK_ENDS_IN_NO = 1
+"""Fork ranks (see the module docstring): a reply's rank is the sum of those that hold."""
 
 RETURNING_KINDS: frozenset[str] = frozenset({"lend", "service"})
 """Offer kinds a completed trade releases (the item comes back, the service can be done again)."""
@@ -139,7 +207,10 @@ class Trade:
     ``terms_by`` is the party who made them (the proposer, or the last
     counterer). ``completed_by`` holds the parties who sent ``complete``.
     ``updated_ts`` is the ``ts`` of the last applied move (or, once expired,
-    the deadline). ``applied`` lists the ids of the applied replies in order.
+    the deadline). ``applied`` lists the ids of the applied replies in chain
+    order. ``floor`` is the fork rank a new reply to the latest move needs to
+    be applied (0 unless replies of a higher rank there were refused, see the
+    module docstring).
     """
 
     proposal_id: bytes
@@ -155,6 +226,12 @@ class Trade:
     updated_ts: int
     applied: tuple[bytes, ...]
     swarm: bytes = b""
+    floor: int = 0
+
+    @property
+    def latest_move(self) -> bytes:
+        """The id a new reply must name as ``prev``: the last applied reply, else the proposal."""
+        return self.applied[-1] if self.applied else self.proposal_id
 
     @property
     def offers(self) -> tuple[bytes, ...]:
@@ -285,11 +362,16 @@ def check_reply(
     on that reply when it is the latest record, so a reply that passes here is
     applied by the fold, and one refused here would be ignored by it. A clock
     behind the trade's last move is refused: the reply would be ordered before
-    moves it answers.
+    moves it answers. ``reply_body.prev`` must be :attr:`Trade.latest_move`.
     """
     if not isinstance(reply_body, ReplyBody):
         raise ValidationError(f"expected a reply body, found {type(reply_body).__name__}")
     check_body(reply_body)
+    # In the fold's order: the move by the trade alone, then its fork rank,
+    # then the reservations of other trades.
+    _move(trade, reply_body, author, now_ms, reply_id=None, offers=offers, reserved=None, consumed=None)
+    if _own_rank(reply_body.action) < trade.floor:
+        raise TransitionError(_outranked(trade, author, reply_body.action, trade.latest_move, trade.floor))
     _move(
         trade,
         reply_body,
@@ -325,6 +407,18 @@ def _move(
         )
     actor = _actor(trade, author)
     state = trade.state
+    latest = trade.latest_move
+    if body.prev is None:
+        raise TransitionError(
+            f"{actor} cannot {action} trade {tid}: the reply names no move it answers (made by a"
+            f" release before replies were chained); reply again, naming the latest move {short_id(latest)}"
+        )
+    if body.prev != latest:
+        raise TransitionError(
+            f"{actor} cannot {action} trade {tid}: the reply answers move {short_id(body.prev)}, but"
+            f" the trade's latest move is {short_id(latest)}; look at the trade again and answer its"
+            " latest move"
+        )
     if state == EXPIRED or (state in OPEN_STATES and trade.expires is not None and ts >= trade.expires):
         raise TransitionError(
             f"{actor} cannot {action} trade {tid}: it expired at {trade.expires}"
@@ -349,7 +443,7 @@ def _move(
         )
 
     applied = trade.applied + ((reply_id,) if reply_id is not None else ())
-    moved = replace(trade, updated_ts=ts, applied=applied)
+    moved = replace(trade, updated_ts=ts, applied=applied, floor=0)
 
     if state in OPEN_STATES:
         awaiting = trade.other(trade.terms_by)
@@ -551,32 +645,27 @@ def derive_trades(
         reps[record.id] = record
 
     trades: dict[bytes, Trade] = {p.id: start_trade(p) for p in sorted(props.values(), key=_order)}
-    reserved: dict[bytes, bytes] = {}
-    consumed: set[bytes] = set()
     refused: dict[bytes, str] = {}
     pending: set[bytes] = set()
-
+    by_trade: dict[bytes, list[Record]] = {}
     for reply in sorted(reps.values(), key=_order):
         pid = reply.body.proposal
-        before = trades.get(pid)
-        if before is None:
+        if reply.body.prev is None:
+            refused[reply.id] = _unchained(trades.get(pid), reply)
+        elif pid not in trades:
             pending.add(reply.id)
-            continue
-        try:
-            after = apply_reply(before, reply, offers=offers, reserved=reserved, consumed=consumed)
-        except MeshError as exc:
-            refused[reply.id] = str(exc)
-            continue
-        trades[pid] = after
-        if after.state == ACCEPTED and before.state != ACCEPTED:
-            for oid in after.offers:
-                reserved[oid] = pid
-        elif before.state == ACCEPTED and after.state in (CANCELLED, COMPLETED):
-            for oid in after.offers:
-                if reserved.get(oid) == pid:
-                    del reserved[oid]
-                if after.state == COMPLETED and _is_consumed(offers.get(oid)):
-                    consumed.add(oid)
+        else:
+            by_trade.setdefault(pid, []).append(reply)
+
+    trees = {pid: _Tree.grow(trades[pid], rs, offers, refused) for pid, rs in by_trade.items()}
+    fold = _Fold(trades, trees, offers, props, reps, refused)
+    fold.run()
+    for pid, rs in by_trade.items():
+        _place_the_rest(trades[pid], rs, fold.applied, reps, props, refused, pending)
+        latest = trades[pid].latest_move
+        floor = trees[pid].top_rank(latest)
+        if floor:
+            trades[pid] = replace(trades[pid], floor=floor)
 
     for pid, trade in trades.items():
         if trade.state in OPEN_STATES and trade.expires is not None and now_ms >= trade.expires:
@@ -584,11 +673,227 @@ def derive_trades(
 
     return TradeBook(
         trades=MappingProxyType(trades),
-        reserved=MappingProxyType(dict(sorted(reserved.items()))),
-        consumed=frozenset(consumed),
+        reserved=MappingProxyType(dict(sorted(fold.reserved.items()))),
+        consumed=frozenset(fold.consumed),
         refused=MappingProxyType(refused),
         pending=frozenset(pending),
     )
+
+
+@dataclass
+class _Tree:
+    """One trade's replies as a tree of ``prev`` links, each judged by the trade alone.
+
+    ``legal[move]`` are the replies naming ``move`` that are legal moves from
+    the state their path leads to (offers and withdrawals checked, other
+    trades' reservations not); ``rank[reply id]`` is each one's fork rank.
+    Illegal replies go to ``refused`` as they are found.
+    """
+
+    trade: Trade
+    legal: dict[bytes, list[Record]]
+    rank: dict[bytes, int]
+
+    @classmethod
+    def grow(
+        cls, trade: Trade, replies: list[Record], offers: Mapping[bytes, OfferInfo], refused: dict[bytes, str]
+    ) -> _Tree:
+        kids: dict[bytes, list[Record]] = {}
+        for reply in replies:
+            assert reply.body.prev is not None  # unchained replies never get here
+            kids.setdefault(reply.body.prev, []).append(reply)
+        legal: dict[bytes, list[Record]] = {}
+        state: dict[bytes, Trade] = {trade.proposal_id: trade}
+        reached: list[Record] = []  # parents before children
+        stack = [trade.proposal_id]
+        while stack:
+            move = stack.pop()
+            for reply in kids.get(move, ()):
+                try:
+                    state[reply.id] = apply_reply(state[move], reply, offers=offers)
+                except MeshError as exc:
+                    refused[reply.id] = str(exc)
+                    continue
+                legal.setdefault(move, []).append(reply)
+                reached.append(reply)
+                stack.append(reply.id)
+        # Who moved below each reply (1: proposer, 2: responder), and whether a no did.
+        below: dict[bytes, int] = {}
+        no_below: dict[bytes, bool] = {}
+        rank: dict[bytes, int] = {}
+        for reply in reversed(reached):
+            who, no = 0, False
+            for kid in legal.get(reply.id, ()):
+                who |= below[kid.id] | _party_bit(trade, kid.author)
+                no = no or no_below[kid.id] or kid.body.action in NO_MOVES
+            below[reply.id], no_below[reply.id] = who, no
+            answered = bool(who & _party_bit(trade, trade.other(reply.author)))
+            rank[reply.id] = (RANK_ANSWERED if answered else 0) + (
+                RANK_ENDS_IN_NO if no or reply.body.action in NO_MOVES else 0
+            )
+        return cls(trade, legal, rank)
+
+    def top_rank(self, move: bytes) -> int:
+        """The best fork rank among the legal replies naming ``move`` (0 if none)."""
+        return max((self.rank[r.id] for r in self.legal.get(move, ())), default=0)
+
+
+class _Fold:
+    """The global fold: candidates of every trade tried in ``(ts, author, seq, id)`` order."""
+
+    def __init__(
+        self,
+        trades: dict[bytes, Trade],
+        trees: Mapping[bytes, _Tree],
+        offers: Mapping[bytes, OfferInfo],
+        props: Mapping[bytes, Record],
+        reps: Mapping[bytes, Record],
+        refused: dict[bytes, str],
+    ) -> None:
+        self.trades, self.trees, self.offers, self.refused = trades, trees, offers, refused
+        self.props, self.reps = props, reps
+        self.reserved: dict[bytes, bytes] = {}
+        self.consumed: set[bytes] = set()
+        self.applied: set[bytes] = set()
+        self.answered_by: dict[bytes, bytes] = {}  # move -> the reply applied after it
+        self._heap: list[tuple[tuple[int, bytes, int, bytes], bytes]] = []
+
+    def run(self) -> None:
+        for pid, tree in self.trees.items():
+            self._offer(tree, pid, _order(self.props[pid]))
+        while self._heap:
+            key, rid = heapq.heappop(self._heap)
+            self._try(self.reps[rid], key)
+
+    def _offer(self, tree: _Tree, move: bytes, at: tuple[int, bytes, int, bytes]) -> None:
+        """Queue the best-ranked replies to ``move`` (just applied at key ``at``); refuse the rest."""
+        top = tree.top_rank(move)
+        for reply in tree.legal.get(move, ()):
+            if tree.rank[reply.id] < top:
+                self.refused[reply.id] = _outranked(tree.trade, reply.author, reply.body.action, move, top)
+            else:
+                heapq.heappush(self._heap, (max(_order(reply), at), reply.id))
+
+    def _try(self, reply: Record, key: tuple[int, bytes, int, bytes]) -> None:
+        pid = reply.body.proposal
+        before = self.trades[pid]
+        prev = reply.body.prev
+        assert prev is not None
+        if before.latest_move != prev:
+            winner = self.answered_by[prev]
+            self.refused[reply.id] = _fork_lost(before, reply, winner)
+            return
+        try:
+            after = apply_reply(
+                before, reply, offers=self.offers, reserved=self.reserved, consumed=self.consumed
+            )
+        except MeshError as exc:
+            self.refused[reply.id] = str(exc)
+            return
+        self.trades[pid] = after
+        self.applied.add(reply.id)
+        self.answered_by[prev] = reply.id
+        if after.state == ACCEPTED and before.state != ACCEPTED:
+            for oid in after.offers:
+                self.reserved[oid] = pid
+        elif before.state == ACCEPTED and after.state in (CANCELLED, COMPLETED):
+            for oid in after.offers:
+                if self.reserved.get(oid) == pid:
+                    del self.reserved[oid]
+                if after.state == COMPLETED and _is_consumed(self.offers.get(oid)):
+                    self.consumed.add(oid)
+        self._offer(self.trees[pid], reply.id, key)
+
+
+def _place_the_rest(
+    trade: Trade,
+    replies: list[Record],
+    applied: AbstractSet[bytes],
+    reps: Mapping[bytes, Record],
+    props: Mapping[bytes, Record],
+    refused: dict[bytes, str],
+    pending: set[bytes],
+) -> None:
+    """Refuse, or leave pending, the replies of ``trade`` the fold never reached.
+
+    Such a reply follows a reply that was not applied (refused), names a
+    record that is not a move of this trade (refused), or its chain leads to a
+    record not held yet (pending: it waits).
+    """
+    waiting: dict[bytes, bool] = {}  # reply id -> waits for a missing record
+    for reply in replies:
+        if reply.id in applied or reply.id in refused:
+            continue
+        chain = [reply]
+        while True:  # up the chain to a reply already placed, or to the chain's end
+            prev = chain[-1].body.prev
+            assert prev is not None
+            parent = reps.get(prev)
+            if prev in waiting or parent is None or parent.body.proposal != trade.proposal_id:
+                break
+            if prev in refused or prev in applied:
+                break
+            chain.append(parent)
+        prev = chain[-1].body.prev
+        assert prev is not None
+        waits = waiting.get(prev, prev not in reps and prev not in props and prev != trade.proposal_id)
+        for link in reversed(chain):
+            waiting[link.id] = waits
+            if waits:
+                pending.add(link.id)
+            else:
+                refused[link.id] = _detached(trade, link, reps)
+
+
+def _unchained(trade: Trade | None, reply: Record) -> str:
+    actor = _actor(trade, reply.author) if trade is not None else f"key {short_id(reply.author)}"
+    return (
+        f"{actor} cannot {reply.body.action} trade {short_id(reply.body.proposal)}: the reply names"
+        " no move it answers (made by a release before replies were chained), so it is never applied;"
+        " the party must reply again"
+    )
+
+
+def _outranked(trade: Trade, author: bytes, action: str, move: bytes, rank: int) -> str:
+    why = "that the other party has answered" if rank >= RANK_ANSWERED else "that cancels or declines"
+    return (
+        f"{_actor(trade, author)} cannot {action} trade {short_id(trade.proposal_id)}: it answers move"
+        f" {short_id(move)}, where a reply {why} takes precedence (a fork is decided by answers,"
+        " never by time)"
+    )
+
+
+def _fork_lost(trade: Trade, reply: Record, winner: bytes) -> str:
+    prev = reply.body.prev
+    assert prev is not None
+    return (
+        f"{_actor(trade, reply.author)} cannot {reply.body.action} trade {short_id(trade.proposal_id)}:"
+        f" it answers move {short_id(prev)}, which reply {short_id(winner)} answered first (a fork);"
+        " the trade went on from there"
+    )
+
+
+def _detached(trade: Trade, reply: Record, reps: Mapping[bytes, Record]) -> str:
+    prev = reply.body.prev
+    assert prev is not None
+    actor, action, tid = _actor(trade, reply.author), reply.body.action, short_id(trade.proposal_id)
+    parent = reps.get(prev)
+    if parent is not None and parent.body.proposal == trade.proposal_id:
+        return (
+            f"{actor} cannot {action} trade {tid}: it answers reply {short_id(prev)}, which was not applied"
+        )
+    return (
+        f"{actor} cannot {action} trade {tid}: it answers record {short_id(prev)}, which is not a move of it"
+    )
+
+
+def _party_bit(trade: Trade, key: bytes) -> int:
+    return 1 if key == trade.proposer else 2 if key == trade.responder else 0
+
+
+def _own_rank(action: str) -> int:
+    """The fork rank of a new reply (nothing answers it yet)."""
+    return RANK_ENDS_IN_NO if action in NO_MOVES else 0
 
 
 def _order(record: Record) -> tuple[int, bytes, int, bytes]:

@@ -173,6 +173,13 @@ class ReplyBody:
 
     For ``counter``, ``give`` and ``take`` are from the replying party's point
     of view (what the replier gives, what the replier takes).
+
+    ``prev`` is the id of the move this reply answers: the proposal itself for
+    the first reply, else the reply it follows. The replies of a trade thus form
+    a hash chain from the proposal, and :mod:`meshnode.barter` orders a trade's
+    moves by that chain, never by timestamps. It is optional in the encoding
+    only so that replies signed before it existed still decode from a store;
+    barter never applies a reply without it.
     """
 
     proposal: bytes
@@ -180,6 +187,7 @@ class ReplyBody:
     give: tuple[bytes, ...] = ()
     take: tuple[bytes, ...] = ()
     note: str = ""
+    prev: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -630,13 +638,15 @@ def _check_proposal_author(body: ProposalBody, author: bytes) -> None:
 
 
 def _reply_from_map(value: dict[str, Any], what: str) -> ReplyBody:
-    _only_keys(value, {"proposal", "action", "give", "take", "note"}, what)
+    _only_keys(value, {"proposal", "action", "give", "take", "note", "prev"}, what)
+    prev = value.get("prev")
     return ReplyBody(
         proposal=_bytes_field(value.get("proposal"), "proposal", ID_SIZE),
         action=_choice(value.get("action"), "action", REPLY_ACTIONS),
         give=_ids_field(value.get("give", []), "give"),
         take=_ids_field(value.get("take", []), "take"),
         note=_text_field(value.get("note", ""), "note", MAX_NOTE),
+        prev=None if prev is None else _bytes_field(prev, "prev", ID_SIZE),
     )
 
 
@@ -646,6 +656,8 @@ def _check_reply_fields(body: ReplyBody) -> None:
     _check_ids(body.give, "give")
     _check_ids(body.take, "take")
     _text_field(body.note, "note", MAX_NOTE)
+    if body.prev is not None:
+        _check_len(body.prev, ID_SIZE, "prev")
 
 
 def _check_reply_rules(body: ReplyBody) -> None:

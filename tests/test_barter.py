@@ -88,10 +88,19 @@ def reply(
     take: tuple[bytes, ...] = (),
     seq: int | None = None,
     swarm: bytes = SWARM,
+    prev: Record | bytes | None = None,
+    unchained: bool = False,
 ) -> Record:
-    """A reply by ``frm``; ``ts`` is an offset from NOW; counter terms from ``frm``'s side."""
+    """A reply by ``frm``; ``ts`` is an offset from NOW; counter terms from ``frm``'s side.
+
+    It answers ``prev`` (default: the proposal itself); ``unchained`` makes a
+    reply that names no move, as releases before the chain made them.
+    """
     pid = proposal if isinstance(proposal, bytes) else proposal.id
-    body = ReplyBody(proposal=pid, action=action, give=tuple(give), take=tuple(take))
+    answers = pid if prev is None else prev if isinstance(prev, bytes) else prev.id
+    body = ReplyBody(
+        proposal=pid, action=action, give=tuple(give), take=tuple(take), prev=None if unchained else answers
+    )
     return frm.sign(body, ts=NOW + ts, seq=next(_seq) if seq is None else seq, swarm=swarm)
 
 
@@ -99,6 +108,20 @@ def run(trade: Trade, *replies: Record, **kw) -> Trade:
     for r in replies:
         trade = apply_reply(trade, r, **kw)
     return trade
+
+
+def chain(proposal: Record, *steps: tuple) -> list[Record]:
+    """Replies each answering the one before (the first answers the proposal).
+
+    A step is ``(who, action, ts)`` or ``(who, action, ts, terms)`` with terms
+    the keyword arguments of :func:`reply` (``give``/``take``).
+    """
+    out: list[Record] = []
+    for who, action, ts, *terms in steps:
+        out.append(
+            reply(who, proposal, action, ts=ts, prev=out[-1] if out else proposal, **(terms or [{}])[0])
+        )
+    return out
 
 
 def book(proposals, replies, *, now: int = 1_000, offers=None) -> TradeBook:
@@ -130,13 +153,14 @@ def test_happy_path_propose_accept_complete_by_both():
     assert t1.state == "accepted" and t1.awaiting() is None
     assert t0.state == "proposed"  # pure: the old trade is untouched
 
-    done_a = reply(ALICE, p, "complete", ts=30)
+    assert t1.latest_move == accept.id and t0.latest_move == p.id
+    done_a = reply(ALICE, p, "complete", ts=30, prev=accept)
     t2 = apply_reply(t1, done_a)
     assert t2.state == "accepted" and t2.completed_by == {ALICE.public}
     assert t2.allowed_actions(ALICE.public) == frozenset()
     assert t2.allowed_actions(BOB.public) == {"complete"}
 
-    done_b = reply(BOB, p, "complete", ts=40)
+    done_b = reply(BOB, p, "complete", ts=40, prev=done_a)
     t3 = apply_reply(t2, done_b)
     assert t3.state == "completed" and t3.completed_by == {ALICE.public, BOB.public}
     assert t3.applied == ids(accept, done_a, done_b)
@@ -151,15 +175,11 @@ def test_happy_path_propose_accept_complete_by_both():
 
 def test_accept_reserves_and_completion_releases_lend_and_service():
     p = propose(ALICE, BOB, (A_LEND,), (B_SERVICE,), ts=10)
-    accepted = book([p], [reply(BOB, p, "accept", ts=20)])
+    rs = chain(p, (BOB, "accept", 20), (ALICE, "complete", 30), (BOB, "complete", 31))
+    accepted = book([p], rs[:1])
     assert accepted.reserved == {A_LEND.id: p.id, B_SERVICE.id: p.id}
-    done = book([p], [reply(BOB, p, "accept", ts=20), reply(ALICE, p, "complete", ts=30)])
+    done = book([p], rs[:2])
     assert done.trades[p.id].state == "accepted" and done.reserved  # one complete is not enough
-    rs = [
-        reply(BOB, p, "accept", ts=20),
-        reply(ALICE, p, "complete", ts=30),
-        reply(BOB, p, "complete", ts=31),
-    ]
     b = book([p], rs)
     assert b.trades[p.id].state == "completed"
     assert b.reserved == {} and b.consumed == frozenset()  # the drill comes back, the haircut recurs
@@ -172,9 +192,8 @@ def test_accept_reserves_and_completion_releases_lend_and_service():
 def test_unknown_offers_are_reserved_and_consumed():
     ghost_offer = bytes(range(32))
     p = ALICE.sign(ProposalBody(to=BOB.public, take=(ghost_offer,)), ts=NOW, seq=next(_seq))
-    rs = [reply(BOB, p, "accept", ts=1)]
-    assert book([p], rs).reserved == {ghost_offer: p.id}
-    rs += [reply(BOB, p, "complete", ts=2), reply(ALICE, p, "complete", ts=3)]
+    rs = chain(p, (BOB, "accept", 1), (BOB, "complete", 2), (ALICE, "complete", 3))
+    assert book([p], rs[:1]).reserved == {ghost_offer: p.id}
     assert book([p], rs).consumed == {ghost_offer}
 
 
@@ -187,20 +206,20 @@ def test_counter_then_accept_by_the_original_proposer():
     assert (t.give, t.take) == (ids(A_GIVE, A_LEND), ids(B_SERVICE))  # proposer's point of view
     assert t.allowed_actions(ALICE.public) == {"accept", "decline", "counter"}
     assert t.allowed_actions(BOB.public) == {"cancel"}
-    t = apply_reply(t, reply(ALICE, p, "accept", ts=6), offers=OFFERS, reserved={})
+    t = apply_reply(t, reply(ALICE, p, "accept", ts=6, prev=counter), offers=OFFERS, reserved={})
     assert t.state == "accepted" and (t.give, t.take) == (ids(A_GIVE, A_LEND), ids(B_SERVICE))
 
 
 def test_counter_counter_then_accept():
     p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
     c1 = reply(BOB, p, "counter", ts=1, give=ids(B_SERVICE), take=ids(A_GIVE, A_LEND))
-    c2 = reply(ALICE, p, "counter", ts=2, give=ids(A_LEND), take=ids(B_SERVICE, B_GIVE))
+    c2 = reply(ALICE, p, "counter", ts=2, give=ids(A_LEND), take=ids(B_SERVICE, B_GIVE), prev=c1)
     t = run(start_trade(p), c1, c2, offers=OFFERS)
     assert t.state == "countered" and t.terms_by == ALICE.public and t.awaiting() == BOB.public
     assert (t.give, t.take) == (ids(A_LEND), ids(B_SERVICE, B_GIVE))
-    t = apply_reply(t, reply(BOB, p, "accept", ts=3), offers=OFFERS, reserved={})
+    t = apply_reply(t, reply(BOB, p, "accept", ts=3, prev=c2), offers=OFFERS, reserved={})
     assert t.state == "accepted"
-    b = book([p], [c1, c2, reply(BOB, p, "accept", ts=3, seq=999)])
+    b = book([p], [c1, c2, reply(BOB, p, "accept", ts=3, seq=999, prev=c2)])
     assert b.trades[p.id].state == "accepted"
     assert b.reserved == {A_LEND.id: p.id, B_SERVICE.id: p.id, B_GIVE.id: p.id}
 
@@ -221,7 +240,7 @@ def test_cancel_by_proposer_before_accept():
 def test_cancel_by_counterer_in_countered():
     p = propose(ALICE, BOB, (A_GIVE,), ts=0)
     c = reply(BOB, p, "counter", ts=1, take=ids(A_LEND))
-    t = run(start_trade(p), c, reply(BOB, p, "cancel", ts=2))
+    t = run(start_trade(p), c, reply(BOB, p, "cancel", ts=2, prev=c))
     assert t.state == "cancelled"
 
 
@@ -229,9 +248,9 @@ def test_cancel_after_accept_releases_the_reservation():
     p1 = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
     p2 = propose(CAROL, BOB, (C_GIVE,), (B_SWAP,), ts=1)
     acc1 = reply(BOB, p1, "accept", ts=10)
-    acc2_early = reply(BOB, p2, "accept", ts=15)
-    cancel1 = reply(ALICE, p1, "cancel", ts=20)
-    acc2 = reply(BOB, p2, "accept", ts=30)
+    acc2_early = reply(BOB, p2, "accept", ts=15)  # refused: p1 holds Bob's jam
+    cancel1 = reply(ALICE, p1, "cancel", ts=20, prev=acc1)
+    acc2 = reply(BOB, p2, "accept", ts=30)  # answers the proposal again, now free
     b = book([p1, p2], [acc1, acc2_early, cancel1, acc2])
     assert b.trades[p1.id].state == "cancelled"
     assert "reserved by accepted trade" in b.refused[acc2_early.id]
@@ -242,13 +261,13 @@ def test_cancel_after_accept_releases_the_reservation():
 
 def test_cancel_after_one_party_completed_is_refused():
     p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
-    t = run(start_trade(p), reply(BOB, p, "accept", ts=1), reply(BOB, p, "complete", ts=2))
+    t = run(start_trade(p), *chain(p, (BOB, "accept", 1), (BOB, "complete", 2)))
     assert t.allowed_actions(ALICE.public) == {"complete"}
     with pytest.raises(TransitionError, match="accepted") as exc:
-        apply_reply(t, reply(ALICE, p, "cancel", ts=3))
+        apply_reply(t, reply(ALICE, p, "cancel", ts=3, prev=t.latest_move))
     assert "the proposer" in str(exc.value) and "already marked it complete" in str(exc.value)
     with pytest.raises(TransitionError, match="twice"):
-        apply_reply(t, reply(BOB, p, "complete", ts=3))
+        apply_reply(t, reply(BOB, p, "complete", ts=3, prev=t.latest_move))
 
 
 # --- illegal moves ------------------------------------------------------------------
@@ -265,7 +284,7 @@ def _at(*steps: tuple[Author, str]) -> tuple[Record, Trade]:
         terms = {"give": ids(A_LEND)} if action == "counter" and who is ALICE else {}
         if action == "counter" and who is BOB:
             terms = {"give": ids(B_SERVICE)}
-        t = apply_reply(t, reply(who, p, action, ts=i, seq=100 + i, **terms))
+        t = apply_reply(t, reply(who, p, action, ts=i, seq=100 + i, prev=t.latest_move, **terms))
     return p, t
 
 
@@ -309,7 +328,7 @@ ILLEGAL = [
 def test_illegal_moves_are_refused_with_state_and_actor(steps, who, action, error, words):
     p, t = _at(*steps)
     terms = {"give": ids(A_LEND)} if action == "counter" else {}
-    bad = reply(who, p, action, ts=50, **terms)
+    bad = reply(who, p, action, ts=50, prev=t.latest_move, **terms)
     assert action not in t.allowed_actions(who.public)
     with pytest.raises(error) as exc:
         apply_reply(t, bad)
@@ -320,10 +339,10 @@ def test_illegal_moves_are_refused_with_state_and_actor(steps, who, action, erro
     with pytest.raises(error):
         check_reply(t, bad.body, who.public, now_ms=NOW + 50)
     # the fold ignores it and says why
-    replies = [
-        reply(s_who, p, s_act, ts=i, seq=100 + i, **_terms(s_who, s_act))
-        for i, (s_who, s_act) in enumerate(steps, start=1)
-    ]
+    replies: list[Record] = []
+    for i, (s_who, s_act) in enumerate(steps, start=1):
+        prev = replies[-1] if replies else p
+        replies.append(reply(s_who, p, s_act, ts=i, seq=100 + i, prev=prev, **_terms(s_who, s_act)))
     b = book([p], [*replies, bad])
     assert b.trades[p.id] == t
     assert b.refused == {bad.id: str(exc.value)}
@@ -357,14 +376,18 @@ def test_reply_to_another_proposal_or_not_a_reply_is_a_validation_error():
 def test_check_reply_validates_the_body_and_the_clock():
     p = _p()
     t = start_trade(p)
-    check_reply(t, ReplyBody(proposal=p.id, action="accept"), BOB.public, now_ms=NOW + 1)
+    check_reply(t, ReplyBody(proposal=p.id, action="accept", prev=p.id), BOB.public, now_ms=NOW + 1)
     with pytest.raises(ValidationError, match="only a counter carries offers"):
-        check_reply(t, ReplyBody(proposal=p.id, action="accept", take=ids(A_GIVE)), BOB.public, now_ms=NOW)
+        check_reply(
+            t, ReplyBody(proposal=p.id, action="accept", take=ids(A_GIVE), prev=p.id), BOB.public, now_ms=NOW
+        )
     with pytest.raises(ValidationError, match="expected a reply body"):
         check_reply(t, ProposalBody(to=BOB.public, give=ids(A_GIVE)), BOB.public, now_ms=NOW)
     t1 = apply_reply(t, reply(BOB, p, "counter", ts=100, give=ids(B_GIVE)))
     with pytest.raises(TransitionError, match="check the clock"):
-        check_reply(t1, ReplyBody(proposal=p.id, action="accept"), ALICE.public, now_ms=NOW + 99)
+        check_reply(
+            t1, ReplyBody(proposal=p.id, action="accept", prev=t1.latest_move), ALICE.public, now_ms=NOW + 99
+        )
     with pytest.raises(TransitionError, match="before the proposal"):
         apply_reply(t, reply(BOB, p, "accept", ts=-1))
 
@@ -393,8 +416,7 @@ def test_expiry_by_clock_and_late_replies_are_ignored():
     # a counter does not extend the deadline; an accepted trade never expires
     c = reply(BOB, p, "counter", ts=50, give=ids(B_GIVE))
     assert book([p], [c], now=100).trades[p.id].state == "expired"
-    ok = reply(BOB, p, "accept", ts=99)
-    b = book([p], [ok, reply(ALICE, p, "complete", ts=500)], now=10_000)
+    b = book([p], chain(p, (BOB, "accept", 99), (ALICE, "complete", 500)), now=10_000)
     assert b.trades[p.id].state == "accepted" and b.trades[p.id].completed_by == {ALICE.public}
 
 
@@ -423,21 +445,30 @@ def test_same_timestamp_accepts_are_ordered_by_author_then_seq_then_id():
         b = book([p1, p2], reps)
         assert b.trades[p2.id].state == "accepted" and acc1.id in b.refused
     # a consumed offer can never be accepted again
-    done = [acc2, reply(CAROL, p2, "complete", ts=21), reply(BOB, p2, "complete", ts=22)]
+    carol_done = reply(CAROL, p2, "complete", ts=21, prev=acc2)
+    done = [acc2, carol_done, reply(BOB, p2, "complete", ts=22, prev=carol_done)]
     late = reply(BOB, p1, "accept", ts=30)
     b = book([p1, p2], [*done, late])
     assert b.consumed == {B_SWAP.id} and "already given away" in b.refused[late.id]
 
 
-def test_equivocating_replies_are_ordered_by_id():
-    """Same author, ts and seq on two different replies: the record id breaks the tie."""
+def test_equivocating_replies_a_no_wins_then_key_order():
+    """Two answers to the same move by the same party: a decline ranks over an accept, whatever
+    the timestamps; two of the same rank are tried in (ts, author, seq, id) order."""
     p = _p()
     acc = reply(BOB, p, "accept", ts=5, seq=3)
-    dec = reply(BOB, p, "decline", ts=5, seq=3)
-    first, second = sorted([acc, dec], key=lambda r: r.id)
+    dec = reply(BOB, p, "decline", ts=9, seq=4)
     for reps in ([acc, dec], [dec, acc]):
         b = book([p], reps)
+        assert b.trades[p.id].applied == (dec.id,) and b.trades[p.id].state == "declined"
+        assert "takes precedence" in b.refused[acc.id]
+    acc2 = reply(BOB, p, "accept", ts=5, seq=3, give=(), take=())  # same key but the id
+    counter = reply(BOB, p, "counter", ts=5, seq=3, give=ids(B_GIVE))
+    first, second = sorted([acc2, counter], key=lambda r: r.id)
+    for reps in ([acc2, counter], [counter, acc2]):
+        b = book([p], reps)
         assert b.trades[p.id].applied == (first.id,) and set(b.refused) == {second.id}
+        assert f"which reply {short_id(first.id)} answered first" in b.refused[second.id]
 
 
 def test_withdrawn_offer_cannot_be_accepted_or_countered():
@@ -481,8 +512,7 @@ def test_offers_of_the_wrong_party_are_refused():
 
 def test_reply_before_its_proposal_stays_pending_then_converges():
     p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
-    acc = reply(BOB, p, "accept", ts=5)
-    done = [reply(ALICE, p, "complete", ts=6), reply(BOB, p, "complete", ts=7)]
+    acc, *done = chain(p, (BOB, "accept", 5), (ALICE, "complete", 6), (BOB, "complete", 7))
     early = book([], [*done, acc])
     assert early.trades == {} and early.pending == {acc.id, *ids(*done)} and early.refused == {}
     full = book([p], [*reversed(done), acc])
@@ -504,9 +534,10 @@ def test_book_helpers():
     assert b.involving(ALICE.public) == [b.trades[p.id]] and b.involving(CAROL.public) == []
     with pytest.raises(NotFound):
         b.trade(bytes(32))
-    b.check_reply(ReplyBody(proposal=p.id, action="accept"), BOB.public, now_ms=NOW + 1, offers=OFFERS)
+    accept = ReplyBody(proposal=p.id, action="accept", prev=p.id)
+    b.check_reply(accept, BOB.public, now_ms=NOW + 1, offers=OFFERS)
     with pytest.raises(NotAllowed):
-        b.check_reply(ReplyBody(proposal=p.id, action="accept"), CAROL.public, now_ms=NOW + 1)
+        b.check_reply(accept, CAROL.public, now_ms=NOW + 1)
     assert STATES == ("proposed", "countered", "accepted", "completed", "declined", "cancelled", "expired")
     assert TERMINAL_STATES == {"completed", "declined", "cancelled", "expired"}
 
@@ -579,8 +610,9 @@ def scenarios(draw) -> Scenario:
         if draw(st.integers(0, 9)) > 0:  # one in ten is never delivered
             proposals.append(prop)
         trade = start_trade(prop)
+        moves_made: list[bytes] = [prop.id]  # every move of this trade's script, to fork from
         t = ts
-        for _ in range(draw(st.integers(0, 5))):
+        for _ in range(draw(st.integers(0, 6))):
             t += draw(st.integers(-3, 15))
             moves = [
                 (who, action)
@@ -597,12 +629,23 @@ def scenarios(draw) -> Scenario:
             g, k = ((), ())
             if action == "counter":
                 g, k = _counter_terms(draw, who, responder if who is proposer else proposer)
+            prev: bytes | None = trade.latest_move
+            fork = draw(st.integers(0, 19))
+            if fork < 4:  # a fork: an answer to an earlier move (a race, or a backdated move)
+                prev = draw(st.sampled_from(moves_made))
+            elif fork == 4:  # made before replies were chained
+                prev = None
+            elif fork == 5:  # names a move not held (yet), or one of another trade
+                prev = draw(
+                    st.sampled_from([bytes([7]) * 32, *(r.id for r in replies), *(q.id for q in proposals)])
+                )
             rec = who.sign(
-                ReplyBody(proposal=prop.id, action=action, give=g, take=k),
+                ReplyBody(proposal=prop.id, action=action, give=g, take=k, prev=prev),
                 ts=NOW + max(t, 0),
                 seq=next(seq) if draw(st.integers(0, 5)) else 0,  # now and then, an equivocation
             )
             replies.append(rec)
+            moves_made.append(rec.id)
             try:
                 trade = apply_reply(trade, rec)
             except MeshError:
@@ -654,8 +697,13 @@ def test_check_reply_agrees_with_the_fold_for_a_reply_at_the_end(sc, data):
         g, k = _counter_terms(
             data.draw, who, _author(trade.other(who.public)) if trade.role(who.public) else ALICE
         )
+    latest = data.draw(st.integers(0, 5), label="answers the latest move") > 0
+    prev = trade.latest_move
+    if not latest:
+        prev = data.draw(st.sampled_from([prop.id, *(r.id for r in sc.replies)]), label="prev")
+        latest = prev == trade.latest_move
     new = who.sign(
-        ReplyBody(proposal=prop.id, action=action, give=g, take=k), ts=ts, seq=len(sc.replies) + 50
+        ReplyBody(proposal=prop.id, action=action, give=g, take=k, prev=prev), ts=ts, seq=len(sc.replies) + 50
     )
     after = derive_trades(sc.proposals, [*sc.replies, new], sc.offers, ts)
     try:
@@ -669,6 +717,9 @@ def test_check_reply_agrees_with_the_fold_for_a_reply_at_the_end(sc, data):
             consumed=before.consumed,
         )
     except MeshError as exc:
+        if not latest:  # the fold may rank a stale answer into a fork; never apply it unrefused here
+            assert "latest move" in str(exc)
+            return
         assert after.refused[new.id] == str(exc)
         assert after.trades == before.trades and after.reserved == before.reserved
     else:
@@ -706,4 +757,140 @@ REASONS = (
     "not a party",
     "final state",
     "before the proposal",
+    "answered first",  # a fork lost to a sibling applied first
+    "takes precedence",  # a fork lost to a better-ranked sibling
+    "which was not applied",  # follows a reply that was not applied
+    "names no move",  # unchained
+    "not a move of",  # its chain leads into another trade
+    "check the clock",  # dated before the move it answers
 )
+
+
+# --- chains: moves follow the replies they name, never timestamps ---------------------
+
+
+def _completed() -> tuple[Record, list[Record]]:
+    """Alice gives apples for Bob's jam: Bob accepts at +10, Alice completes at +20, Bob at +30."""
+    p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
+    return p, chain(p, (BOB, "accept", 10), (ALICE, "complete", 20), (BOB, "complete", 30))
+
+
+def test_a_backdated_cancel_changes_nothing():
+    """The attack of issue 12: a cancel dated 50 ms after the accept, once both have completed."""
+    p, (acc, done_a, done_b) = _completed()
+    honest = book([p], [acc, done_a, done_b])
+    assert honest.trades[p.id].state == "completed"
+    for canceller in (ALICE, BOB):
+        backdated = reply(canceller, p, "cancel", ts=10 + 50, prev=acc)
+        for reps in ([acc, done_a, done_b, backdated], [backdated, done_b, acc, done_a]):
+            b = book([p], reps)
+            assert b.trades == honest.trades and b.consumed == honest.consumed == {A_GIVE.id, B_SWAP.id}
+            assert "that the other party has answered takes precedence" in b.refused[backdated.id]
+    # an unchained one (as made before the chain) is never applied at all
+    old_style = reply(ALICE, p, "cancel", ts=11, unchained=True)
+    b = book([p], [acc, done_a, done_b, old_style])
+    assert b.trades == honest.trades and "names no move" in b.refused[old_style.id]
+
+
+FORK_MOVES = [(who, action) for who in (ALICE, BOB, CAROL) for action in REPLY_ACTIONS]
+
+
+@pytest.mark.parametrize("at", range(3), ids=("proposal", "accept", "first complete"))
+@pytest.mark.parametrize(("who", "action"), FORK_MOVES, ids=lambda v: v if isinstance(v, str) else None)
+def test_no_single_party_fork_rewrites_a_completed_trade(at, who, action):
+    """Whatever one party signs, answering whichever earlier move, at whatever time: still completed."""
+    p, replies = _completed()
+    honest = book([p], replies)
+    prev = [p, *replies][at]
+    for ts in (prev.ts - NOW, prev.ts - NOW + 1, 10_000):
+        terms = {"give": OWN[who.public][:1] or ids(A_LEND)} if action == "counter" else {}
+        fork = reply(who, p, action, ts=ts, prev=prev, **terms)
+        b = book([p], [*replies, fork], now=20_000)
+        t, h = b.trades[p.id], honest.trades[p.id]
+        assert (t.state, t.give, t.take, t.completed_by) == (h.state, h.give, h.take, h.completed_by)
+        assert b.consumed == honest.consumed and b.reserved == honest.reserved
+        if (who, action, at) != (BOB, "complete", 2):  # Bob completing twice in a fork: either counts
+            assert b.trades == honest.trades and fork.id in b.refused
+
+
+def test_a_cancel_wins_over_an_unanswered_move_and_cannot_be_undone_by_the_canceller():
+    p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
+    # a race: Alice cancels while Bob accepts and completes; Alice never answered the accept
+    cancel = reply(ALICE, p, "cancel", ts=50)
+    acc, done_b = chain(p, (BOB, "accept", 10), (BOB, "complete", 11))
+    b = book([p], [acc, done_b, cancel])
+    assert b.trades[p.id].state == "cancelled" and b.reserved == {} and b.trades[p.id].applied == (cancel.id,)
+    # once Alice answered the accept (she completed), her cancel of the proposal loses
+    done_a = reply(ALICE, p, "complete", ts=12, prev=done_b)
+    b = book([p], [acc, done_b, cancel, done_a])
+    assert b.trades[p.id].state == "completed" and "takes precedence" in b.refused[cancel.id]
+    # Bob accepts then cancels; a later fork of his own (accept, complete) cannot revive it
+    acc2, bob_cancel = chain(p, (BOB, "accept", 10), (BOB, "cancel", 20))
+    revive = chain(p, (BOB, "accept", 5), (BOB, "complete", 6))
+    b = book([p], [acc2, bob_cancel, *revive])
+    assert b.trades[p.id].state == "cancelled" and b.reserved == {}
+    assert "takes precedence" in b.refused[revive[0].id] and "not applied" in b.refused[revive[1].id]
+
+
+def test_concurrent_completes_fork_and_the_loser_completes_again():
+    p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
+    acc = reply(BOB, p, "accept", ts=10)
+    done_a = reply(ALICE, p, "complete", ts=20, prev=acc)
+    done_b = reply(BOB, p, "complete", ts=21, prev=acc)  # Bob had not seen Alice's
+    b = book([p], [acc, done_a, done_b])
+    t = b.trades[p.id]
+    assert t.state == "accepted" and t.completed_by == {ALICE.public} and t.latest_move == done_a.id
+    assert "answered first" in b.refused[done_b.id]
+    assert t.allowed_actions(BOB.public) == {"complete"}
+    again = reply(BOB, p, "complete", ts=22, prev=t.latest_move)
+    b.check_reply(again.body, BOB.public, now_ms=NOW + 22, offers=OFFERS)
+    assert book([p], [acc, done_a, done_b, again]).trades[p.id].state == "completed"
+
+
+def test_a_reply_waits_for_the_move_it_answers():
+    p, (acc, done_a, done_b) = _completed()
+    early = book([p], [done_a, done_b])
+    assert early.trades[p.id].state == "proposed" and early.pending == {done_a.id, done_b.id}
+    assert early.refused == {}
+    assert book([p], [done_b, acc, done_a]).trades[p.id].state == "completed"
+    # a reply naming a move of another trade is refused, as is one naming that one
+    other = propose(CAROL, BOB, (C_GIVE,), (B_GIVE,), ts=0)
+    stray = reply(BOB, p, "accept", ts=5, prev=other)
+    follow = reply(ALICE, p, "complete", ts=6, prev=stray)
+    b = book([p, other], [stray, follow])
+    assert "not a move of" in b.refused[stray.id] and "not applied" in b.refused[follow.id]
+
+
+def test_check_reply_wants_the_latest_move():
+    p, (acc, done_a, _) = _completed()
+    b = book([p], [acc, done_a])
+    t = b.trades[p.id]
+    assert t.latest_move == done_a.id
+    b.check_reply(ReplyBody(proposal=p.id, action="complete", prev=done_a.id), BOB.public, now_ms=NOW + 30)
+    with pytest.raises(TransitionError) as exc:
+        b.check_reply(ReplyBody(proposal=p.id, action="complete", prev=acc.id), BOB.public, now_ms=NOW + 30)
+    assert f"latest move is {short_id(done_a.id)}" in str(exc.value) and "look at the trade again" in str(
+        exc.value
+    )
+    with pytest.raises(TransitionError, match="names no move it answers") as exc:
+        b.check_reply(ReplyBody(proposal=p.id, action="complete"), BOB.public, now_ms=NOW + 30)
+    assert short_id(done_a.id) in str(exc.value)
+
+
+def test_a_trade_whose_answered_accept_was_refused_is_stalled():
+    """Alice offers her apples to Bob and to Carol; both accept, and she completes both. The earlier
+    accept holds the apples; the other trade stays proposed, and only an answered reply could move it."""
+    p1 = propose(ALICE, BOB, (A_GIVE,), ts=0)
+    p2 = propose(ALICE, CAROL, (A_GIVE,), ts=0)
+    r1 = chain(p1, (BOB, "accept", 10), (ALICE, "complete", 30))
+    r2 = chain(p2, (CAROL, "accept", 20), (ALICE, "complete", 31))
+    b = book([p1, p2], [*r1, *r2])
+    assert b.trades[p1.id].state == "accepted" and "reserved by accepted trade" in b.refused[r2[0].id]
+    stalled = b.trades[p2.id]
+    assert stalled.state == "proposed" and stalled.floor == 2 and stalled.latest_move == p2.id
+    decline = ReplyBody(proposal=p2.id, action="decline", prev=p2.id)
+    with pytest.raises(TransitionError, match="the other party has answered takes precedence") as exc:
+        b.check_reply(decline, CAROL.public, now_ms=NOW + 40)
+    late = CAROL.sign(decline, ts=NOW + 40, seq=77)
+    after = book([p1, p2], [*r1, *r2, late])
+    assert after.refused[late.id] == str(exc.value) and after.trades == b.trades

@@ -47,6 +47,8 @@ def every_body():
         r.ReplyBody(proposal=ID, action="counter", give=(ID,), take=(bytes(32),)),
         r.ReplyBody(proposal=ID, action="cancel"),
         r.ReplyBody(proposal=ID, action="complete"),
+        r.ReplyBody(proposal=ID, action="accept", prev=ID),
+        r.ReplyBody(proposal=ID, action="counter", take=(bytes(32),), note="half", prev=bytes(32)),
         r.ProfileBody(nickname="ada", bio="Lovelace Lane"),
         r.ProfileBody(),
     ]
@@ -148,6 +150,7 @@ def test_refusals_are_typed_and_say_what_was_found(mutate, error, words):
         (r.ReplyBody(proposal=ID, action="maybe"), "action"),
         (r.ReplyBody(proposal=ID, action="accept", give=(ID,)), "only a counter"),
         (r.ReplyBody(proposal=ID, action="counter"), "at least one offer"),
+        (r.ReplyBody(proposal=ID, action="accept", prev=b"short"), "prev"),
         (r.AttestBody(subject=KEY2, level=1001), "level"),
         (r.AttestBody(subject=b"x" * 31, level=1), "subject"),
         (r.ProfileBody(nickname="n" * 41), "nickname"),
@@ -365,3 +368,23 @@ def test_a_title_keeps_the_joiners_scripts_and_emoji_need():
     persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # "I want", with a ZWNJ
     for title in [persian, "👨\u200d👩\u200d👧 toys", "Fahrrad für Kinder"]:
         r.check_body(r.OfferBody(title=title, kind="give"))
+
+
+def test_a_reply_names_the_move_it_answers_and_one_without_still_decodes():
+    """``prev`` links a reply to the move it answers. Replies signed before it existed have none:
+    they must still decode from a store (barter never applies them)."""
+    a = Author()
+    chained = a.sign(r.ReplyBody(proposal=ID, action="accept", prev=KEY2))
+    assert r._record_map(chained, with_sig=True)["body"]["prev"] == KEY2
+    assert r.decode_record(chained.encoded).body.prev == KEY2
+    old = a.sign(r.ReplyBody(proposal=ID, action="accept"))
+    assert "prev" not in r._record_map(old, with_sig=True)["body"]  # exactly the old encoding
+    back = r.open_record(old.encoded, now_ms=NOW, swarms={SWARM})
+    assert back == old and back.body.prev is None
+    for bad, words in ((b"x" * 31, "prev: expected 32 bytes"), ("ab" * 32, "prev: expected 32 bytes")):
+        with pytest.raises(ValidationError, match=words):
+            r.decode_record(_rebody(chained, prev=bad))
+    m = r._record_map(old, with_sig=True)
+    m["body"]["prev"] = None
+    with pytest.raises(ValidationError, match="canonical"):
+        r.decode_record(cbor2.dumps(m, canonical=True))
