@@ -167,12 +167,15 @@ def test_refusals_are_one_line_nonzero_and_change_nothing(daemons, tmp_path):
     assert result.returncode == 69
     assert "meshnode daemon --home" in result.stderr
 
-    # No listener beyond what the config names: one TCP port, the one announced.
+    # No listener beyond what the config names: on 127.0.0.1, the announced port of the
+    # open host and the one port of the (private, the default) swarm's own host.
     import psutil
 
     listening = [c for c in psutil.Process(a.proc.pid).net_connections(kind="inet") if c.status == "LISTEN"]
     announced = int(a.addrs[0].split("/")[4])
-    assert [(c.laddr.ip, c.laddr.port) for c in listening] == [("127.0.0.1", announced)]
+    ports = sorted(net["port"] for net in a.json("status")["networks"])
+    assert len(ports) == 2 and announced in ports
+    assert sorted((c.laddr.ip, c.laddr.port) for c in listening) == [("127.0.0.1", p) for p in ports]
     udp = psutil.Process(a.proc.pid).net_connections(kind="udp")
     assert udp == []  # no mDNS when listening on loopback only
 
