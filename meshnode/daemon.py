@@ -238,6 +238,7 @@ async def run_daemon(
                         disk_floor_bytes=config.store.min_free_disk_mb << 20,
                     ),
                     state_path=home.network,
+                    bans_path=home.bans,
                 ),
             )
             stop = trio.Event()

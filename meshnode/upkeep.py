@@ -121,7 +121,7 @@ class SwarmUpkeep:
         for peer in list(net.px_asked):
             if peer not in connected and now - net.px_asked[peer] >= self.config.px_interval:
                 del net.px_asked[peer]
-        banned = set(net.gossip.penalties.banned)
+        banned = set(net.gossip.bans.banned_peers())  # the node's shared ban book, with expiry
         for sid in net.swarms:
             want = self.config.target_peers - len(members[sid])
             if want <= 0:

@@ -319,3 +319,5 @@ def test_status_shows_storage_and_a_full_disk():
     )
     full = render.status(base | {"storage": ok | {"free_bytes": 100 << 20, "storing_others": False}})
     assert "100.0 MiB free (floor 256.0 MiB): DISK NEARLY FULL, storing only this node's own records" in full
+    banned = render.status(base | {"gossip": {"bans": 2, "banned_addresses": 1}})
+    assert "bans:     2 peers, 1 addresses" in banned

@@ -221,6 +221,9 @@ def status(data: Mapping[str, Any]) -> str:
     ]
     if "storage" in data:
         out.append(f"storage:  {storage(data['storage'])}")
+    gossip = data.get("gossip", {})
+    if "bans" in gossip:
+        out.append(f"bans:     {gossip['bans']} peers, {gossip.get('banned_addresses', 0)} addresses")
     for net in data.get("networks", []):
         members = printable(", ".join(f"{name} {n}" for name, n in sorted(net["swarm_peers"].items())))
         members = members or "no swarm"
