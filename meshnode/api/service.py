@@ -364,7 +364,8 @@ class ApiService:
                 note=_text(note, "note", rec.MAX_NOTE),
                 prev=trade.latest_move,  # the move this reply answers: never reordered by timestamps
             )
-            offers = await self._read(views.offer_infos, self.reader)
+            named = set(trade.offers) | set(give_ids) | set(take_ids)  # all the check reads
+            offers = await self._read(views.offer_infos, self.reader, named)
             book.check_reply(body, self.me, now_ms=self.node.clock(), offers=offers)
             await self.node.publish(body, self._swarm_of(_trade_swarm(trade, self.reader)))
             after = views.find_trade(await self._book(), pid)
