@@ -16,6 +16,7 @@ FULL = [
     ["bench.gossip"],
     ["bench.gossip_latency"],
     ["bench.sync"],
+    ["bench.lag"],
     ["bench.footprint"],
 ]
 QUICK = [
@@ -23,6 +24,7 @@ QUICK = [
     ["bench.gossip", "--nodes", "4", "--messages", "5", "--rates", "10,20"],
     ["bench.gossip_latency", "--messages", "5"],
     ["bench.sync", "--records", "2000"],
+    ["bench.lag", "--records", "3000", "--idle", "1"],
     ["bench.footprint", "--records", "5000", "--runs", "3"],
 ]
 

@@ -1,9 +1,16 @@
-"""Ingest rate on one core vs the raw PyNaCl verify rate, measured in one run.
+"""Ingest rate on one core and on every core vs the raw PyNaCl verify rate, measured in one run.
 
 Ingest = strict decode + schema + context checks + Ed25519 verify + batched
-store (SQLite, WAL, FTS5, derived state), 1,000 records per transaction, into
-a fresh database file. The ceiling is PyNaCl verifying the same records'
-signatures, nothing else. Both run single-threaded on the same records.
+store (SQLite, WAL, FTS5, derived state), into a fresh database file:
+
+* one core: a plain loop, 1,000 records per transaction;
+* every core: ``Ingest.ingest_many`` as the node runs it (chunks opened in
+  ``verify_threads`` worker threads at once, each batch stored as soon as it
+  is opened, in a thread of its own).
+
+The ceilings are PyNaCl verifying the same records' signatures, nothing
+else: on one thread, and on as many threads as the machine has cores (PyNaCl
+releases the GIL), each thread a share of the records.
 
     .venv/bin/python -m bench.ingest [--records 20000]
 """
@@ -13,12 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import nacl.signing
+import trio
 
 from bench.common import sample_offer
+from bench.sync import local_ingest_many
 from meshnode import records as rec
 from meshnode.store import Store
 
@@ -36,15 +46,29 @@ def make_records(n: int, authors: int = 100) -> list[bytes]:
     return out
 
 
-def raw_verify_rate(datas: list[bytes]) -> float:
+def raw_verify_rate(datas: list[bytes], threads: int = 1) -> float:
+    """Signatures verified a second by ``threads`` threads, each a share of the records."""
     prepared = []
     for data in datas:
         r = rec.decode_record(data)
         prepared.append((nacl.signing.VerifyKey(r.author), rec.signing_bytes(r), r.sig))
+
+    def verify(share: list[tuple[nacl.signing.VerifyKey, bytes, bytes]]) -> None:
+        for key, msg, sig in share:
+            key.verify(msg, sig)
+
+    workers = [threading.Thread(target=verify, args=(prepared[i::threads],)) for i in range(threads)]
     start = time.perf_counter()
-    for key, msg, sig in prepared:
-        key.verify(msg, sig)
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
     return len(prepared) / (time.perf_counter() - start)
+
+
+def ingest_many_rate(datas: list[bytes], path: Path, threads: int) -> float:
+    """Records a second through ``Ingest.ingest_many`` (the sync path) into a fresh store."""
+    return len(datas) / trio.run(local_ingest_many, datas, path, SWARM, threads)
 
 
 def ingest_rate(datas: list[bytes], path: Path, batch: int = 1000) -> float:
@@ -70,15 +94,30 @@ def main() -> None:
     args = parser.parse_args()
     datas = make_records(args.records)
     size = sum(map(len, datas)) / len(datas)
+    cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         verify = raw_verify_rate(datas)
+        verify_n = raw_verify_rate(datas, cores)
         ingest = ingest_rate(datas, Path(tmp) / "bench.db")
+        many = ingest_many_rate(datas, Path(tmp) / "many.db", cores)
         verify2 = raw_verify_rate(datas)  # again, to see the machine's drift
+        verify_n2 = raw_verify_rate(datas, cores)
     ceiling = (verify + verify2) / 2
-    print(f"{args.records} offer records, {size:.0f} B each, one core")
-    print(f"raw PyNaCl verify      {ceiling:>9,.0f} /s  (runs: {verify:,.0f}, {verify2:,.0f})")
-    print(f"meshnode ingest        {ingest:>9,.0f} /s  (decode+check+verify+store, 1,000/txn)")
-    print(f"ratio ingest/verify    {ingest / ceiling:>9.2f}")
+    ceiling_n = (verify_n + verify_n2) / 2
+    print(f"{args.records} offer records, {size:.0f} B each, {cores} cores")
+    print(f"raw PyNaCl verify, 1 thread    {ceiling:>9,.0f} /s  (runs: {verify:,.0f}, {verify2:,.0f})")
+    print(
+        f"raw PyNaCl verify, {cores} threads   {ceiling_n:>9,.0f} /s"
+        f"  (runs: {verify_n:,.0f}, {verify_n2:,.0f})"
+    )
+    print(f"meshnode ingest, one core      {ingest:>9,.0f} /s  (decode+check+verify+store, 1,000/txn)")
+    print(
+        f"meshnode ingest_many, {cores} threads {many:>9,.0f} /s"
+        "  (the sync path: opened in threads, stored meanwhile)"
+    )
+    print(f"ratio one-core ingest / 1-thread verify   {ingest / ceiling:>6.2f}")
+    print(f"ratio ingest_many / 1-thread verify       {many / ceiling:>6.2f}   (target > 1)")
+    print(f"ratio ingest_many / {cores}-thread verify       {many / ceiling_n:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -62,9 +62,10 @@ def preload(path: Path, datas: list[bytes]) -> None:
         store.close()
 
 
-async def local_ingest_many(datas: list[bytes], path: Path, swarm: bytes) -> float:
+async def local_ingest_many(datas: list[bytes], path: Path, swarm: bytes, threads: int = 2) -> float:
+    """Seconds ``Ingest.ingest_many`` takes to store ``datas`` into a fresh store at ``path``."""
     store = Store.open(path)
-    ingest = Ingest(store, swarm_ids=lambda: {swarm})
+    ingest = Ingest(store, swarm_ids=lambda: {swarm}, verify_threads=threads)
     try:
         start = time.perf_counter()
         report = await ingest.ingest_many(datas)

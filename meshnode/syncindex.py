@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from itertools import accumulate
+from itertools import accumulate, pairwise
 
 from meshnode.errors import BadValue
 from meshnode.reconcile import Bound, Item, bound_between, check_item, fingerprint_digest
@@ -97,7 +97,10 @@ class SyncIndex:
         for ts, item_id in items:
             check_item(ts, item_id)
             keys.append(_key(ts, item_id))
-        keys = sorted(set(keys))
+        # Items usually come in order (a store scan): then skip the sort, a single C call
+        # that would hold the GIL throughout (the build runs in a thread beside the loop).
+        if any(a >= b for a, b in pairwise(keys)):
+            keys = sorted(set(keys))
         self._len = len(keys)
         self._blocks: list[list[bytes]] = [keys[i : i + block_size] for i in range(0, len(keys), block_size)]
         self._bsums: list[int] = [_block_sum(b) for b in self._blocks]
