@@ -82,8 +82,10 @@ trades are interleaved.
 
 * A reply applies only as an answer to the trade's *latest* move
   (:attr:`Trade.latest_move`); :func:`apply_reply` and :func:`check_reply`
-  refuse any other ``prev``. A reply timestamped before the move it answers
-  is refused (check the clock).
+  refuse any other ``prev``, with one exception: completes commute, so when
+  both parties complete at once (each naming the accept), both count and the
+  trade is completed. A reply timestamped before the move it answers is
+  refused (check the clock).
 * A reply without ``prev`` (signed by a release before replies were chained;
   such records still decode and are kept) is never applied: the fold refuses
   it. Trades negotiated before then show only their chained moves (usually
@@ -100,7 +102,8 @@ alone, never by timestamps or arrival order. A *legal* reply (a legal move
 from the state its path leads to, offers and withdrawals checked) ranks by:
 
 1. **answered**: a legal reply by the other party follows it somewhere below
-   (the other party built on it, so it cannot be taken back);
+   (the other party built on it, so it cannot be taken back), or it is a
+   ``complete`` and the other party's ``complete`` answers the same move;
 2. **ends in a no**: it, or a legal reply below it, is a ``cancel`` or
    ``decline`` (a move nobody has answered yet can still be refused or
    withdrawn: a no at the same point wins over it);
@@ -413,7 +416,7 @@ def _move(
             f"{actor} cannot {action} trade {tid}: the reply names no move it answers (made by a"
             f" release before replies were chained); reply again, naming the latest move {short_id(latest)}"
         )
-    if body.prev != latest:
+    if body.prev != latest and not _crossing_complete(trade, body, author):
         raise TransitionError(
             f"{actor} cannot {action} trade {tid}: the reply answers move {short_id(body.prev)}, but"
             f" the trade's latest move is {short_id(latest)}; look at the trade again and answer its"
@@ -718,7 +721,13 @@ class _Tree:
                 reached.append(reply)
                 stack.append(reply.id)
         # Who moved below each reply (1: proposer, 2: responder), and whether a no did.
+        # Completes that crossed (both parties' answering the same move) answer each other.
         below: dict[bytes, int] = {}
+        completers: dict[bytes, int] = {}
+        for move, kids_of_move in legal.items():
+            for kid in kids_of_move:
+                if kid.body.action == COMPLETE:
+                    completers[move] = completers.get(move, 0) | _party_bit(trade, kid.author)
         no_below: dict[bytes, bool] = {}
         rank: dict[bytes, int] = {}
         for reply in reversed(reached):
@@ -727,6 +736,9 @@ class _Tree:
                 who |= below[kid.id] | _party_bit(trade, kid.author)
                 no = no or no_below[kid.id] or kid.body.action in NO_MOVES
             below[reply.id], no_below[reply.id] = who, no
+            if reply.body.action == COMPLETE:
+                assert reply.body.prev is not None
+                who |= completers[reply.body.prev]
             answered = bool(who & _party_bit(trade, trade.other(reply.author)))
             rank[reply.id] = (RANK_ANSWERED if answered else 0) + (
                 RANK_ENDS_IN_NO if no or reply.body.action in NO_MOVES else 0
@@ -779,7 +791,7 @@ class _Fold:
         before = self.trades[pid]
         prev = reply.body.prev
         assert prev is not None
-        if before.latest_move != prev:
+        if before.latest_move != prev and not _crossing_complete(before, reply.body, reply.author):
             winner = self.answered_by[prev]
             self.refused[reply.id] = _fork_lost(before, reply, winner)
             return
@@ -792,7 +804,7 @@ class _Fold:
             return
         self.trades[pid] = after
         self.applied.add(reply.id)
-        self.answered_by[prev] = reply.id
+        self.answered_by.setdefault(prev, reply.id)
         if after.state == ACCEPTED and before.state != ACCEPTED:
             for oid in after.offers:
                 self.reserved[oid] = pid
@@ -884,6 +896,22 @@ def _detached(trade: Trade, reply: Record, reps: Mapping[bytes, Record]) -> str:
         )
     return (
         f"{actor} cannot {action} trade {tid}: it answers record {short_id(prev)}, which is not a move of it"
+    )
+
+
+def _crossing_complete(trade: Trade, body: ReplyBody, author: bytes) -> bool:
+    """Whether ``body`` is a complete that crossed the other party's: both answer the accept.
+
+    Completes commute: when both parties complete at the same time, each
+    names the accept, and both count (the trade is completed).
+    """
+    return (
+        body.action == COMPLETE
+        and trade.state == ACCEPTED
+        and trade.role(author) is not None
+        and trade.completed_by == {trade.other(author)}
+        and len(trade.applied) >= 2
+        and trade.applied[-2] == body.prev
     )
 
 

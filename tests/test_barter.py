@@ -809,7 +809,7 @@ def test_no_single_party_fork_rewrites_a_completed_trade(at, who, action):
         t, h = b.trades[p.id], honest.trades[p.id]
         assert (t.state, t.give, t.take, t.completed_by) == (h.state, h.give, h.take, h.completed_by)
         assert b.consumed == honest.consumed and b.reserved == honest.reserved
-        if (who, action, at) != (BOB, "complete", 2):  # Bob completing twice in a fork: either counts
+        if (who, action) != (BOB, "complete") or at == 0:  # Bob's second complete: either counts
             assert b.trades == honest.trades and fork.id in b.refused
 
 
@@ -832,19 +832,23 @@ def test_a_cancel_wins_over_an_unanswered_move_and_cannot_be_undone_by_the_cance
     assert "takes precedence" in b.refused[revive[0].id] and "not applied" in b.refused[revive[1].id]
 
 
-def test_concurrent_completes_fork_and_the_loser_completes_again():
+def test_concurrent_completes_both_count_and_cannot_be_cancelled():
     p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
     acc = reply(BOB, p, "accept", ts=10)
     done_a = reply(ALICE, p, "complete", ts=20, prev=acc)
     done_b = reply(BOB, p, "complete", ts=21, prev=acc)  # Bob had not seen Alice's
-    b = book([p], [acc, done_a, done_b])
-    t = b.trades[p.id]
-    assert t.state == "accepted" and t.completed_by == {ALICE.public} and t.latest_move == done_a.id
-    assert "answered first" in b.refused[done_b.id]
-    assert t.allowed_actions(BOB.public) == {"complete"}
-    again = reply(BOB, p, "complete", ts=22, prev=t.latest_move)
-    b.check_reply(again.body, BOB.public, now_ms=NOW + 22, offers=OFFERS)
-    assert book([p], [acc, done_a, done_b, again]).trades[p.id].state == "completed"
+    for reps in ([acc, done_a, done_b], [done_b, done_a, acc]):
+        t = book([p], reps).trades[p.id]
+        assert t.state == "completed" and t.applied == (acc.id, done_a.id, done_b.id)
+    # each complete answers the other's: a backdated cancel of the accept loses
+    for who in (ALICE, BOB):
+        cancel = reply(who, p, "cancel", ts=11, prev=acc)
+        b = book([p], [acc, done_a, done_b, cancel])
+        assert b.trades[p.id].state == "completed" and "takes precedence" in b.refused[cancel.id]
+    # a second complete by the same party is no crossing
+    again = reply(ALICE, p, "complete", ts=22, prev=acc)
+    b = book([p], [acc, done_a, again])
+    assert b.trades[p.id].completed_by == {ALICE.public} and "answered first" in b.refused[again.id]
 
 
 def test_a_reply_waits_for_the_move_it_answers():
@@ -868,13 +872,15 @@ def test_check_reply_wants_the_latest_move():
     assert t.latest_move == done_a.id
     b.check_reply(ReplyBody(proposal=p.id, action="complete", prev=done_a.id), BOB.public, now_ms=NOW + 30)
     with pytest.raises(TransitionError) as exc:
-        b.check_reply(ReplyBody(proposal=p.id, action="complete", prev=acc.id), BOB.public, now_ms=NOW + 30)
+        b.check_reply(ReplyBody(proposal=p.id, action="complete", prev=p.id), BOB.public, now_ms=NOW + 30)
     assert f"latest move is {short_id(done_a.id)}" in str(exc.value) and "look at the trade again" in str(
         exc.value
     )
     with pytest.raises(TransitionError, match="names no move it answers") as exc:
         b.check_reply(ReplyBody(proposal=p.id, action="complete"), BOB.public, now_ms=NOW + 30)
     assert short_id(done_a.id) in str(exc.value)
+    # completes commute: Bob's, naming the accept Alice's answered too, still counts
+    b.check_reply(ReplyBody(proposal=p.id, action="complete", prev=acc.id), BOB.public, now_ms=NOW + 30)
 
 
 def test_a_trade_whose_answered_accept_was_refused_is_stalled():
