@@ -45,20 +45,11 @@ from meshnode.store.connection import MEMORY, open_connection, quick_check, sele
 from meshnode.store.derive import ITEM_COLUMNS, ITEM_TYPES, ItemRow, LiveItem, live_item
 from meshnode.store.integrity import integrity_problems
 from meshnode.store.lookups import present_ids, pruned_ids
-from meshnode.store.quota import QuotaPolicy, Quotas
+from meshnode.store.quota import QuotaPolicy
 from meshnode.store.search import fts_query
 from meshnode.store.write import ORPHAN_GRACE_MS, AddResult
 
-__all__ = [
-    "ITEM_TYPES",
-    "ORPHAN_GRACE_MS",
-    "AddResult",
-    "LiveItem",
-    "QuotaPolicy",
-    "Quotas",
-    "Store",
-    "fts_query",
-]
+__all__ = ["ITEM_TYPES", "ORPHAN_GRACE_MS", "AddResult", "LiveItem", "Store", "fts_query"]
 
 
 class Store:
