@@ -694,6 +694,7 @@ class _Tree:
     """
 
     trade: Trade
+    kids: dict[bytes, list[Record]]
     legal: dict[bytes, list[Record]]
     rank: dict[bytes, int]
 
@@ -743,7 +744,7 @@ class _Tree:
             rank[reply.id] = (RANK_ANSWERED if answered else 0) + (
                 RANK_ENDS_IN_NO if no or reply.body.action in NO_MOVES else 0
             )
-        return cls(trade, legal, rank)
+        return cls(trade, kids, legal, rank)
 
     def top_rank(self, move: bytes) -> int:
         """The best fork rank among the legal replies naming ``move`` (0 if none)."""
@@ -791,7 +792,8 @@ class _Fold:
         before = self.trades[pid]
         prev = reply.body.prev
         assert prev is not None
-        if before.latest_move != prev and not _crossing_complete(before, reply.body, reply.author):
+        crossing = before.latest_move != prev
+        if crossing and not _crossing_complete(before, reply.body, reply.author):
             winner = self.answered_by[prev]
             self.refused[reply.id] = _fork_lost(before, reply, winner)
             return
@@ -814,6 +816,12 @@ class _Fold:
                     del self.reserved[oid]
                 if after.state == COMPLETED and _is_consumed(self.offers.get(oid)):
                     self.consumed.add(oid)
+        if crossing:
+            # The tree judged its answers as if the other complete were not there; the
+            # trade is completed (final), so each is refused for that.
+            for kid in self.trees[pid].kids.get(reply.id, ()):
+                self.refused[kid.id] = _refusal(after, kid)
+            return
         self._offer(self.trees[pid], reply.id, key)
 
 
@@ -855,6 +863,15 @@ def _place_the_rest(
                 pending.add(link.id)
             else:
                 refused[link.id] = _detached(trade, link, reps)
+
+
+def _refusal(trade: Trade, reply: Record) -> str:
+    """Why ``reply`` is no legal move on ``trade`` (which must be final)."""
+    try:
+        apply_reply(trade, reply)
+    except MeshError as exc:
+        return str(exc)
+    raise AssertionError("a reply to a final trade was applied")  # pragma: no cover
 
 
 def _unchained(trade: Trade | None, reply: Record) -> str:

@@ -845,6 +845,10 @@ def test_concurrent_completes_both_count_and_cannot_be_cancelled():
         cancel = reply(who, p, "cancel", ts=11, prev=acc)
         b = book([p], [acc, done_a, done_b, cancel])
         assert b.trades[p.id].state == "completed" and "takes precedence" in b.refused[cancel.id]
+    # an answer to the crossing complete meets a completed trade (found by the property test)
+    after = reply(ALICE, p, "complete", ts=30, prev=done_b)
+    b = book([p], [acc, done_a, done_b, after])
+    assert b.trades[p.id].state == "completed" and "completed, a final state" in b.refused[after.id]
     # a second complete by the same party is no crossing
     again = reply(ALICE, p, "complete", ts=22, prev=acc)
     b = book([p], [acc, done_a, again])
