@@ -205,6 +205,9 @@ class Ingest:
         self.stats = IngestStats()
         #: Called (in the trio thread) with every record newly stored.
         self.on_stored: list[Callable[[rec.Record], None]] = []
+        #: Called (in the trio thread) with the ids a batch deleted: its quotas' evictions,
+        #: or waiting updates its records showed to be invalid.
+        self.on_evicted: list[Callable[[list[bytes]], None]] = []
 
     # --- the writer ------------------------------------------------------------
 
@@ -248,6 +251,7 @@ class Ingest:
         for item in batch:
             self._stored(item.record, added, result.duplicates)
             item.stored = item.record.id in added
+        self._notify_evicted(result)
 
     def _stored(self, r: rec.Record, added: set[bytes], duplicates: Collection[bytes]) -> None:
         """Bookkeeping for one record of a written batch."""
@@ -333,6 +337,7 @@ class Ingest:
         result = await trio.to_thread.run_sync(
             lambda: self.store.add_records([record], now_ms=self._clock()), limiter=self._db_limiter
         )
+        self._notify_evicted(result)
         for _, error in result.refused:
             raise error
         if record.id in result.added:
@@ -422,6 +427,7 @@ class Ingest:
         added, dups = set(result.added), set(result.duplicates)
         for r in part:
             self._stored(r, added, dups)
+        self._notify_evicted(result)
 
     def _within_budget(
         self, ok: list[rec.Record], unseen: set[bytes], budget: NewAuthorBudget, tally: _Tally
@@ -456,6 +462,15 @@ class Ingest:
             self._known_authors.add(author)
             return True
         return False
+
+    def _notify_evicted(self, result: AddResult) -> None:
+        if not result.evicted:
+            return
+        for callback in self.on_evicted:
+            try:
+                callback(list(result.evicted))
+            except Exception:  # a bug in a listener must not stop the writer
+                log.exception("on_evicted callback %r failed", callback)
 
     def _notify_stored(self, record: rec.Record) -> None:
         for callback in self.on_stored:

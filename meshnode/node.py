@@ -147,8 +147,10 @@ class Node:
         self._sync_reader = self.store.open_reader()
         self.sync_indexes = SyncIndexes(self._sync_reader)
         self.ingest.on_stored.append(self.sync_indexes.on_stored)
-        #: Called after records left the store other than one by one through ingest (pruning).
+        #: Called after records left the store other than one by one through ingest
+        #: (pruning, and the evictions of a stored batch: its quotas, invalid waiting updates).
         self.on_removed: list[Callable[[], None]] = []
+        self.ingest.on_evicted.append(lambda ids: self._removed())
 
     @property
     def book(self) -> AddressBook:
@@ -703,6 +705,14 @@ class Node:
         """The most recent sync sessions of every network, oldest first."""
         return [r for net in self._networks.values() for r in net.sync.reports]
 
+    def _removed(self) -> None:
+        """Tell the ``on_removed`` listeners that records left the store."""
+        for callback in self.on_removed:
+            try:
+                callback()
+            except Exception:  # a bug in a listener must not stop pruning or the writer
+                log.exception("on_removed callback %r failed", callback)
+
     async def prune_expired(self) -> int:
         """Prune expired records from the store, then rebuild the sync indexes; how many went."""
         now = self.clock()
@@ -710,8 +720,7 @@ class Node:
         # Pruned ids are refused while they could still come back; after that nothing needs them.
         await trio.to_thread.run_sync(self.store.forget_pruned, now - ORPHAN_GRACE_MS)
         if pruned:
-            for callback in self.on_removed:
-                callback()
+            self._removed()
             for swarm in self.swarms():
                 await self.sync_indexes.build(swarm.id, rebuild=True)
         return pruned

@@ -10,7 +10,7 @@ import trio
 from meshnode import records as rec
 from meshnode.errors import StoreError, ValidationError
 from meshnode.ingest import Ingest, NewAuthorBudget
-from meshnode.store import AddResult, Store
+from meshnode.store import AddResult, QuotaPolicy, Quotas, Store
 from meshnode.swarm import Swarm
 from meshnode.verdicts import Verdict
 from tests.netutil import wait_until
@@ -334,3 +334,34 @@ async def test_ingest_many_stores_every_record_of_a_big_batch_and_reports_the_ba
         assert store.count() == 1200
     finally:
         ingest.close()
+
+
+async def test_what_a_batch_evicts_is_told_to_the_listeners_on_every_path():
+    """Quota evictions leave the store inside add_records: listeners (the view cache) must hear."""
+    store = Store.open(":memory:")
+    store.set_quota_policy(QuotaPolicy(quotas=Quotas(author_records=10)))
+    key = nacl.signing.SigningKey.generate()
+    records = [
+        rec.new_record(
+            rec.OfferBody(title=f"Thing {i}", kind="give"),
+            swarm=SWARM.id,
+            seq=i + 1,
+            ts=NOW - 100 + i,
+            signing_key=key,
+        )
+        for i in range(14)
+    ]
+    heard: list[list[bytes]] = []
+
+    async def body(ingest: Ingest) -> None:
+        ingest.on_evicted.append(heard.append)
+        await ingest.ingest_many([r.encoded for r in records[:10]])  # at the quota: nothing goes
+        assert heard == []
+        assert await ingest.judge(records[10].encoded, "peer-1", SWARM) is Verdict.ACCEPT  # gossip
+        await ingest.submit(records[11])  # our own API (not protected here: the policy names no owner)
+        await ingest.ingest_many([records[12].encoded])  # sync
+        assert [len(ids) for ids in heard] == [1, 1, 1]
+        assert {i for ids in heard for i in ids} == {r.id for r in records[:3]}  # the oldest went
+        assert store.count() == 10
+
+    await run_ingest(store, body)
