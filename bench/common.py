@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meshnode import records as rec
+from meshnode.store import Quotas
 
 
 def sample_offer(label: object) -> rec.OfferBody:
@@ -15,3 +16,8 @@ def sample_offer(label: object) -> rec.OfferBody:
         where="u4pruy",
         terms=rec.LendTerms(max_days=7),
     )
+
+
+#: Quotas far above what a bench stores: their checks run after every batch, as in a
+#: daemon, but evict nothing (the default 20,000 records per swarm would cut a 100k sync).
+BENCH_QUOTAS = Quotas(swarm_records=10**9, swarm_bytes=1 << 40, author_records=10**9, author_bytes=1 << 40)

@@ -27,7 +27,7 @@ from pathlib import Path
 import nacl.signing
 import trio
 
-from bench.common import sample_offer
+from bench.common import BENCH_QUOTAS, sample_offer
 from meshnode import records as rec
 from meshnode.identity import Identity
 from meshnode.ingest import Ingest
@@ -111,7 +111,13 @@ async def run(n: int) -> None:
 
         preload(tmpdir / "a.db", datas)
         store_a, store_b = Store.open(tmpdir / "a.db"), Store.open(tmpdir / "b.db")
-        config = dict(listen=["/ip4/127.0.0.1/tcp/0"], min_peers=0, sync_interval=0, sync_on_connect=False)
+        config = dict(
+            listen=["/ip4/127.0.0.1/tcp/0"],
+            min_peers=0,
+            sync_interval=0,
+            sync_on_connect=False,
+            quotas=BENCH_QUOTAS,
+        )
         a = Node(Identity.generate(), store_a, NodeConfig(**config))  # type: ignore[arg-type]
         b = Node(Identity.generate(), store_b, NodeConfig(**config))  # type: ignore[arg-type]
         try:
