@@ -239,7 +239,7 @@ def test_a_damaged_store_stops_the_start_with_what_to_do(tmp_path):
     for at in range(3 * page, len(data) - page, page):  # trash every page but the first three
         data[at + 100 : at + 200] = os.urandom(100)
     path.write_bytes(bytes(data))
-    with pytest.raises(StoreError, match="is damaged .*: move it away") as caught:
+    with pytest.raises(StoreError, match=r"is damaged .*: move it away") as caught:
         Store.open(path)
     assert "\n" not in str(caught.value)
 
@@ -250,7 +250,7 @@ def test_upgrading_a_version_1_store_fills_usage_attest_keys_and_lifetimes(tmp_p
         store.add_records([offer(ALICE, "Drill"), attest(BOB, ALICE, seq=2)], now_ms=NOW)
     conn = sqlite3.connect(path)  # back to version 1, as the first release left it
     conn.executescript(
-        "DROP TRIGGER usage_add; DROP TRIGGER usage_remove; DROP TABLE usage; DROP TABLE attest_keys;"
+        "DROP TRIGGER usage_remove; DROP TABLE usage; DROP TABLE attest_keys;"
         " UPDATE items SET expires = NULL; UPDATE attestations SET expires = NULL;"
         " UPDATE records SET expires = NULL; PRAGMA user_version = 1;"
     )

@@ -137,6 +137,7 @@ def add_batch(
 
     numbers = _insert_records(conn, accepted)
     result.added.extend(r.id for r in accepted)
+    _count_usage(conn, accepted)
     _raise_author_seqs(conn, accepted)
     attests = [r for r in accepted if r.type == "attest"]
     _keep_latest_attests(conn, attests)
@@ -273,6 +274,21 @@ def _insert_records(conn: sqlite3.Connection, accepted: list[Record]) -> dict[by
         ],
     )
     return numbers
+
+
+def _count_usage(conn: sqlite3.Connection, accepted: list[Record]) -> None:
+    """Add the batch's records and bytes to ``usage``, one upsert per (swarm, author)."""
+    usage: dict[tuple[bytes, bytes], list[int]] = {}
+    for r in accepted:
+        counts = usage.setdefault((r.swarm, r.author), [0, 0])
+        counts[0] += 1
+        counts[1] += len(r.encoded)
+    conn.executemany(
+        "INSERT INTO usage (swarm, author, records, bytes) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (swarm, author) DO UPDATE SET"
+        " records = records + excluded.records, bytes = bytes + excluded.bytes",
+        [(swarm, author, n, size) for (swarm, author), (n, size) in usage.items()],
+    )
 
 
 def _raise_author_seqs(conn: sqlite3.Connection, accepted: list[Record]) -> None:
