@@ -170,7 +170,7 @@ class Ingest:
         clock: Callable[[], int] = wall_clock_ms,
         batch_size: int = 512,
         queue_size: int = 4096,
-        verify_threads: int = 2,
+        verify_threads: int = 1,  # opener threads; a second one was slower (GIL, see bench/README.md)
         peer_rate: float = 200.0,
         peer_burst: float = 1000.0,
         author_rate: float = 20.0,
