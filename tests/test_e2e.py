@@ -61,6 +61,10 @@ def test_three_neighbours_trade_and_vouch(daemons):
     ladder = b.json("offer", "add", "Ladder", "--kind", "swap")["id"]
     wait_for(lambda: ladder in offer_ids(a), timeout=10, what="A to see the ladder")
     proposal = b.json("propose", drill[:10], "--give", ladder[:10], "--note", "ladder for a weekend")["id"]
+    again = b.cli("propose", drill[:10], check=False)  # one open proposal per person and offer
+    assert again.returncode == 77 and f"already have an open proposal {proposal[:16]}" in again.stderr, (
+        again.stderr
+    )
     wait_for(lambda: proposal_state(a, proposal) == "proposed", timeout=10, what="A to see the proposal")
     a.cli("accept", proposal)
     wait_for(lambda: proposal_state(b, proposal) == "accepted", timeout=10, what="B to see the accept")

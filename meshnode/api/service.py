@@ -312,6 +312,14 @@ class ApiService:
                 if item.swarm != wanted.swarm:
                     raise BadValue(f"--give {text}: that offer is in another swarm")
                 mine.append(item.id)
+            book = await self._book()
+            for trade in book.involving(self.me):
+                if trade.proposer == self.me and wanted.id in trade.offers and not trade.is_terminal:
+                    raise NotAllowed(
+                        f"you already have an open proposal {short_id(trade.proposal_id)} for offer"
+                        f" {short_id(wanted.id)} ({trade.state}): see 'meshnode proposals',"
+                        " or cancel it first"
+                    )
             body = rec.ProposalBody(
                 to=wanted.author,
                 give=tuple(mine),
