@@ -262,6 +262,14 @@ def test_vouch_level_defaults_to_the_services():
     assert f"[default: {DEFAULT_VOUCH}]" in result.output
 
 
+def test_version_is_printed_without_a_daemon():
+    from meshnode import __version__
+    from meshnode.cli.main import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output == f"meshnode {__version__}\n"
+
+
 HOSTILE_TEXT = [
     "[/x] ladder",  # a closing tag with no opening one: rich raised MarkupError
     "[link=https://example.invalid]free drill[/link]",

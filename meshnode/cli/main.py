@@ -38,6 +38,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _print_version(value: bool) -> None:
+    if value:
+        from meshnode import __version__
+
+        typer.echo(f"meshnode {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Share things with your neighbours, peer to peer."""
+
+
 HomeOption = Annotated[
     str | None,
     typer.Option(
