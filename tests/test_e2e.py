@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -137,7 +138,17 @@ def test_refusals_are_one_line_nonzero_and_change_nothing(daemons, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
         assert words in lines[0], (args, lines[0])
         assert result.stdout == ""
+        # With --json, the same refusal is one JSON line: its code and message.
+        as_json = a.cli(*args, "--json", check=False)
+        assert as_json.returncode == code and as_json.stdout == "", (args, as_json.stderr)
+        error = json.loads(as_json.stderr)["error"]
+        assert error["code"] and words in error["message"], (args, error)
     assert a.json("status")["records"] == before  # nothing was signed or stored
+
+    # Every command that does something says it in JSON with --json.
+    assert a.json("swarm", "invite", "Elm Street")["code"].startswith("mesh1")
+    withdrawn = a.json("offer", "withdraw", mine[:12])
+    assert withdrawn["withdrawn"] == mine and len(withdrawn["id"]) == 64
 
     # A second daemon on the same home refuses, naming the running pid.
     second = subprocess.run(

@@ -329,3 +329,11 @@ def test_status_shows_storage_and_a_full_disk():
     assert "100.0 MiB free (floor 256.0 MiB): DISK NEARLY FULL, storing only this node's own records" in full
     banned = render.status(base | {"gossip": {"bans": 2, "banned_addresses": 1}})
     assert "bans:     2 peers, 1 addresses" in banned
+
+
+def test_a_refusal_under_json_is_one_json_line():
+    line = render.error_json("bad_value", 'expires: expected 0 < days <= 365, found "x"')
+    assert "\n" not in line
+    assert json.loads(line) == {
+        "error": {"code": "bad_value", "message": 'expires: expected 0 < days <= 365, found "x"'}
+    }

@@ -73,13 +73,19 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def mesh_errors(func: F) -> F:
-    """Turn a MeshError into one line on stderr and its exit code."""
+    """Turn a MeshError into one line on stderr and its exit code.
+
+    With ``--json`` the line is a JSON object, ``{"error": {"code", "message"}}``.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except MeshError as exc:
+            if kwargs.get("json_out"):
+                typer.echo(render.error_json(exc.code, str(exc)), err=True)
+                raise typer.Exit(exc.exit_code) from None
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
@@ -209,20 +215,22 @@ def connect(
         str | None, typer.Option("--swarm", help="Connect on this swarm's network (private swarms).")
     ] = None,
     home: HomeOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Connect to a peer: /ip4/…/tcp/…/p2p/<peer id> (remembered, and redialled when it drops)."""
     body: dict[str, Any] = {"addr": multiaddr}
     if swarm is not None:
         body["swarm"] = swarm
-    show(render.connected(client(home).post("/connect", body)))
+    data = client(home).post("/connect", body)
+    show(render.compact_json(data) if json_out else render.connected(data))
 
 
 @app.command()
 @mesh_errors
-def stop(home: HomeOption = None) -> None:
+def stop(home: HomeOption = None, json_out: JsonOption = False) -> None:
     """Stop the daemon of this home."""
-    client(home).post("/stop")
-    show(render.STOPPING)
+    data = client(home).post("/stop")
+    show(render.compact_json(data) if json_out else render.STOPPING)
 
 
 # --- swarms -------------------------------------------------------------------
@@ -255,9 +263,10 @@ def swarm_create(
 
 @swarm_app.command("invite")
 @mesh_errors
-def swarm_invite(name: str, home: HomeOption = None) -> None:
+def swarm_invite(name: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
     """Print an invite code for a swarm (alone on stdout)."""
-    show(client(home).get(f"/swarms/{segment(name)}/invite")["code"])
+    data = client(home).get(f"/swarms/{segment(name)}/invite")
+    show(render.compact_json(data) if json_out else data["code"])
 
 
 @swarm_app.command("join")
@@ -283,10 +292,10 @@ def swarm_list(home: HomeOption = None, json_out: JsonOption = False) -> None:
 
 @swarm_app.command("leave")
 @mesh_errors
-def swarm_leave(name: str, home: HomeOption = None) -> None:
+def swarm_leave(name: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
     """Leave a swarm."""
-    client(home).delete(f"/swarms/{segment(name)}")
-    show(render.left(name))
+    data = client(home).delete(f"/swarms/{segment(name)}")
+    show(render.compact_json(data) if json_out else render.left(name))
 
 
 # --- offers and wants ---------------------------------------------------------
@@ -352,8 +361,9 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
 
     @sub.command("withdraw")
     @mesh_errors
-    def withdraw(item_id: str, home: HomeOption = None) -> None:
-        show(render.withdrawn(client(home).delete(f"/{plural}/{segment(item_id)}")))
+    def withdraw(item_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+        data = client(home).delete(f"/{plural}/{segment(item_id)}")
+        show(render.compact_json(data) if json_out else render.withdrawn(data))
 
     withdraw.__doc__ = f"Withdraw one of your {plural}."
     return sub

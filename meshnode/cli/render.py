@@ -173,6 +173,11 @@ def pretty_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
+def error_json(code: str, message: str) -> str:
+    """A refusal under ``--json``: one line, ``{"error": {"code": ..., "message": ...}}``."""
+    return json.dumps({"error": {"code": code, "message": message}})
+
+
 def compact_json(data: Any) -> str:
     """``--json`` of the commands that publish (``add``, ``propose``, ``vouch``): one line."""
     return json.dumps(data)
