@@ -17,6 +17,11 @@ with a weight in [-1, 1]:
   ways, :data:`TRADE_WEIGHT` for one trade, growing with repeated trades between
   the same pair but staying below :data:`TRADE_CAP`.
 
+Every edge keeps its provenance, so that a score can be explained in terms
+a person recognises: an attest edge carries the live :class:`Attestation` s
+it combines (record id, level, context, note, time), a trade edge the ids of
+the completed proposals it counts.
+
 :class:`TrustGraph` keeps one edge per ordered pair of keys: an attestation
 dominates, a trade edge only counts for a pair that has no attestation.
 
@@ -84,6 +89,17 @@ times the edge's share of the attacker's vouches): fake keys vouching for each
 other create no trust, they only share what leaks in, and more of them only
 spread it thinner. Their distrust weighs no more than that trust either.
 
+Explanations
+------------
+:meth:`TrustGraph.explain` gives the strongest positive paths from
+``source`` to a key, each edge with its provenance, and the distrust that
+applied to it (who warned, the edge with its attestations, how much it took
+off). :meth:`TrustGraph.ranked` lists the most trusted keys, each with the
+edge into it that brings it the most raw trust: ``source``'s own edge
+contributes its weight ``w(source, v)``, any other key ``u`` contributes
+``(1 - alpha) * t(u) * p(u, v)`` (the terms of the equation above).
+Explaining changes no score.
+
 Work per query is bounded by :data:`MAX_SWEEPS` passes over the edges (in
 practice about 30; a 3,000-key, 50,000-edge graph scores in 0.1-0.2 s), and
 path search for :meth:`TrustGraph.explain` by :data:`MAX_PATH_EXPANSIONS`.
@@ -95,8 +111,8 @@ import heapq
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from itertools import count
+from dataclasses import dataclass, field
+from itertools import count, pairwise
 from typing import Any
 
 from meshnode.errors import BadValue
@@ -136,12 +152,50 @@ MAX_PATH_EXPANSIONS = 20_000
 
 
 @dataclass(frozen=True)
+class Attestation:
+    """What one live attest record behind an ``"attest"`` edge says.
+
+    ``record`` is its id, ``level`` its level in thousandths (-1000..1000, not
+    0), ``context`` and ``note`` its text as signed (remote text: shown
+    escaped), ``ts`` its timestamp (ms).
+    """
+
+    record: bytes
+    level: int
+    context: str
+    note: str
+    ts: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.record, bytes) or len(self.record) != ID_SIZE:
+            raise BadValue(
+                f"attestation record: expected a {ID_SIZE}-byte id, found {_describe(self.record)}"
+            )
+        level = self.level
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 < abs(level) <= LEVEL_SCALE:
+            raise BadValue(
+                f"attestation level: expected a whole number in -{LEVEL_SCALE}..{LEVEL_SCALE} other than 0,"
+                f" found {level!r}"
+            )
+        if not isinstance(self.context, str) or not isinstance(self.note, str):
+            raise BadValue("attestation context and note: expected text")
+        if isinstance(self.ts, bool) or not isinstance(self.ts, int):
+            raise BadValue(f"attestation ts: expected a whole number of ms, found {self.ts!r}")
+
+
+@dataclass(frozen=True)
 class TrustEdge:
     """``source`` trusts (``weight`` > 0) or distrusts (``weight`` < 0) ``target``.
 
     ``weight`` is in [-1, 1]. ``kind`` says what the edge came from: ``"attest"``
     (an attest record, ``ref`` is its id) or ``"trade"`` (completed trades,
     ``ref`` is a proposal id; trade edges are never negative).
+
+    Provenance, for explanations (empty for an edge built by hand):
+    ``attestations`` are the live attestations an attest edge combines, newest
+    first; ``proposals`` the completed proposals a trade edge counts, in the
+    order given (oldest first when trades come oldest first). Neither is
+    allowed on an edge of the other kind.
     """
 
     source: bytes
@@ -149,6 +203,8 @@ class TrustEdge:
     weight: float
     kind: str
     ref: bytes | None = None
+    attestations: tuple[Attestation, ...] = ()
+    proposals: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         _check_key(self.source, "edge source")
@@ -165,6 +221,22 @@ class TrustEdge:
             raise BadValue(f"trade edge weight: expected a number in [0, 1], found {self.weight!r}")
         if self.ref is not None and (not isinstance(self.ref, bytes) or len(self.ref) != ID_SIZE):
             raise BadValue(f"edge ref: expected None or a {ID_SIZE}-byte id, found {_describe(self.ref)}")
+        if not isinstance(self.attestations, tuple) or not all(
+            isinstance(a, Attestation) for a in self.attestations
+        ):
+            raise BadValue(
+                f"edge attestations: expected a tuple of Attestation, found {_describe(self.attestations)}"
+            )
+        if not isinstance(self.proposals, tuple) or not all(
+            isinstance(p, bytes) and len(p) == ID_SIZE for p in self.proposals
+        ):
+            raise BadValue(
+                f"edge proposals: expected a tuple of {ID_SIZE}-byte ids, found {_describe(self.proposals)}"
+            )
+        if self.attestations and self.kind != "attest":
+            raise BadValue("edge attestations: only an attest edge has attestations")
+        if self.proposals and self.kind != "trade":
+            raise BadValue("edge proposals: only a trade edge has proposals")
 
 
 def edges_from_attestations(attests: Iterable[Record], now_ms: int) -> list[TrustEdge]:
@@ -183,7 +255,8 @@ def edges_from_attestations(attests: Iterable[Record], now_ms: int) -> list[Trus
       complaint in one context is neither drowned by nor drowns an older general
       vouch. The mean stays in [-1, 1], so attesting in many contexts gains an
       author no extra influence. A mean of exactly 0 gives no edge. ``ref`` is
-      the id of the newest record that contributed.
+      the id of the newest record that contributed; ``attestations`` are all
+      that contributed (:class:`Attestation`), newest first.
 
     Every item must be an attest record (:class:`BadValue` otherwise). The
     edges come sorted by (source, target).
@@ -215,9 +288,10 @@ def edges_from_attestations(attests: Iterable[Record], now_ms: int) -> list[Trus
         total = sum(r.body.level for r in records)
         if total == 0:
             continue
-        ref = max(records, key=_recency).id
+        records.sort(key=_recency, reverse=True)
         weight = total / (LEVEL_SCALE * len(records))
-        edges.append(TrustEdge(author, subject, weight, "attest", ref))
+        said = tuple(Attestation(r.id, r.body.level, r.body.context, r.body.note, r.ts) for r in records)
+        edges.append(TrustEdge(author, subject, weight, "attest", records[0].id, said))
     return edges
 
 
@@ -242,8 +316,8 @@ def edges_from_trades(completed: Iterable[tuple[bytes, bytes, bytes]]) -> list[T
     together (a proposal listed twice counts once; a proposal listed with two
     different pairs is refused). Trades of a key with itself are ignored.
     ``ref`` is the proposal id of the pair's last trade in input order (pass
-    trades oldest first and it is the latest). The edges come sorted by
-    (source, target).
+    trades oldest first and it is the latest), ``proposals`` all of the pair's
+    proposal ids in input order. The edges come sorted by (source, target).
     """
     parties_of: dict[bytes, frozenset[bytes]] = {}
     trades: dict[frozenset[bytes], list[bytes]] = defaultdict(list)
@@ -271,8 +345,8 @@ def edges_from_trades(completed: Iterable[tuple[bytes, bytes, bytes]]) -> list[T
     for pair, proposals in trades.items():
         weight = trade_weight(len(proposals))
         a, b = sorted(pair)
-        edges.append(TrustEdge(a, b, weight, "trade", proposals[-1]))
-        edges.append(TrustEdge(b, a, weight, "trade", proposals[-1]))
+        edges.append(TrustEdge(a, b, weight, "trade", proposals[-1], proposals=tuple(proposals)))
+        edges.append(TrustEdge(b, a, weight, "trade", proposals[-1], proposals=tuple(proposals)))
     edges.sort(key=lambda e: (e.source, e.target))
     return edges
 
@@ -284,11 +358,15 @@ def edges_from_trades(completed: Iterable[tuple[bytes, bytes, bytes]]) -> list[T
 class TrustPath:
     """A chain of positive edges ``keys[0] -> keys[1] -> ...`` from the source.
 
-    ``strength`` is the product of the edge weights along the chain.
+    ``strength`` is the product of the edge weights along the chain, and
+    ``edges`` the graph's edges along it, with their provenance (one fewer than
+    ``keys``). The keys name the edges in a graph, so equality compares only
+    ``keys`` and ``strength``.
     """
 
     keys: tuple[bytes, ...]
     strength: float
+    edges: tuple[TrustEdge, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -300,7 +378,10 @@ class TrustExplanation:
     from source to subject, strongest first. ``distrusted_by`` lists the keys
     whose distrust lowered the score, each with how much it took off
     (judge weight times level), largest first; a distrust by ``source`` itself
-    is listed with 1.0 and sets the score to 0 on its own.
+    is listed with 1.0 and sets the score to 0 on its own (it is listed even
+    when no trust reaches ``subject``). ``warnings`` are the distrust edges
+    into ``subject`` of those keys, in the same order, with their
+    attestations: who warned, how strongly, and what they said.
     """
 
     source: bytes
@@ -309,6 +390,21 @@ class TrustExplanation:
     trust: float
     paths: tuple[TrustPath, ...]
     distrusted_by: tuple[tuple[bytes, float], ...]
+    warnings: tuple[TrustEdge, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A key :meth:`TrustGraph.ranked` lists: its ``score`` and how trust reaches it.
+
+    ``via`` is the positive edge into ``key`` that brings it the most raw trust
+    (see the module docstring): ``via.source`` is the ranking's source for a
+    direct vouch or trade, else the key through whom ``key`` is trusted most.
+    """
+
+    key: bytes
+    score: float
+    via: TrustEdge | None
 
 
 @dataclass(frozen=True)
@@ -361,6 +457,7 @@ class TrustGraph:
         self.edges: tuple[TrustEdge, ...] = tuple(
             chosen[pair] for pair in sorted(chosen) if chosen[pair].weight != 0.0
         )
+        self._edge: dict[tuple[bytes, bytes], TrustEdge] = {(e.source, e.target): e for e in self.edges}
 
         keys: list[bytes] = []
         index: dict[bytes, int] = {}
@@ -395,6 +492,7 @@ class TrustGraph:
         self._steps = [
             tuple((v, keep * w / max(1.0, sum(x for _, x in row))) for v, w in row) for row in vouches
         ]
+        self._step_to = [dict(row) for row in self._steps]
 
     def __repr__(self) -> str:
         return f"TrustGraph({len(self._keys)} keys, {len(self.edges)} edges)"
@@ -459,22 +557,65 @@ class TrustGraph:
             return TrustExplanation(source, subject, 0.0, 0.0, (), ())
         assessment = self._assess(s)
         keys = self._keys
-        paths = tuple(
-            TrustPath(tuple(keys[i] for i in path), strength)
-            for path, strength in self._strongest_paths(s, x, assessment.stops, max_paths, max_len)
-        )
+        found: list[TrustPath] = []
+        for indices, strength in self._strongest_paths(s, x, assessment.stops, max_paths, max_len):
+            chain = tuple(keys[i] for i in indices)
+            edges = tuple(self._edge[pair] for pair in pairwise(chain))
+            found.append(TrustPath(chain, strength, edges))
+        penalties = self._penalties(assessment, x)
+        if not penalties and x in assessment.stops:  # the source's own distrust, no trust to lower
+            penalties = [(s, 1.0)]
         distrusted_by = tuple(
-            (keys[u], weight)
-            for u, weight in sorted(self._penalties(assessment, x), key=lambda p: (-p[1], keys[p[0]]))
+            (keys[u], weight) for u, weight in sorted(penalties, key=lambda p: (-p[1], keys[p[0]]))
         )
         return TrustExplanation(
             source=source,
             subject=subject,
             score=self._final(assessment, x),
             trust=min(1.0, assessment.trust[x]),
-            paths=paths,
+            paths=tuple(found),
             distrusted_by=distrusted_by,
+            warnings=tuple(self._edge[(judge, subject)] for judge, _ in distrusted_by),
         )
+
+    def ranked(self, source: bytes, limit: int) -> tuple[Ranked, ...]:
+        """The ``limit`` keys ``source`` trusts most, best first, each with how trust reaches it.
+
+        Scores as :meth:`scores` gives them; ``source`` itself and keys scoring
+        0 are left out; equal scores come in key order. Each key's ``via`` is
+        the positive edge into it that contributes the most raw trust (ties:
+        the edge from the lower key). One trust walk in all.
+        """
+        _check_key(source, "source")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise BadValue(f"limit: expected a whole number >= 0, found {limit!r}")
+        s = self._index.get(source)
+        if s is None or limit == 0:
+            return ()
+        assessment = self._assess(s)
+        keys = self._keys
+        scored = [
+            (self._final(assessment, v), keys[v])
+            for v, t in enumerate(assessment.trust)
+            if t > 0.0 and v != s
+        ]
+        best = heapq.nsmallest(limit, ((-score, key) for score, key in scored if score > 0.0))
+        return tuple(Ranked(key, -negative, self._via(assessment, key)) for negative, key in best)
+
+    def _via(self, assessment: _Assessment, key: bytes) -> TrustEdge | None:
+        """The positive edge into ``key`` that contributes the most raw trust (see :meth:`ranked`)."""
+        s, v = assessment.source, self._index[key]
+        best: tuple[float, bytes] | None = None
+        for u in self._vouchers[v]:
+            if u == s:
+                share = self._edge[(self._keys[s], key)].weight
+            elif u in assessment.stops:
+                continue
+            else:
+                share = assessment.trust[u] * self._step_to[u][v]
+            if share > 0.0 and (best is None or (-share, self._keys[u]) < (-best[0], best[1])):
+                best = (share, self._keys[u])
+        return None if best is None else self._edge[(best[1], key)]
 
     # --- the computation -----------------------------------------------------------
 

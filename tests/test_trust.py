@@ -19,6 +19,8 @@ from meshnode.trust import (
     TOLERANCE,
     TRADE_CAP,
     TRADE_WEIGHT,
+    Attestation,
+    Ranked,
     TrustEdge,
     TrustGraph,
     TrustPath,
@@ -61,8 +63,10 @@ def bob() -> nacl.signing.SigningKey:
     return nacl.signing.SigningKey.generate()
 
 
-def attest(signer, subject: bytes, level: int, *, ts: int, seq: int = 1, context: str = "", expires=None):
-    body = AttestBody(subject=subject, level=level, context=context, expires=expires)
+def attest(
+    signer, subject: bytes, level: int, *, ts: int, seq: int = 1, context: str = "", expires=None, note=""
+):
+    body = AttestBody(subject=subject, level=level, context=context, expires=expires, note=note)
     return new_record(body, swarm=SWARM, seq=seq, ts=ts, signing_key=signer)
 
 
@@ -71,9 +75,10 @@ def pub(signer: nacl.signing.SigningKey) -> bytes:
 
 
 def test_attestation_becomes_an_edge_of_level_over_1000(alice, bob):
-    record = attest(alice, pub(bob), 800, ts=NOW - 1000)
+    record = attest(alice, pub(bob), 800, ts=NOW - 1000, note="lent me his drill")
     [edge] = edges_from_attestations([record], NOW)
-    assert edge == TrustEdge(pub(alice), pub(bob), 0.8, "attest", record.id)
+    said = Attestation(record.id, 800, "", "lent me his drill", NOW - 1000)
+    assert edge == TrustEdge(pub(alice), pub(bob), 0.8, "attest", record.id, (said,))
 
 
 def test_newer_attestation_replaces_older_and_can_flip_to_distrust(alice, bob):
@@ -165,8 +170,8 @@ def pid(i: int) -> bytes:
 def test_completed_trade_is_a_small_positive_edge_both_ways():
     edges = edges_from_trades([(pid(1), A, B)])
     assert edges == [
-        TrustEdge(A, B, TRADE_WEIGHT, "trade", pid(1)),
-        TrustEdge(B, A, TRADE_WEIGHT, "trade", pid(1)),
+        TrustEdge(A, B, TRADE_WEIGHT, "trade", pid(1), proposals=(pid(1),)),
+        TrustEdge(B, A, TRADE_WEIGHT, "trade", pid(1), proposals=(pid(1),)),
     ]
 
 
@@ -439,6 +444,149 @@ def test_explain_paths_avoid_keys_the_source_distrusts():
     assert [p.keys for p in blocked.explain(S, X).paths] == [(S, C, X)]
 
 
+# --- provenance ------------------------------------------------------------------
+
+
+def test_an_attest_edge_keeps_every_live_attestation_newest_first(alice, bob):
+    general = attest(alice, pub(bob), 1000, ts=NOW - 9000, seq=1, note="lent me his drill")
+    lending = attest(
+        alice, pub(bob), -500, ts=NOW - 5000, seq=2, context="lending", note="ladder came back bent"
+    )
+    replaced = attest(alice, pub(bob), 200, ts=NOW - 9500, seq=0, context="lending", note="old")
+    [edge] = edges_from_attestations([general, replaced, lending], NOW)
+    assert edge.attestations == (
+        Attestation(lending.id, -500, "lending", "ladder came back bent", NOW - 5000),
+        Attestation(general.id, 1000, "", "lent me his drill", NOW - 9000),
+    )
+    assert edge.proposals == ()
+
+
+def test_a_trade_edge_keeps_every_proposal_in_input_order():
+    edges = edges_from_trades([(pid(1), A, B), (pid(3), A, C), (pid(2), B, A), (pid(1), B, A)])
+    got = {(e.source, e.target): e.proposals for e in edges}
+    assert got == {(A, B): (pid(1), pid(2)), (B, A): (pid(1), pid(2)), (A, C): (pid(3),), (C, A): (pid(3),)}
+    assert all(e.attestations == () for e in edges)
+
+
+SAID = Attestation(pid(9), 500, "", "ok", NOW)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "trade", "attestations": (SAID,)}, "only an attest edge has attestations"),
+        ({"proposals": (pid(1),)}, "only a trade edge has proposals"),
+        ({"kind": "trade", "proposals": (b"short",)}, "edge proposals"),
+        ({"attestations": [SAID]}, "edge attestations"),
+        ({"attestations": ("ok",)}, "edge attestations"),
+    ],
+)
+def test_edges_with_malformed_provenance_are_refused(kwargs, message):
+    fields = {"source": A, "target": B, "weight": 0.5, "kind": "attest"} | kwargs
+    with pytest.raises(BadValue, match=message):
+        TrustEdge(**fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ((b"x", 500, "", "", NOW), "attestation record"),
+        ((pid(1), 0, "", "", NOW), "attestation level"),
+        ((pid(1), 1001, "", "", NOW), "attestation level"),
+        ((pid(1), True, "", "", NOW), "attestation level"),
+        ((pid(1), 500, None, "", NOW), "context and note"),
+        ((pid(1), 500, "", "", 1.5), "attestation ts"),
+    ],
+)
+def test_malformed_attestations_are_refused(fields, message):
+    with pytest.raises(BadValue, match=message):
+        Attestation(*fields)
+
+
+def test_explained_paths_name_the_vouch_and_the_trade(alice, bob):
+    carol = nacl.signing.SigningKey.generate()
+    record = attest(alice, pub(bob), 800, ts=NOW - 10, note="lent me his drill")
+    edges = edges_from_attestations([record], NOW) + edges_from_trades([(pid(1), pub(bob), pub(carol))])
+    ex = TrustGraph(edges).explain(pub(alice), pub(carol))
+    [path] = ex.paths
+    assert path.keys == (pub(alice), pub(bob), pub(carol))
+    first, second = path.edges
+    assert (first.kind, first.attestations[0].note, first.attestations[0].record) == (
+        "attest",
+        "lent me his drill",
+        record.id,
+    )
+    assert (second.kind, second.source, second.target, second.proposals) == (
+        "trade",
+        pub(bob),
+        pub(carol),
+        (pid(1),),
+    )
+    assert ex.warnings == ()
+
+
+def test_an_attestation_masks_the_trade_of_the_same_pair_in_explanations(alice, bob):
+    record = attest(alice, pub(bob), 600, ts=NOW - 10, note="fair")
+    edges = edges_from_attestations([record], NOW) + edges_from_trades([(pid(1), pub(alice), pub(bob))])
+    [path] = TrustGraph(edges).explain(pub(alice), pub(bob)).paths
+    assert [e.kind for e in path.edges] == ["attest"]
+
+
+def test_explain_names_who_warned_and_what_they_said(alice, bob):
+    carol, dave = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    records = [
+        attest(alice, pub(bob), 1000, ts=NOW - 10),
+        attest(alice, pub(carol), 600, ts=NOW - 10),
+        attest(bob, pub(dave), 1000, ts=NOW - 10),
+        attest(carol, pub(dave), -500, ts=NOW - 10, note="never returned my ladder"),
+    ]
+    g = TrustGraph(edges_from_attestations(records, NOW))
+    ex = g.explain(pub(alice), pub(dave))
+    assert ex.distrusted_by == ((pub(carol), pytest.approx(0.3)),)
+    [warning] = ex.warnings
+    assert (warning.source, warning.target, warning.weight) == (pub(carol), pub(dave), -0.5)
+    assert warning.attestations[0].note == "never returned my ladder"
+    assert ex.score == g.score(pub(alice), pub(dave))  # explaining changes nothing
+
+
+def test_the_sources_own_warning_is_explained_even_when_no_trust_reaches():
+    g = graph(vouch(S, A, 1.0), vouch(S, X, -0.4))
+    ex = g.explain(S, X)
+    assert (ex.score, ex.trust, ex.paths) == (0.0, 0.0, ())
+    assert ex.distrusted_by == ((S, 1.0),)
+    assert [(e.source, e.weight) for e in ex.warnings] == [(S, -0.4)]
+
+
+def test_ranked_lists_the_most_trusted_with_how_trust_reaches_them():
+    g = graph(
+        vouch(S, A, 1.0),
+        vouch(S, B, 0.3),
+        vouch(A, B, 1.0),  # B: more trust through A (0.75 / 2) than from S's own 0.3
+        vouch(A, C, 1.0),
+        vouch(S, X, -1.0),
+        vouch(C, X, 1.0),  # X: distrusted by S, scores 0, left out
+        TrustEdge(C, D, 0.3, "trade", pid(1), proposals=(pid(1),)),
+    )
+    ranked = g.ranked(S, 10)
+    scores = g.scores(S)
+    assert [r.key for r in ranked] == [A, B, C, D]
+    assert all(r.score == scores[r.key] for r in ranked)
+    via = {r.key: (r.via.source, r.via.kind) for r in ranked if r.via is not None}
+    assert via == {A: (S, "attest"), B: (A, "attest"), C: (A, "attest"), D: (C, "trade")}
+    assert [r.key for r in g.ranked(S, 2)] == [A, B]
+    assert g.ranked(S, 0) == () and g.ranked(Y, 5) == ()
+    with pytest.raises(BadValue, match="limit"):
+        g.ranked(S, -1)
+
+
+def test_ranked_prefers_a_direct_vouch_that_brings_more():
+    g = graph(vouch(S, A, 0.5), vouch(S, B, 1.0), vouch(B, A, 0.2))
+    assert g.ranked(S, 5) == (
+        Ranked(B, pytest.approx(1.0), g.edges[1]),
+        Ranked(A, pytest.approx(0.65), g.edges[0]),
+    )
+
+
 # --- Sybil resistance ----------------------------------------------------------
 
 HONEST = 30
@@ -606,3 +754,16 @@ def test_a_trade_with_the_source_gives_at_least_the_trade_weight(world, data):
     distrusted = any(j == partner and w < 0 for (_, j), w in weights.items())
     if not distrusted:  # an attestation by the source, if any, dominates the trade
         assert scores[key(partner)] >= weights.get((0, partner), TRADE_WEIGHT) - TOLERANCE
+
+
+@settings(max_examples=200, deadline=None)
+@given(random_graphs(), st.integers(0, 8))
+def test_ranked_is_the_top_of_scores_and_each_via_is_a_positive_edge_into_the_key(world, limit):
+    _, weights = world
+    g = build(weights)
+    scores = g.scores(key(0))
+    expected = sorted(((-v, k) for k, v in scores.items() if k != key(0) and v > 0.0))[:limit]
+    ranked = g.ranked(key(0), limit)
+    assert [(-r.score, r.key) for r in ranked] == expected
+    for r in ranked:
+        assert r.via is not None and r.via.target == r.key and r.via.weight > 0
