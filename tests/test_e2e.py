@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -74,6 +75,9 @@ def test_three_neighbours_trade_and_vouch(daemons):
     for d in (a, b):
         wait_for(lambda d=d: proposal_state(d, proposal) == "completed", timeout=10, what="completed")
     row = next(p for p in b.json("proposals") if p["id"] == proposal)
+    expires = dt.datetime.strptime(row.pop("expires"), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    days = (expires - dt.datetime.now(dt.UTC)).total_seconds() / 86400
+    assert 13.9 < days <= 14.0  # the default: a proposal nobody accepts closes
     assert row == {
         "id": proposal,
         "state": "completed",
@@ -119,6 +123,8 @@ def test_refusals_are_one_line_nonzero_and_change_nothing(daemons, tmp_path):
         (["vouch", Identity.generate().peer_id, "--level", "5"], 64, "level"),
         (["vouch", a.peer_id], 77, "yourself"),
         (["propose", mine], 77, "your own"),
+        (["propose", mine, "--expires", "0"], 64, "expires"),
+        (["propose", mine, "--expires", "91"], 64, "expires"),
         (["accept", mine], 66, "no proposal"),
         (["swarm", "invite", "Nowhere"], 66, "no swarm"),
         (["swarm", "join", "mesh1notacode"], 64, "invite"),

@@ -186,8 +186,8 @@ def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
 
 
 async def post_proposal(request: Request, s: ApiService) -> Any:
-    b = await body(request, {"offer", "give", "note"})
-    return await s.propose(b.get("offer"), b.get("give", []), b.get("note", ""))
+    b = await body(request, {"offer", "give", "note", "expires_days"})
+    return await s.propose(b.get("offer"), b.get("give", []), b.get("note", ""), b.get("expires_days"))
 
 
 async def post_reply(request: Request, s: ApiService) -> Any:

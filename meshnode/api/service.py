@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 DAY_MS = 24 * 3600 * 1000
 MAX_EXPIRES_DAYS = MAX_ITEM_DAYS  # every item expires within its lifetime (meshnode.lifetime)
 DEFAULT_VOUCH = 0.8
+DEFAULT_TRUSTED = 20  # how many peers 'trusted' lists unless told
+MAX_TRUSTED = 1000
+PROPOSAL_DAYS = 14  # a proposal nobody accepts closes (expired) after this many days
+MAX_PROPOSAL_DAYS = 90
 
 
 def iso(ms: int | None) -> str | None:
@@ -292,7 +296,16 @@ class ApiService:
     async def _book(self) -> TradeBook:
         return await self.views.book()
 
-    async def propose(self, offer_id: object, give: list[str], note: str = "") -> dict[str, Any]:
+    async def propose(
+        self, offer_id: object, give: list[str], note: str = "", expires_days: object = None
+    ) -> dict[str, Any]:
+        """Propose a trade for a neighbour's offer; it expires unless accepted in time.
+
+        ``expires_days``: default :data:`PROPOSAL_DAYS`, at most :data:`MAX_PROPOSAL_DAYS`.
+        """
+        days = PROPOSAL_DAYS if expires_days is None else expires_days
+        if isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days <= MAX_PROPOSAL_DAYS:
+            raise BadValue(f"expires: expected 0 < days <= {MAX_PROPOSAL_DAYS}, found {expires_days!r}")
         async with self._lock:
             wanted = await self._item(offer_id)
             now = self.node.clock()
@@ -325,6 +338,7 @@ class ApiService:
                 give=tuple(mine),
                 take=(wanted.id,),
                 note=_text(note, "note", rec.MAX_NOTE),
+                expires=now + int(days * DAY_MS),
             )
             record = await self.node.publish(body, self._swarm_of(wanted.swarm))
         return {"id": record.id.hex()}
@@ -341,6 +355,7 @@ class ApiService:
             "to": peer_id_of(t.responder),
             "give": [g.hex() for g in t.give],
             "take": [g.hex() for g in t.take],
+            "expires": iso(t.expires),
         }
 
     async def reply(

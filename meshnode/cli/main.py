@@ -382,11 +382,18 @@ def propose(
     offer_id: str,
     give: Annotated[list[str] | None, typer.Option("--give", help="One of your offers (repeatable).")] = None,
     note: Annotated[str, typer.Option("--note")] = "",
+    expires: Annotated[
+        float | None,
+        typer.Option("--expires", help="Close the proposal if nobody accepts it within DAYS (default 14)."),
+    ] = None,
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Propose a trade for a neighbour's offer; prints the proposal id."""
-    data = client(home).post("/proposals", {"offer": offer_id, "give": give or [], "note": note})
+    body: dict[str, object] = {"offer": offer_id, "give": give or [], "note": note}
+    if expires is not None:
+        body["expires_days"] = finite(expires, "--expires")
+    data = client(home).post("/proposals", body)
     show(render.compact_json(data) if json_out else data["id"])
 
 
