@@ -30,6 +30,7 @@ CORE = [
     "meshnode.addrbook",
     "meshnode.reach",
     "meshnode.lifetime",
+    "meshnode.geohash",
     "meshnode.protocols.sync.limits",
     "meshnode.protocols.sync.messages",
     "meshnode.protocols.sync.session",

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from meshnode.errors import StoreError
+from meshnode.errors import BadValue, StoreError
 from meshnode.records import Record, decode_record
 from meshnode.store import quota, search, write
 from meshnode.store.connection import MEMORY, open_connection, quick_check, select_in, transaction
@@ -330,6 +330,8 @@ class Store:
         limit: int = 100,
         include_withdrawn: bool = False,
         trust: Mapping[bytes, float] | None = None,
+        near: str | None = None,
+        km: float | None = None,
     ) -> list[LiveItem]:
         """Live offers or wants matching every filter given, at most ``limit``.
 
@@ -339,7 +341,15 @@ class Store:
         the limit applies after that ranking. Then, with ``query`` (user
         text, see :func:`fts_query`), by relevance; otherwise newest (last
         updated, a date after ``now_ms`` counting as ``now_ms``) first.
+        With ``near`` (a geohash), only items whose ``where`` cell's centre
+        is within ``km`` (default :data:`search.DEFAULT_NEAR_KM`) of its
+        centre, the nearest first after trust (and relevance); see
+        :mod:`meshnode.store.search`. Raises :class:`BadValue` for a bad
+        ``near`` or ``km`` (``km`` without ``near`` too).
         """
+        if near is None and km is not None:
+            raise BadValue("km: give it with near (a geohash), the place to measure from")
+        place = search.Near.parse(near, km) if near is not None else None
         found = search.items_query(
             type,
             swarm=swarm,
@@ -351,11 +361,14 @@ class Store:
             limit=limit,
             include_withdrawn=include_withdrawn,
             ranked=bool(trust),
+            near=place,
         )
         if found is None:
             return []
         sql, params = found
         with self._op("listing items") as conn:
+            if place is not None:
+                conn.create_function(search.DISTANCE_FUNCTION, 3, search.location_km, deterministic=True)
             if trust:
                 conn.execute(search.CREATE_TRUST_TABLE)
                 conn.execute(f"DELETE FROM {search.TRUST_TABLE}")
