@@ -519,6 +519,12 @@ class TrustGraph:
                 out[keys[v]] = self._final(assessment, v)
         return out
 
+    def edge(self, source: bytes, target: bytes) -> TrustEdge | None:
+        """The edge the graph uses from ``source`` to ``target`` (None if none, or of weight 0)."""
+        _check_key(source, "source")
+        _check_key(target, "target")
+        return self._edge.get((source, target))
+
     def score(self, source: bytes, subject: bytes) -> float:
         """The trust score in [0, 1] of ``subject`` as seen from ``source`` (see :meth:`scores`)."""
         _check_key(source, "source")

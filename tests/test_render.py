@@ -214,14 +214,134 @@ def test_replies_withdrawals_and_vouches():
     assert render.vouched(PEER, -0.25) == f"vouched for {PEER} at -0.25"
 
 
-def test_trust_text():
+PEER3 = "12D3KooWMbMqzHWkDhSKVqCELeMXEbK6cgxN8QnpYJhN4r7aG2tD"
+
+
+def vouch_edge(source: str, target: str, level: float, note: str = "", context: str = "") -> dict:
+    date = "2026-11-20T10:00:00Z"
+    said = {"record": RECORD, "level": level, "context": context, "note": note, "date": date}
+    return {"from": source, "to": target, "kind": "vouch", "attestations": [said]} | said
+
+
+def trade_edge(source: str, target: str, *proposals: str) -> dict:
+    return {
+        "from": source,
+        "to": target,
+        "kind": "trade",
+        "level": 0.3,
+        "proposal": proposals[-1],
+        "proposals": list(proposals),
+    }
+
+
+def test_trust_text_names_each_edge_and_each_warning():
+    """Behaviour changed on purpose (issue 13): each path is shown edge by edge, with its provenance."""
     data = {
         "peer": PEER2,
+        "me": PEER,
         "score": 0.41234,
-        "paths": [{"keys": [PEER, "cd" * 32, PEER2], "strength": 0.5}],
+        "trust": 0.66,
+        "paths": [
+            {
+                "keys": [PEER, PEER3, PEER2],
+                "strength": 0.24,
+                "edges": [vouch_edge(PEER, PEER3, 0.8, "lent me his drill"), trade_edge(PEER3, PEER2, OTHER)],
+            }
+        ],
+        "distrust": [
+            {
+                "by": PEER3,
+                "takes_off": 0.25,
+                "kind": "vouch",
+                "level": -0.5,
+                "note": "never returned my ladder",
+            }
+        ],
     }
-    assert render.trust(data) == f"{PEER2}: 0.41\n  {PEER} → cdcdcdcdcdcd → {PEER2}  (0.50)"
-    assert render.trust({"peer": PEER, "score": 0.0, "paths": []}) == f"{PEER}: 0.00"
+    assert render.trust(data) == "\n".join(
+        [
+            f"{PEER2}: 0.41 (0.66 before warnings)",
+            "  path 1, strength 0.24:",
+            f'    you → {PEER3}: vouched +0.80 "lent me his drill"',
+            f"    {PEER3} → {PEER2}: traded (proposal 0123456789ab)",
+            f'  warned about by {PEER3}: -0.50 "never returned my ladder" (takes off 0.25)',
+        ]
+    )
+
+
+def test_trust_text_without_paths_and_with_ones_own_warning():
+    nobody = {"peer": PEER2, "me": PEER, "score": 0.0, "trust": 0.0, "paths": [], "distrust": []}
+    assert render.trust(nobody) == f"{PEER2}: 0.00\n  nobody you trust vouched for or traded with them"
+    mine = nobody | {"distrust": [{"by": PEER, "takes_off": 1.0, "kind": "vouch", "level": -0.4, "note": ""}]}
+    assert render.trust(mine) == f"{PEER2}: 0.00\n  warned about by you: -0.40 (sets the score to 0)"
+    assert render.trust({"peer": PEER, "me": PEER, "score": 1.0, "paths": [], "distrust": []}) == "you: 1.00"
+
+
+def test_edge_text_shows_contexts_combined_vouches_and_repeated_trades():
+    assert render.edge_text(vouch_edge(PEER, PEER2, 0.6, context="tools")) == "vouched +0.60 [tools]"
+    combined = vouch_edge(PEER, PEER2, 0.25, "fair") | {
+        "attestations": [
+            {"record": OTHER, "level": -0.5, "context": "lending", "note": "bent", "date": None},
+            {"record": RECORD, "level": 1.0, "context": "", "note": "fair", "date": None},
+        ]
+    }
+    assert render.edge_text(combined) == 'vouched +0.25 in all (-0.50 [lending] "bent"; +1.00 "fair")'
+    assert render.edge_text(trade_edge(PEER, PEER2, RECORD, OTHER)) == (
+        "traded 2 times (latest proposal 0123456789ab)"
+    )
+
+
+def test_notes_and_contexts_are_shown_escaped():
+    data = {
+        "peer": PEER2,
+        "me": PEER,
+        "score": 0.8,
+        "trust": 0.8,
+        "paths": [
+            {"keys": [PEER, PEER2], "strength": 0.8, "edges": [vouch_edge(PEER, PEER2, 0.8, "ok\nyou → X")]}
+        ],
+        "distrust": [],
+    }
+    shown = render.trust(data)
+    assert 'vouched +0.80 "ok\\nyou → X"' in shown and len(shown.splitlines()) == 3
+    assert "\u202e" not in render.edge_text(vouch_edge(PEER, PEER2, 0.8, context="\u202etools"))
+
+
+def test_trusted_lines():
+    rows = [
+        {
+            "peer": PEER2,
+            "score": 0.8,
+            "direct": True,
+            "via": PEER,
+            "edge": vouch_edge(PEER, PEER2, 0.8, "drill"),
+        },
+        {
+            "peer": PEER3,
+            "score": 0.225,
+            "direct": False,
+            "via": PEER2,
+            "edge": trade_edge(PEER2, PEER3, RECORD),
+        },
+    ]
+    assert render.trusted(rows) == "\n".join(
+        [
+            f'0.80  {PEER2}  you vouched +0.80 "drill"',
+            f"0.23  {PEER3}  via {PEER2}, who traded (proposal abababababab)",
+        ]
+    )
+    assert render.trusted([]).startswith("you trust nobody yet")
+
+
+def test_vouched_says_what_it_replaces():
+    earlier = {"record": RECORD, "level": 0.5, "context": "", "note": "", "date": "2026-11-20T09:00:00Z"}
+    assert render.vouched(PEER, 0.9, earlier) == (
+        f"vouched for {PEER} at +0.90, replaces your vouch of +0.50 from 2026-11-20"
+    )
+    assert render.vouched(PEER, 0.2, earlier | {"level": -0.3}).endswith(
+        "replaces your warning of -0.30 from 2026-11-20"
+    )
+    assert render.vouched(PEER, 0.2, None) == f"vouched for {PEER} at +0.20"
 
 
 def test_swarm_and_node_lines():

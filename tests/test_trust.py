@@ -579,6 +579,14 @@ def test_ranked_lists_the_most_trusted_with_how_trust_reaches_them():
         g.ranked(S, -1)
 
 
+def test_edge_is_the_one_the_graph_uses():
+    g = graph(vouch(S, A, 0.5), TrustEdge(S, A, 0.3, "trade", pid(1), proposals=(pid(1),)), vouch(A, B, 0.0))
+    assert g.edge(S, A) == vouch(S, A, 0.5)
+    assert g.edge(A, S) is None and g.edge(A, B) is None
+    with pytest.raises(BadValue, match="target"):
+        g.edge(S, b"x")
+
+
 def test_ranked_prefers_a_direct_vouch_that_brings_more():
     g = graph(vouch(S, A, 0.5), vouch(S, B, 1.0), vouch(B, A, 0.2))
     assert g.ranked(S, 5) == (

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from meshnode.api.service import DEFAULT_VOUCH, ApiService
+from meshnode.api.service import DEFAULT_TRUSTED, DEFAULT_VOUCH, ApiService
 from meshnode.errors import (
     BadValue,
     DaemonAlreadyRunning,
@@ -206,6 +206,10 @@ async def post_vouch(request: Request, s: ApiService) -> Any:
     return await s.vouch(b.get("peer"), b.get("level", DEFAULT_VOUCH), b.get("note", ""), b.get("swarm"))
 
 
+async def get_trusted(request: Request, s: ApiService) -> Any:
+    return await s.trusted(qint(request, "limit", DEFAULT_TRUSTED))
+
+
 def build_app(service: ApiService) -> Starlette:
     def r(path: str, handler: Handler, method: str) -> Route:
         return Route(API_PREFIX + path, endpoint(handler, service), methods=[method])
@@ -227,6 +231,7 @@ def build_app(service: ApiService) -> Starlette:
         r("/proposals/{id}/{action}", post_reply, "POST"),
         r("/vouch", post_vouch, "POST"),
         r("/trust/{peer}", calls_with_path(ApiService.trust, "peer"), "GET"),
+        r("/trusted", get_trusted, "GET"),
     ]
     for type_, plural in (("offer", "offers"), ("want", "wants")):
         routes += [r(path, handler, method) for path, handler, method in item_routes(type_, plural)]

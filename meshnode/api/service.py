@@ -26,6 +26,7 @@ from meshnode.lifetime import MAX_ITEM_DAYS
 from meshnode.node import Node
 from meshnode.store import LiveItem
 from meshnode.swarm import Swarm
+from meshnode.trust import Attestation, TrustEdge
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +400,12 @@ class ApiService:
     async def vouch(
         self, peer: object, level: float = DEFAULT_VOUCH, note: str = "", swarm: str | None = None
     ) -> dict[str, Any]:
+        """Publish an attestation about ``peer``; ``replaces`` the live one it supersedes, if any.
+
+        ``replaces`` is the id, level, date and note of this node's earlier
+        live attestation about the same peer in the same (general) context,
+        or None.
+        """
         subject = views.parse_peer(_text(peer, "peer", 100))
         if subject == self.me:
             raise NotAllowed("you cannot vouch for yourself")
@@ -407,21 +414,98 @@ class ApiService:
         body = rec.AttestBody(
             subject=subject, level=round(level * rec.LEVEL_SCALE), note=_text(note, "note", rec.MAX_NOTE)
         )
-        record = await self.node.publish(body, self._pick_swarm(swarm))
-        return {"id": record.id.hex()}
+        target = self._pick_swarm(swarm)
+        edge = (await self.views.trust()).graph.edge(self.me, subject)
+        earlier = [a for a in (edge.attestations if edge else ()) if a.context == body.context]
+        record = await self.node.publish(body, target)
+        return {"id": record.id.hex(), "replaces": _attestation_json(earlier[0]) if earlier else None}
 
     async def trust(self, peer: str) -> dict[str, Any]:
+        """How much this node trusts ``peer``: the score, the paths with each edge's provenance, the warnings.
+
+        ``trust`` is the score before warnings; each ``distrust`` entry names
+        who warned, their level and note, and how much it ``takes_off``.
+        """
         subject = views.parse_peer(_text(peer, "peer", 100))
         view = await self.views.trust()
         explanation = await self._read(view.graph.explain, self.me, subject)
         return {
             "peer": peer_id_of(subject),
+            "me": peer_id_of(self.me),
             "score": round(view.score(subject), 4),
+            "trust": round(explanation.trust, 4),
             "paths": [
-                {"keys": [peer_id_of(k) for k in p.keys], "strength": round(p.strength, 4)}
+                {
+                    "keys": [peer_id_of(k) for k in p.keys],
+                    "strength": round(p.strength, 4),
+                    "edges": [_edge_json(e) for e in p.edges],
+                }
                 for p in explanation.paths
             ],
+            "distrust": [
+                {"by": peer_id_of(by), "takes_off": round(weight, 4)} | _said_json(edge)
+                for (by, weight), edge in zip(explanation.distrusted_by, explanation.warnings, strict=True)
+            ],
         }
+
+    async def trusted(self, limit: int = DEFAULT_TRUSTED) -> list[dict[str, Any]]:
+        """The peers this node trusts most, best first, each with the edge that brings it the most trust.
+
+        ``direct``: that edge is this node's own (a vouch or a trade); else
+        ``via`` is the peer through whom trust comes.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TRUSTED:
+            raise BadValue(f"limit: expected 1..{MAX_TRUSTED}, found {limit!r}")
+        view = await self.views.trust()
+        ranked = await self._read(view.graph.ranked, self.me, limit)
+        return [
+            {
+                "peer": peer_id_of(r.key),
+                "score": round(r.score, 4),
+                "direct": r.via is not None and r.via.source == self.me,
+                "via": peer_id_of(r.via.source) if r.via is not None else None,
+                "edge": _edge_json(r.via) if r.via is not None else None,
+            }
+            for r in ranked
+        ]
+
+
+def _attestation_json(a: Attestation) -> dict[str, Any]:
+    return {
+        "record": a.record.hex(),
+        "level": a.level / rec.LEVEL_SCALE,
+        "context": a.context,
+        "note": a.note,
+        "date": iso(a.ts),
+    }
+
+
+def _said_json(edge: TrustEdge) -> dict[str, Any]:
+    """An edge's level and what it came from: its newest attestation, or its completed proposals."""
+    out: dict[str, Any] = {
+        "kind": "vouch" if edge.kind == "attest" else "trade",
+        "level": round(edge.weight, 4),
+    }
+    if edge.kind == "attest":
+        newest = edge.attestations[0] if edge.attestations else None
+        out |= {
+            "record": newest.record.hex() if newest else None,
+            "note": newest.note if newest else "",
+            "context": newest.context if newest else "",
+            "date": iso(newest.ts) if newest else None,
+            "attestations": [_attestation_json(a) for a in edge.attestations],
+        }
+    else:
+        out |= {
+            "proposal": edge.ref.hex() if edge.ref else None,
+            "proposals": [p.hex() for p in edge.proposals],
+        }
+    return out
+
+
+def _edge_json(edge: TrustEdge) -> dict[str, Any]:
+    """``{from, to, kind: vouch|trade, level, ...}``: one trust edge with its provenance."""
+    return {"from": peer_id_of(edge.source), "to": peer_id_of(edge.target)} | _said_json(edge)
 
 
 def _trade_swarm(trade: Any, store: Any) -> bytes:

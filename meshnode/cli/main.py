@@ -491,15 +491,27 @@ def vouch(
     if swarm:
         body["swarm"] = swarm
     data = client(home).post("/vouch", body)
-    show(render.compact_json(data) if json_out else render.vouched(peer_id, level))
+    show(render.compact_json(data) if json_out else render.vouched(peer_id, level, data.get("replaces")))
 
 
 @app.command()
 @mesh_errors
 def trust(peer_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
-    """How much you trust a peer, and through whom."""
+    """How much you trust a peer: each path, each step (a vouch and its note, or a trade), and warnings."""
     data = client(home).get(f"/trust/{segment(peer_id)}")
     show(render.pretty_json(data) if json_out else render.trust(data))
+
+
+@app.command()
+@mesh_errors
+def trusted(
+    limit: Annotated[int, typer.Option("--limit", help="How many peers (1-1000).")] = 20,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """The peers you trust most, and how: your own vouch or trade, or via whom."""
+    data = client(home).get("/trusted", limit=str(limit))
+    show(render.pretty_json(data) if json_out else render.trusted(data))
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -347,13 +347,86 @@ def replied(action: str, data: Mapping[str, Any]) -> str:
     return f"{short_id(data['id'])} is now {data['state']}{note}"
 
 
-def vouched(peer_id: str, level: float) -> str:
-    return f"vouched for {peer_id} at {level:+.2f}"
+def vouched(peer_id: str, level: float, replaces: Mapping[str, Any] | None = None) -> str:
+    """``POST /vouch``: what was published, and the earlier attestation it ``replaces`` (if any)."""
+    text = f"vouched for {peer_id} at {level:+.2f}"
+    if replaces:
+        what = "vouch" if replaces["level"] > 0 else "warning"
+        text += f", replaces your {what} of {replaces['level']:+.2f} from {_day(replaces.get('date'))}"
+    return text
+
+
+def _day(date: str | None) -> str:
+    """The day of an API date (``2026-11-20T10:00:00Z`` -> ``2026-11-20``)."""
+    return date[:10] if date else "?"
+
+
+def _who(peer: str, me: str | None) -> str:
+    return "you" if peer == me else peer
+
+
+def _quoted(note: str) -> str:
+    """A note (remote text) in double quotes, escaped by :func:`printable`; nothing if empty."""
+    return f' "{printable(note)}"' if note else ""
+
+
+def _statement(level: float, context: str, note: str) -> str:
+    """``+0.80 [tools] "lent me his drill"``: one attestation's level, context and note."""
+    shown_context = f" [{printable(context)}]" if context else ""
+    return f"{level:+.2f}{shown_context}{_quoted(note)}"
+
+
+def edge_text(edge: Mapping[str, Any]) -> str:
+    """What one trust edge is: ``vouched +0.80 "note"`` or ``traded (proposal 1a2b3c4d5e6f)``."""
+    if edge["kind"] == "trade":
+        proposals = edge.get("proposals") or [edge["proposal"]]
+        times = f" {len(proposals)} times" if len(proposals) > 1 else ""
+        latest = "latest proposal" if len(proposals) > 1 else "proposal"
+        return f"traded{times} ({latest} {short_id(proposals[-1])})"
+    return f"{'vouched' if edge['level'] > 0 else 'warned'} {_said(edge)}"
+
+
+def _said(vouch: Mapping[str, Any]) -> str:
+    """A vouch's (or warning's) level, context and note; each attestation when it combines several."""
+    said = vouch.get("attestations") or []
+    if len(said) <= 1:
+        return _statement(vouch["level"], vouch.get("context", ""), vouch.get("note", ""))
+    parts = "; ".join(_statement(a["level"], a["context"], a["note"]) for a in said)
+    return f"{vouch['level']:+.2f} in all ({parts})"
 
 
 def trust(data: Mapping[str, Any]) -> str:
-    """``GET /trust/{peer}``: the score, then each path of keys that carries it."""
-    out = [f"{data['peer']}: {data['score']:.2f}"]
-    for path in data["paths"]:
-        out.append("  " + " → ".join(short_id(k) for k in path["keys"]) + f"  ({path['strength']:.2f})")
+    """``GET /trust/{peer}``: the score, each path edge by edge, then the warnings that applied."""
+    me = data.get("me")
+    header = f"{_who(data['peer'], me)}: {data['score']:.2f}"
+    if data.get("distrust") and data.get("trust", data["score"]) != data["score"]:
+        header += f" ({data['trust']:.2f} before warnings)"
+    out = [header]
+    for number, path in enumerate(data["paths"], 1):
+        out.append(f"  path {number}, strength {path['strength']:.2f}:")
+        out += [
+            f"    {_who(e['from'], me)} → {_who(e['to'], me)}: {edge_text(e)}" for e in path.get("edges", [])
+        ]
+    for warning in data.get("distrust", []):
+        effect = "sets the score to 0" if warning["by"] == me else f"takes off {warning['takes_off']:.2f}"
+        out.append(f"  warned about by {_who(warning['by'], me)}: {_said(warning)} ({effect})")
+    if not data["paths"] and not data.get("distrust") and data["peer"] != me:
+        out.append("  nobody you trust vouched for or traded with them")
+    return lines(out)
+
+
+def trusted(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``GET /trusted``: one line per peer, best first: score, peer, and how trust reaches them."""
+    if not rows:
+        return "you trust nobody yet: 'meshnode vouch PEER --note …' vouches for a neighbour"
+    out = []
+    for row in rows:
+        edge = row.get("edge")
+        if edge is None:
+            how = "-"
+        elif row.get("direct"):
+            how = f"you {edge_text(edge)}"
+        else:
+            how = f"via {row['via']}, who {edge_text(edge)}"
+        out.append(f"{row['score']:.2f}  {row['peer']}  {how}")
     return lines(out)
