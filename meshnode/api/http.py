@@ -168,6 +168,11 @@ def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
 
     async def listing(request: Request, s: ApiService) -> Any:
         q = request.query_params
+        km_text = q.get("km")
+        try:
+            km = None if km_text is None else float(km_text)
+        except ValueError:
+            raise BadValue(f"km: expected a number of km, found {km_text!r}") from None
         return await s.items(
             type_,
             mine=qbool(request, "mine"),
@@ -175,6 +180,9 @@ def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
             tag=q.get("tag"),
             query=q.get("query"),
             limit=qint(request, "limit", 100),
+            swarm=q.get("swarm"),
+            near=q.get("near"),
+            km=km,
         )
 
     return [

@@ -220,8 +220,13 @@ class ApiService:
         tag: str | None = None,
         query: str | None = None,
         limit: int = 100,
+        swarm: str | None = None,
+        near: str | None = None,
+        km: float | None = None,
     ) -> list[dict[str, Any]]:
+        """Live items, most trusted first; ``swarm`` a swarm's name, ``near``/``km`` a place (Store.items)."""
         now = self.node.clock()
+        swarm_id = self.node.swarm(_text(swarm, "swarm", 40)).id if swarm is not None else None
         if kind is not None and kind not in rec.ITEM_KINDS:
             raise BadValue(f"kind: expected one of {list(rec.ITEM_KINDS)}, found {kind!r}")
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
@@ -238,6 +243,9 @@ class ApiService:
                 now_ms=now,
                 limit=limit,
                 trust=trust.ranking,
+                swarm=swarm_id,
+                near=near,
+                km=km,
             )
         )
         return [self._item_json(it, trust.score(it.author)) for it in found]

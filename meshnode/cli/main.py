@@ -339,11 +339,21 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
         mine: Annotated[bool, typer.Option("--mine", help="Only your own.")] = False,
         kind: Annotated[str | None, typer.Option("--kind")] = None,
         tag: Annotated[str | None, typer.Option("--tag")] = None,
-        query: Annotated[str | None, typer.Option("--query", help="Full-text search.")] = None,
+        query: Annotated[
+            str | None,
+            typer.Option("--query", help='Words (all), a OR b (either), "a phrase", prefix*.'),
+        ] = None,
+        near: Annotated[
+            str | None, typer.Option("--near", help="Only near this place (a geohash, e.g. u4pruy).")
+        ] = None,
+        km: Annotated[float | None, typer.Option("--km", help="How near, in km (default 1).")] = None,
+        swarm: Annotated[str | None, typer.Option("--swarm", help="Only this swarm's.")] = None,
         home: HomeOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        params: dict[str, Any] = {"kind": kind, "tag": tag, "query": query}
+        params: dict[str, Any] = {"kind": kind, "tag": tag, "query": query, "near": near, "swarm": swarm}
+        if km is not None:
+            params["km"] = repr(finite(km, "--km"))
         if mine:
             params["mine"] = "true"
         data = client(home).get(f"/{plural}", **params)
