@@ -68,6 +68,11 @@ def test_three_neighbours_trade_and_vouch(daemons):
         again.stderr
     )
     wait_for(lambda: proposal_state(a, proposal) == "proposed", timeout=10, what="A to see the proposal")
+    seen = next(p for p in a.json("proposals") if p["id"] == proposal)  # Alice's side of it
+    assert (seen["with"], seen["you_give"], seen["you_get"]) == (b.peer_id, ["Cordless drill"], ["Ladder"])
+    assert (seen["note"], seen["waiting_for"], seen["proposed_by"]) == ("ladder for a weekend", "you", "them")
+    listed = a.cli("proposals").stdout
+    assert "they offer Ladder for your Cordless drill" in listed and "waiting for you" in listed, listed
     a.cli("accept", proposal)
     wait_for(lambda: proposal_state(b, proposal) == "accepted", timeout=10, what="B to see the accept")
     a.cli("complete", proposal)
@@ -75,6 +80,12 @@ def test_three_neighbours_trade_and_vouch(daemons):
     for d in (a, b):
         wait_for(lambda d=d: proposal_state(d, proposal) == "completed", timeout=10, what="completed")
     row = next(p for p in b.json("proposals") if p["id"] == proposal)
+    assert (row.pop("you_give"), row.pop("you_get"), row.pop("waiting_for")) == (
+        ["Ladder"],
+        ["Cordless drill"],
+        None,
+    )
+    assert (row.pop("with"), row.pop("proposed_by"), row.pop("note")) == (a.peer_id, "you", "")
     expires = dt.datetime.strptime(row.pop("expires"), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     days = (expires - dt.datetime.now(dt.UTC)).total_seconds() / 86400
     assert 13.9 < days <= 14.0  # the default: a proposal nobody accepts closes

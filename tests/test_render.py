@@ -82,12 +82,43 @@ def test_item_table_never_cuts_ids_and_shortens_record_ids():
     assert "tools, power" in first and "0.90" in first and " - " in first
 
 
-def test_trade_table():
-    rows = [{"id": OTHER, "state": "proposed", "from": PEER, "to": PEER2, "give": [RECORD], "take": []}]
+def test_trade_table_says_what_each_trade_is_and_whose_move_it_is():
+    base = {"id": OTHER, "from": PEER, "to": PEER2, "give": [RECORD], "take": [OTHER], "with": PEER}
+    rows = [
+        base
+        | {
+            "state": "proposed",
+            "proposed_by": "them",
+            "you_give": ["Cordless drill"],
+            "you_get": ["Ladder"],
+            "note": "for a weekend",
+            "waiting_for": "you",
+        },
+        base
+        | {
+            "state": "completed",
+            "proposed_by": "you",
+            "you_give": ["Jam"],
+            "you_get": [],
+            "note": "",
+            "waiting_for": None,
+        },
+    ]
     text = drawn(render.trades(rows))
-    header, _, row = text.splitlines()[:3]
-    assert cells(header) == ["id", "state", "from", "to", "give", "take"]
-    assert cells(row) == ["0123456789ab", "proposed", PEER, PEER2, "abababababab", ""]
+    header, _, first, second = text.splitlines()[:4]
+    assert cells(header) == ["id", "with", "trade", "state", "latest note"]
+    assert cells(first) == [
+        "0123456789ab",
+        PEER,
+        "they offer Ladder for your Cordless drill",
+        "proposed, waiting for you",
+        "for a weekend",
+    ]
+    assert cells(second) == ["0123456789ab", PEER, "you give Jam", "completed", ""]
+    one_sided = rows[0] | {"you_give": []}
+    assert render.trade_line(one_sided) == "they give Ladder"
+    assert render.trade_line(rows[0] | {"you_get": []}) == "they ask for your Cordless drill"
+    assert render.trade_line(rows[1] | {"you_give": [], "you_get": ["Saw"]}) == "you ask for their Saw"
 
 
 def test_peers_show_the_route_and_leave_the_rows_alone():

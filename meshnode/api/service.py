@@ -353,8 +353,40 @@ class ApiService:
         return {"id": record.id.hex()}
 
     async def proposals(self) -> list[dict[str, Any]]:
+        """My trades, newest first, as I see them: with whom, what I give and get, whose move, the note."""
         book = await self._book()
-        return [self._trade_json(t) for t in sorted(book.involving(self.me), key=lambda t: -t.created_ts)]
+        trades = sorted(book.involving(self.me), key=lambda t: -t.created_ts)
+        named = {oid for t in trades for oid in t.offers}
+
+        def read() -> tuple[dict[bytes, LiveItem], dict[bytes, str]]:
+            items = self.reader.items_by_id(named)
+            notes = {}
+            for t in trades:
+                latest = self.reader.get(t.latest_move)
+                notes[t.proposal_id] = getattr(latest.body, "note", "") if latest is not None else ""
+            return items, notes
+
+        items, notes = await self._read(read)
+        return [self._trade_json(t) | self._as_seen(t, items, notes[t.proposal_id]) for t in trades]
+
+    def _as_seen(self, t: Any, items: dict[bytes, LiveItem], note: str) -> dict[str, Any]:
+        """A trade from this node's side: the other party, titles given and got, whose move."""
+        mine, theirs = (t.give, t.take) if t.proposer == self.me else (t.take, t.give)
+        waiting: bytes | None = t.awaiting()
+        if t.state == "accepted":
+            waiting = self.me if self.me not in t.completed_by else t.other(self.me)
+
+        def titles(ids: tuple[bytes, ...]) -> list[str]:
+            return [items[i].title if i in items else short_id(i) for i in ids]
+
+        return {
+            "with": peer_id_of(t.other(self.me)),
+            "proposed_by": "you" if t.proposer == self.me else "them",
+            "you_give": titles(mine),
+            "you_get": titles(theirs),
+            "note": note,
+            "waiting_for": None if waiting is None else "you" if waiting == self.me else "them",
+        }
 
     def _trade_json(self, t: Any) -> dict[str, Any]:
         return {

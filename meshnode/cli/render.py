@@ -72,11 +72,10 @@ ITEM_FIELDS = (
 
 TRADE_COLUMNS: Columns = [
     ("id", "id"),
+    ("with", "with"),
+    ("trade", "trade"),
     ("state", "state"),
-    ("from", "from"),
-    ("to", "to"),
-    ("give", "give"),
-    ("take", "take"),
+    ("note", "latest note"),
 ]
 
 PEER_COLUMNS: Columns = [
@@ -335,8 +334,29 @@ def withdrawn(data: Mapping[str, Any]) -> str:
 # --- barter and trust ------------------------------------------------------------
 
 
+def trade_line(row: Mapping[str, Any]) -> str:
+    """What a trade is, from this node's side: "they offer Ladder for your Cordless drill"."""
+
+    give, get = ", ".join(row["you_give"]), ", ".join(row["you_get"])
+    if row["proposed_by"] == "you":
+        if not get:
+            return f"you give {give}"
+        return f"you ask for their {get}" if not give else f"you offer {give} for their {get}"
+    if not give:
+        return f"they give {get}"
+    return f"they ask for your {give}" if not get else f"they offer {get} for your {give}"
+
+
+def trade_state(row: Mapping[str, Any]) -> str:
+    """The state, and whose move it is while that matters."""
+    waiting = row.get("waiting_for")
+    return f"{row['state']}, waiting for {waiting}" if waiting else row["state"]
+
+
 def trades(rows: Sequence[Mapping[str, Any]]) -> Shown:
-    return table(rows, TRADE_COLUMNS, empty="no proposals")
+    """``GET /proposals``: each trade as a sentence, its state and whose move, the latest note."""
+    shown = [{**row, "trade": trade_line(row), "state": trade_state(row)} for row in rows]
+    return table(shown, TRADE_COLUMNS, empty="no proposals")
 
 
 def replied(action: str, data: Mapping[str, Any]) -> str:
