@@ -106,7 +106,13 @@ def test_three_neighbours_trade_and_vouch(daemons):
     assert trust["peer"] == b.peer_id
     assert any(path["keys"] == [c.peer_id, a.peer_id, b.peer_id] for path in trust["paths"])
     stranger = Identity.generate().peer_id
-    assert c.json("trust", stranger) == {"peer": stranger, "score": 0.0, "paths": []}
+    unknown = c.json("trust", stranger)
+    assert (unknown["peer"], unknown["score"], unknown["paths"], unknown["distrust"]) == (
+        stranger,
+        0.0,
+        [],
+        [],
+    )
 
     # A withdrawn offer disappears from everyone's list.
     bike = a.json("offer", "add", "Bike pump", "--kind", "give")["id"]
