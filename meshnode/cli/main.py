@@ -38,6 +38,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 def _print_version(value: bool) -> None:
     if value:
         from meshnode import __version__
