@@ -275,8 +275,17 @@ def test_live_means_neither_withdrawn_nor_expired(expires, withdrawn, live):
 
 # --- purity ---------------------------------------------------------------------------------
 
-CORE = {"meshnode.errors", "meshnode.ids", "meshnode.records", "meshnode.lifetime"}
-PURE_STDLIB = {"__future__", "collections", "collections.abc", "dataclasses", "typing", "re", "unicodedata"}
+CORE = {"meshnode.errors", "meshnode.ids", "meshnode.records", "meshnode.lifetime", "meshnode.geohash"}
+PURE_STDLIB = {
+    "__future__",
+    "collections",
+    "collections.abc",
+    "dataclasses",
+    "typing",
+    "re",
+    "unicodedata",
+    "math",
+}
 
 
 @pytest.mark.parametrize("module", ["derive", "search"])
