@@ -57,7 +57,8 @@ def test_three_neighbours_trade_and_vouch(daemons):
     print(f"B saw A's offer after {took:.2f} s")
     listed = next(o for o in b.json("offer", "list", "--query", "drill") if o["id"] == drill)
     assert listed["title"] == "Cordless drill" and listed["author"] == a.peer_id
-    assert set(listed) == {"id", "title", "kind", "tags", "author", "trust", "expires"}
+    assert set(listed) == {"id", "title", "kind", "state", "swarm", "tags", "author", "trust", "expires"}
+    assert (listed["state"], listed["swarm"]) == ("available", "Elm Street")
 
     # B proposes a swap with its own ladder; A accepts; both complete.
     ladder = b.json("offer", "add", "Ladder", "--kind", "swap")["id"]
@@ -75,10 +76,20 @@ def test_three_neighbours_trade_and_vouch(daemons):
     assert "they offer Ladder for your Cordless drill" in listed and "waiting for you" in listed, listed
     a.cli("accept", proposal)
     wait_for(lambda: proposal_state(b, proposal) == "accepted", timeout=10, what="B to see the accept")
+    # Accepted: both offers are reserved, so nobody else is offered them (--all still shows them).
+    assert drill not in offer_ids(a) and ladder not in offer_ids(a)
+    states = {o["id"]: o["state"] for o in a.json("offer", "list", "--all")}
+    assert (states[drill], states[ladder]) == ("reserved", "reserved")
     a.cli("complete", proposal)
     b.cli("complete", proposal)
     for d in (a, b):
         wait_for(lambda d=d: proposal_state(d, proposal) == "completed", timeout=10, what="completed")
+    # Completed: the swapped ladder is gone for good; the lent drill is back.
+    wait_for(lambda: ladder not in offer_ids(c), timeout=10, what="C to see the ladder go")  # C: no party
+    for d in (a, b, c):
+        listed_now = offer_ids(d)
+        assert ladder not in listed_now and drill in listed_now, d.home.name
+    assert {o["id"]: o["state"] for o in c.json("offer", "list", "--all")}[ladder] == "given"
     row = next(p for p in b.json("proposals") if p["id"] == proposal)
     assert (row.pop("you_give"), row.pop("you_get"), row.pop("waiting_for")) == (
         ["Ladder"],

@@ -66,6 +66,8 @@ def test_item_table_never_cuts_ids_and_shortens_record_ids():
             "id": RECORD,
             "title": "Cordless drill " + "very " * 60 + "long",
             "kind": "lend",
+            "state": "reserved",
+            "swarm": "Elm Street",
             "tags": ["tools", "power"],
             "author": PEER,
             "trust": 0.9,
@@ -74,12 +76,22 @@ def test_item_table_never_cuts_ids_and_shortens_record_ids():
     ]
     shown = render.items(rows, "offers")
     assert isinstance(shown, Table)
-    assert [c.header for c in shown.columns] == ["id", "title", "kind", "tags", "author", "trust", "expires"]
+    assert [c.header for c in shown.columns] == [
+        "id",
+        "title",
+        "kind",
+        "state",
+        "swarm",
+        "tags",
+        "author",
+        "trust",
+        "expires",
+    ]
     text = drawn(shown)  # at the CLI's least width a long title wraps, the ids stay whole on one line
     first = text.splitlines()[2]
     assert "abababababab" in first and RECORD not in text
     assert PEER in first and "long" not in first and "long" in text
-    assert "tools, power" in first and "0.90" in first and " - " in first
+    assert "tools, power" in first and "0.90" in first and " - " in first and "reserved" in first
 
 
 def test_trade_table_says_what_each_trade_is_and_whose_move_it_is():
@@ -209,6 +221,8 @@ def test_item_text():
         "id": RECORD,
         "title": "Drill",
         "kind": "lend",
+        "state": "available",
+        "swarm": "Elm Street",
         "tags": ["tools", "power"],
         "desc": "18 V",
         "where": "u4pruy",
@@ -222,6 +236,8 @@ def test_item_text():
         f"id:        {RECORD}",
         "title:     Drill",
         "kind:      lend",
+        "state:     available",
+        "swarm:     Elm Street",
         "tags:      tools, power",
         "desc:      18 V",
         "where:     u4pruy",

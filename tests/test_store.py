@@ -960,3 +960,14 @@ def test_items_by_id_reads_offers_and_wants_in_one_batch(store):
     found = store.items_by_id([o.id, w.id, b"\1" * 32, o.id])
     assert set(found) == {o.id, w.id}
     assert found[o.id] == store.item(o.id) and found[w.id].type == "want"
+
+
+def test_excluded_items_are_left_out_before_the_limit(store):
+    """An unavailable offer (reserved, given) never takes a place on the first page."""
+    records = [offer(ALICE, f"Thing {i}", seq=i + 1, ts=NOW - 100 + i) for i in range(10)]
+    store.add_records(records, now_ms=NOW)
+    newest = [r.id for r in reversed(records)]
+    assert [it.id for it in store.items(now_ms=NOW, limit=3)] == newest[:3]
+    gone = set(newest[:2])
+    assert [it.id for it in store.items(now_ms=NOW, limit=3, exclude=gone)] == newest[2:5]
+    assert [it.id for it in store.items(now_ms=NOW, limit=3)] == newest[:3]  # nothing kept between calls

@@ -183,6 +183,7 @@ def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
             swarm=q.get("swarm"),
             near=q.get("near"),
             km=km,
+            all_=qbool(request, "all"),
         )
 
     return [

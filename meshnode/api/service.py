@@ -223,8 +223,13 @@ class ApiService:
         swarm: str | None = None,
         near: str | None = None,
         km: float | None = None,
+        all_: bool = False,
     ) -> list[dict[str, Any]]:
-        """Live items, most trusted first; ``swarm`` a swarm's name, ``near``/``km`` a place (Store.items)."""
+        """Live items, most trusted first; ``swarm`` a swarm's name, ``near``/``km`` a place (Store.items).
+
+        Only available ones (not reserved by an accepted trade, not given away,
+        not withdrawn) unless ``all_``; each says its ``state`` and ``swarm``.
+        """
         now = self.node.clock()
         swarm_id = self.node.swarm(_text(swarm, "swarm", 40)).id if swarm is not None else None
         if kind is not None and kind not in rec.ITEM_KINDS:
@@ -232,10 +237,14 @@ class ApiService:
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise BadValue("limit: expected 1..1000")
         trust = await self.views.trust()
+        book = await self.views.book()
+        unavailable = set(book.reserved) | book.consumed if type_ == "offer" and not all_ else set()
         # Ranked by trust in the author inside the query, before its limit.
         found: list[LiveItem] = await self._read(
             lambda: self.reader.items(
                 type_,
+                include_withdrawn=bool(all_),
+                exclude=unavailable,
                 query=query or None,
                 kind=kind,
                 tag=tag.strip().lower() if tag else None,
@@ -248,7 +257,20 @@ class ApiService:
                 km=km,
             )
         )
-        return [self._item_json(it, trust.score(it.author)) for it in found]
+        return [self._item_json(it, trust.score(it.author)) | self._where_and_state(it, book) for it in found]
+
+    def _where_and_state(self, it: LiveItem, book: TradeBook) -> dict[str, Any]:
+        """An item's swarm (by name) and whether it can be had: available, reserved, given or withdrawn."""
+        if it.withdrawn:
+            state = "withdrawn"
+        elif it.id in book.consumed:
+            state = "given"
+        elif it.id in book.reserved:
+            state = "reserved"
+        else:
+            state = "available"
+        names = {s.id: s.name for s in self.node.swarms()}
+        return {"state": state, "swarm": names.get(it.swarm)}
 
     def _item_json(self, it: LiveItem, trust: float, *, full: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -275,7 +297,8 @@ class ApiService:
     async def item_show(self, text_id: str) -> dict[str, Any]:
         item = await self._item(text_id)
         trust = await self.views.trust()
-        return self._item_json(item, trust.score(item.author), full=True)
+        book = await self.views.book()
+        return self._item_json(item, trust.score(item.author), full=True) | self._where_and_state(item, book)
 
     async def _item(self, text_id: object) -> LiveItem:
         rid = await self._read(views.parse_id, _text(text_id, "id", 64), self.reader)

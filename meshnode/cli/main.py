@@ -349,6 +349,9 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
         ] = None,
         km: Annotated[float | None, typer.Option("--km", help="How near, in km (default 1).")] = None,
         swarm: Annotated[str | None, typer.Option("--swarm", help="Only this swarm's.")] = None,
+        all_: Annotated[
+            bool, typer.Option("--all", help="Also those reserved, given away or withdrawn.")
+        ] = False,
         home: HomeOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -357,10 +360,12 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
             params["km"] = repr(finite(km, "--km"))
         if mine:
             params["mine"] = "true"
+        if all_:
+            params["all"] = "true"
         data = client(home).get(f"/{plural}", **params)
         show(render.pretty_json(data) if json_out else render.items(data, plural))
 
-    listing.__doc__ = f"List live {plural}, most trusted authors first."
+    listing.__doc__ = f"List {plural} you can have now (--all: every live one), most trusted authors first."
 
     @sub.command("show")
     @mesh_errors

@@ -60,6 +60,10 @@ MAX_NEAR_CELLS = 32
 DISTANCE_FUNCTION = "meshnode_km"
 #: ``items`` columns (alias ``i``) after the original's id (alias ``r``): a listing's row.
 LISTING_COLUMNS = "r.id, " + ", ".join(f"i.{c}" for c in ITEM_COLUMNS.split(", "))
+#: The temporary table (one per connection) of item ids a listing leaves out (e.g. unavailable offers).
+EXCLUDED_TABLE = "temp.listing_excluded"
+#: Creates :data:`EXCLUDED_TABLE` if this connection has none yet.
+CREATE_EXCLUDED_TABLE = f"CREATE TABLE IF NOT EXISTS {EXCLUDED_TABLE} (id BLOB PRIMARY KEY) WITHOUT ROWID"
 #: The temporary table (one per connection) a ranked listing reads trust levels from.
 TRUST_TABLE = "temp.listing_trust"
 #: Creates :data:`TRUST_TABLE` if this connection has none yet.
@@ -185,6 +189,7 @@ def items_query(
     include_withdrawn: bool,
     ranked: bool = False,
     near: Near | None = None,
+    excluding: bool = False,
 ) -> tuple[str, list[Any]] | None:
     """The SQL and parameters listing the items that match every filter given.
 
@@ -197,6 +202,8 @@ def items_query(
     clamped to ``now_ms``; ties by id. With ``near``, only items near that
     place, and before newest (or after relevance) the nearest first; the
     connection must have :data:`DISTANCE_FUNCTION` (:func:`location_km`).
+    With ``excluding``, items whose id is in :data:`EXCLUDED_TABLE` are left
+    out, before the limit.
     ``None`` when nothing can match (no
     positive limit, a tag no item can carry, a query without a word).
     Raises :class:`BadValue` for an unknown type or kind.
@@ -218,6 +225,8 @@ def items_query(
         params.append(f" {wanted[0]} ")
     if not include_withdrawn:
         where.append("i.withdrawn_ts IS NULL")
+    if excluding:
+        where.append(f"r.id NOT IN (SELECT id FROM {EXCLUDED_TABLE})")
     by_distance, distance_params = "", list[Any]()
     if near is not None:
         where.append(

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -332,6 +332,7 @@ class Store:
         trust: Mapping[bytes, float] | None = None,
         near: str | None = None,
         km: float | None = None,
+        exclude: Collection[bytes] = (),
     ) -> list[LiveItem]:
         """Live offers or wants matching every filter given, at most ``limit``.
 
@@ -344,7 +345,8 @@ class Store:
         With ``near`` (a geohash), only items whose ``where`` cell's centre
         is within ``km`` (default :data:`search.DEFAULT_NEAR_KM`) of its
         centre, the nearest first after trust (and relevance); see
-        :mod:`meshnode.store.search`. Raises :class:`BadValue` for a bad
+        :mod:`meshnode.store.search`. Items whose id is in ``exclude`` are
+        left out before the limit. Raises :class:`BadValue` for a bad
         ``near`` or ``km`` (``km`` without ``near`` too).
         """
         if near is None and km is not None:
@@ -362,6 +364,7 @@ class Store:
             include_withdrawn=include_withdrawn,
             ranked=bool(trust),
             near=place,
+            excluding=bool(exclude),
         )
         if found is None:
             return []
@@ -369,6 +372,10 @@ class Store:
         with self._op("listing items") as conn:
             if place is not None:
                 conn.create_function(search.DISTANCE_FUNCTION, 3, search.location_km, deterministic=True)
+            if exclude:
+                conn.execute(search.CREATE_EXCLUDED_TABLE)
+                conn.execute(f"DELETE FROM {search.EXCLUDED_TABLE}")
+                conn.executemany(f"INSERT INTO {search.EXCLUDED_TABLE} VALUES (?)", ((i,) for i in exclude))
             if trust:
                 conn.execute(search.CREATE_TRUST_TABLE)
                 conn.execute(f"DELETE FROM {search.TRUST_TABLE}")
