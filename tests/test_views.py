@@ -20,7 +20,7 @@ MINUTE = 60_000
 
 
 class FakeNode:
-    """What ApiService's listing path uses of a node: store, key, clock, ingest listeners."""
+    """What ApiService's listing path uses of a node: store, key, clock, ingest listeners, swarms."""
 
     def __init__(self, store: Store, me: Author) -> None:
         self.store = store
@@ -31,6 +31,9 @@ class FakeNode:
 
     def clock(self) -> int:
         return self.now
+
+    def swarms(self) -> list:
+        return []  # the listing names each item's swarm; the fake has joined none
 
     def stored(self, *records: r.Record) -> None:
         """Store ``records`` as ingest does: one batch, then every on_stored listener per new record."""
