@@ -55,3 +55,18 @@ def bob() -> Author:
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    """``start(name)``: a real daemon in ``tmp_path / name`` on 127.0.0.1; all stopped at the end."""
+    from tests.daemonutil import Daemon, stopped_at_exit
+
+    with stopped_at_exit() as started:
+
+        def start(name: str) -> Daemon:
+            d = Daemon(tmp_path / name).start()
+            started.append(d)
+            return d
+
+        yield start

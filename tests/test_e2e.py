@@ -11,21 +11,9 @@ import subprocess
 import pytest
 
 from meshnode.identity import Identity
-from tests.daemonutil import MESHNODE, Daemon, env_for, stopped_at_exit, wait_for
+from tests.daemonutil import MESHNODE, Daemon, env_for, wait_for
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    with stopped_at_exit() as started:
-
-        def start(name: str) -> Daemon:
-            d = Daemon(tmp_path / name).start()
-            started.append(d)
-            return d
-
-        yield start
 
 
 def offer_ids(d: Daemon, *extra: str) -> set[str]:

@@ -12,21 +12,9 @@ import datetime as dt
 
 import pytest
 
-from tests.daemonutil import Daemon, stopped_at_exit, wait_for
+from tests.daemonutil import Daemon, wait_for
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    with stopped_at_exit() as started:
-
-        def start(name: str) -> Daemon:
-            d = Daemon(tmp_path / name).start()
-            started.append(d)
-            return d
-
-        yield start
 
 
 def state_of(d: Daemon, proposal: str) -> str | None:
