@@ -21,10 +21,7 @@ from pathlib import Path
 
 import trio
 
-from bench.common import BENCH_QUOTAS
-from bench.sync import make_records, preload
-from meshnode.identity import Identity
-from meshnode.node import Node, NodeConfig
+from bench.sync import bench_node, make_records, preload
 from meshnode.protocols.autonat import quiet_dial_back_noise
 from meshnode.store import Store
 from meshnode.swarm import Swarm
@@ -85,15 +82,7 @@ async def run(n: int, idle_seconds: float) -> None:
         tmpdir = Path(tmp)
         preload(tmpdir / "a.db", datas)
         store_a, store_b = Store.open(tmpdir / "a.db"), Store.open(tmpdir / "b.db")
-        config = dict(
-            listen=["/ip4/127.0.0.1/tcp/0"],
-            min_peers=0,
-            sync_interval=0,
-            sync_on_connect=False,
-            quotas=BENCH_QUOTAS,
-        )
-        a = Node(Identity.generate(), store_a, NodeConfig(**config))  # type: ignore[arg-type]
-        b = Node(Identity.generate(), store_b, NodeConfig(**config))  # type: ignore[arg-type]
+        a, b = bench_node(store_a), bench_node(store_b)
         probe = LagProbe()
         try:
             async with trio.open_nursery() as nursery:

@@ -92,6 +92,18 @@ def local_sequential(datas: list[bytes], path: Path, swarm: bytes, batch: int = 
     return elapsed
 
 
+def bench_node(store: Store) -> Node:
+    """A node on 127.0.0.1 that syncs only when told (the benchmarks drive every session)."""
+    config = NodeConfig(
+        listen=["/ip4/127.0.0.1/tcp/0"],
+        min_peers=0,
+        sync_interval=0,
+        sync_on_connect=False,
+        quotas=BENCH_QUOTAS,
+    )
+    return Node(Identity.generate(), store, config)
+
+
 async def run(n: int) -> None:
     swarm = Swarm.create("Bench Street")
     print(f"signing {n:,} records ...", flush=True)
@@ -111,15 +123,7 @@ async def run(n: int) -> None:
 
         preload(tmpdir / "a.db", datas)
         store_a, store_b = Store.open(tmpdir / "a.db"), Store.open(tmpdir / "b.db")
-        config = dict(
-            listen=["/ip4/127.0.0.1/tcp/0"],
-            min_peers=0,
-            sync_interval=0,
-            sync_on_connect=False,
-            quotas=BENCH_QUOTAS,
-        )
-        a = Node(Identity.generate(), store_a, NodeConfig(**config))  # type: ignore[arg-type]
-        b = Node(Identity.generate(), store_b, NodeConfig(**config))  # type: ignore[arg-type]
+        a, b = bench_node(store_a), bench_node(store_b)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(a.run)
