@@ -75,6 +75,14 @@ class ApiService:
     def me(self) -> bytes:
         return self.node.identity.public_key
 
+    def name_of(self, key: bytes) -> str:
+        """How this node names the person ``key`` wherever one appears: "you" for itself.
+
+        Every JSON object that carries a peer id in a field ``X`` carries this
+        label in ``X_name`` too (the CLI prints the label; scripts keep the id).
+        """
+        return "you" if key == self.me else peer_id_of(key)
+
     # --- node -----------------------------------------------------------------
 
     async def identity(self) -> dict[str, Any]:
