@@ -98,6 +98,11 @@ class Home:
     def log(self) -> Path:
         return self.root / "daemon.log"
 
+    @property
+    def people(self) -> Path:
+        """Petnames and the own profile (see :mod:`meshnode.petnames`)."""
+        return self.root / "people.cbor"
+
 
 def resolve_home(option: str | os.PathLike[str] | None = None) -> Home:
     """The home directory to use: ``option``, else ``$MESHNODE_HOME``, else the default."""

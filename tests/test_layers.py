@@ -31,6 +31,7 @@ CORE = [
     "meshnode.reach",
     "meshnode.lifetime",
     "meshnode.geohash",
+    "meshnode.people",
     "meshnode.protocols.sync.limits",
     "meshnode.protocols.sync.messages",
     "meshnode.protocols.sync.session",
