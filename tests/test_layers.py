@@ -32,6 +32,7 @@ CORE = [
     "meshnode.lifetime",
     "meshnode.geohash",
     "meshnode.people",
+    "meshnode.matching",
     "meshnode.protocols.sync.limits",
     "meshnode.protocols.sync.messages",
     "meshnode.protocols.sync.session",

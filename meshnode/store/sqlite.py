@@ -38,9 +38,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from meshnode.errors import BadValue, StoreError
+from meshnode.errors import BadValue, NotFound, StoreError
+from meshnode.ids import short_id
+from meshnode.matching import Match, Matchable
 from meshnode.records import Record, decode_record
-from meshnode.store import quota, search, write
+from meshnode.store import matches, quota, search, write
 from meshnode.store.connection import MEMORY, open_connection, quick_check, select_in, transaction
 from meshnode.store.derive import ITEM_COLUMNS, ITEM_TYPES, ItemRow, LiveItem, live_item
 from meshnode.store.integrity import integrity_problems
@@ -399,6 +401,43 @@ class Store:
                 f"SELECT {ITEM_COLUMNS} FROM items WHERE n = (SELECT n FROM records WHERE id = ?)", (item_id,)
             ).fetchone()
         return None if row is None else live_item(item_id, ItemRow._make(row))
+
+    def offers_matching(
+        self, want: bytes | Matchable, now_ms: int, limit: int = 20
+    ) -> list[tuple[Match, LiveItem]]:
+        """Live offers that meet ``want``, best first: (match, offer) pairs, at most ``limit``.
+
+        ``want`` is an item's id, or an item (a :class:`Matchable`: stored or
+        just arrived). The rules are :mod:`meshnode.matching`'s, the search
+        :mod:`meshnode.store.matches`'. Raises :class:`NotFound` for an
+        unknown id and :class:`BadValue` for an item that is not a want.
+        """
+        item = self._matchable(want, "want")
+        with self._op("matching offers") as conn:
+            return matches.offers_for_want(conn, item, now_ms, limit)
+
+    def wants_matching(
+        self, offer: bytes | Matchable, now_ms: int, limit: int = 20
+    ) -> list[tuple[Match, LiveItem]]:
+        """Live wants that ``offer`` (an id or an item) meets, best first: (match, want) pairs.
+
+        As :meth:`offers_matching`, from the offer's side.
+        """
+        item = self._matchable(offer, "offer")
+        with self._op("matching wants") as conn:
+            return matches.wants_for_offer(conn, item, now_ms, limit)
+
+    def _matchable(self, item: bytes | Matchable, type: str) -> Matchable:
+        found: Matchable
+        if not isinstance(item, bytes):
+            found = item
+        elif (stored := self.item(item)) is not None:
+            found = stored
+        else:
+            raise NotFound(f"{short_id(item)} is not an offer or want here")
+        if found.type != type:
+            raise BadValue(f"{short_id(found.id)} is a {found.type}, not a {type}")
+        return found
 
     def records_of_type(self, type: str, *, swarm: bytes | None = None) -> list[Record]:
         """Every stored record of ``type`` (oldest first), e.g. proposals and replies."""
