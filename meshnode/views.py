@@ -331,6 +331,11 @@ class ViewCache:
     async def trust(self) -> TrustView:
         return (await self.derived()).trust
 
+    def trust_now(self) -> Callable[[bytes], float]:
+        """Trust as the latest snapshot has it, without waiting for a rebuild (0 for all before the first)."""
+        derived = self._derived
+        return derived.trust.score if derived is not None else (lambda key: 0.0)
+
     async def book(self) -> barter.TradeBook:
         """Every trade this node knows of, as of now."""
         derived = await self.derived()

@@ -33,6 +33,7 @@ CORE = [
     "meshnode.geohash",
     "meshnode.people",
     "meshnode.matching",
+    "meshnode.inbox",
     "meshnode.protocols.sync.limits",
     "meshnode.protocols.sync.messages",
     "meshnode.protocols.sync.session",
@@ -106,3 +107,23 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & {"libp2p", "tri
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def test_a_command_runs_without_pydantic_or_an_http_library(tmp_path) -> None:
+    """A whole command (here 'offer list --query … --json', refused as no daemon runs) loads neither
+    pydantic (typer's coercion of plain options, ~100 ms) nor httpx/httpcore/anyio (~200 ms): see
+    meshnode.cli.quicktyper and meshnode.cli.client."""
+    probe = f"""
+import atexit, json, sys
+def loaded():
+    heavy = {{"pydantic", "httpx", "httpcore", "anyio", "trio", "rich"}}
+    found = {{m.split(".")[0] for m in sys.modules}} & heavy
+    print(json.dumps(sorted(found | {{m for m in sys.modules if m in ("meshnode.records", "logging")}})))
+atexit.register(loaded)
+sys.argv = ["meshnode", "offer", "list", "--query", "drill", "--json", "--home", {str(tmp_path / "home")!r}]
+from meshnode.cli.main import main
+main()
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert '"daemon_down"' in result.stderr, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == []

@@ -15,7 +15,6 @@ libp2p, httpx or rich: each command imports what it uses.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -23,12 +22,14 @@ from urllib.parse import quote
 
 import typer
 
-from meshnode.cli import render
+from meshnode.cli import quicktyper, render
 from meshnode.errors import BadValue, MeshError
 
 if TYPE_CHECKING:
     from meshnode.cli.client import ApiClient
     from meshnode.cli.render import Shown
+
+quicktyper.install()  # no pydantic for plain options; each signature read once
 
 app = typer.Typer(
     name="meshnode",
@@ -160,6 +161,8 @@ def daemon(
     ] = False,
 ) -> None:
     """Run the node until Ctrl-C (SIGINT), SIGTERM or 'meshnode stop'."""
+    import logging
+
     from meshnode.daemon import run_foreground, start_detached
     from meshnode.home import resolve_home
 
