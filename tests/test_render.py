@@ -87,10 +87,10 @@ def test_item_table_never_cuts_ids_and_shortens_record_ids():
         "trust",
         "expires",
     ]
-    text = drawn(shown)  # at the CLI's least width a long title wraps, the ids stay whole on one line
+    text = drawn(shown)  # a long title ends in an ellipsis (one line a row), the ids stay whole
     first = text.splitlines()[2]
     assert "abababababab" in first and RECORD not in text
-    assert PEER in first and "long" not in first and "long" in text
+    assert PEER in first and "long" not in text and "Cordless drill very very" in first and "…" in first
     assert "tools, power" in first and "0.90" in first and " - " in first and "reserved" in first
 
 
@@ -504,3 +504,68 @@ def test_a_refusal_under_json_is_one_json_line():
     assert json.loads(line) == {
         "error": {"code": "bad_value", "message": 'expires: expected 0 < days <= 365, found "x"'}
     }
+
+
+LONG = "Cordless drill " + "really " * 27 + "long"  # 200 characters
+LABEL = "Bartholomew the builder of sheds (" + PEER[-6:] + ")"
+
+
+@pytest.mark.parametrize("person", [PEER, LABEL, "you"])
+def test_every_table_fits_80_columns_with_ids_whole(person):
+    """At 80 columns every table fits, each row on one line; record ids (12 digits) and
+    people's short ids are whole; a 200-character title or note ends in an ellipsis."""
+    from rich.cells import cell_len
+
+    item = {"id": RECORD, "title": LONG, "kind": "service", "state": "available", "swarm": "Elm Street " * 3}
+    item |= {
+        "tags": ["tools", "power", "garden"],
+        "author": person,
+        "trust": 0.9,
+        "expires": "2027-02-28T14:38:15Z",
+    }
+    trade = {"id": OTHER, "with": person, "state": "proposed", "proposed_by": "them", "waiting_for": "you"}
+    trade |= {"you_give": [LONG], "you_get": ["Ladder"], "note": LONG}
+    peer = {
+        "peer_id": person,
+        "swarms": ["Elm Street"],
+        "addr": "/ip4/192.168.100.200/tcp/40001",
+        "since": 12,
+    }
+    known = {"swarm": "Elm Street", "peer_id": person, "addrs": ["/ip4/192.168.100.200/tcp/40001"] * 3}
+    swarm = {"name": LONG, "private": False, "id": RECORD}
+    tables = {
+        "items": (render.items([item, item], "offers"), [RECORD[:12]]),
+        "trades": (render.trades([trade]), [OTHER[:12]]),
+        "peers": (render.peers([peer]), []),
+        "known": (render.known_peers([known]), []),
+        "swarms": (render.swarms([swarm]), [RECORD[:12]]),
+    }
+    short_person = person if len(person) <= render.PERSON_WIDTH else PEER[-6:]
+    for name, (shown, ids) in tables.items():
+        text = drawn(shown, width=80)
+        lines = text.splitlines()
+        assert all(cell_len(line) <= 80 for line in lines), (name, text)
+        assert len(lines) == 2 + (2 if name == "items" else 1), (name, text)  # one line a row
+        for short in ids:
+            assert re.search(rf"(^|\s){short}(\s|$)", lines[2]), (name, text)
+        if name != "swarms":
+            assert re.search(rf"(^|\s)\S*{re.escape(short_person)}\)?(\s|$)", lines[2]), (name, text)
+        if name in ("items", "trades", "swarms"):
+            assert "…" in lines[2] and "long" not in text, (name, text)
+
+
+def test_a_long_label_keeps_its_short_id_and_a_peer_id_shortens_to_its_suffix():
+    assert render.short_person(PEER) == PEER[-6:]
+    assert render.short_person("Bob (x7k2q9)") == "Bob (x7k2q9)"
+    cut = render.short_person(LABEL)
+    assert cut.endswith(f"… ({PEER[-6:]})") and len(cut) <= render.PERSON_WIDTH and cut.startswith("Bartho")
+    assert render.short_person("a petname " * 5) == "a petname a petname…"
+
+
+def test_the_least_needed_columns_go_first_at_80_columns():
+    item = {"id": RECORD, "title": "Drill", "kind": "lend", "state": "available", "swarm": "Elm Street"}
+    item |= {"tags": ["tools"], "author": PEER, "trust": 0.5, "expires": "2027-02-28T14:38:15Z"}
+    wide = cells(drawn(render.items([item], "offers"), width=200).splitlines()[0])
+    assert wide == [c.title for c in render.ITEM_COLUMNS]
+    narrow = cells(drawn(render.items([item], "offers"), width=80).splitlines()[0])
+    assert narrow[:4] == ["id", "title", "kind", "state"] and "expires" not in narrow and "author" in narrow

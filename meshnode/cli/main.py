@@ -103,7 +103,7 @@ def client(home: str | None) -> ApiClient:
 
 
 def show(shown: Shown) -> None:
-    """Print text as it is, a table at least :data:`render.TABLE_MIN_WIDTH` wide."""
+    """Print text as it is, a table as wide as the terminal (to a pipe: :data:`render.TABLE_MIN_WIDTH`)."""
     if isinstance(shown, str):
         typer.echo(shown)
         return
@@ -112,7 +112,7 @@ def show(shown: Shown) -> None:
     from rich.console import Console
 
     width = shutil.get_terminal_size((render.TABLE_MIN_WIDTH, 24)).columns
-    Console(width=max(width, render.TABLE_MIN_WIDTH)).print(shown)
+    Console(width=width).print(shown)
 
 
 def segment(text: str) -> str:

@@ -11,9 +11,15 @@ Conventions every function keeps:
   (:func:`short_id`), in text as in tables; any unique prefix of at least 6
   digits names the record again. Peer ids are never shortened: people copy
   them into ``vouch`` and ``trust``.
-* In tables, columns of ids and peer ids are never cut (they fold instead);
-  other long cells end in an ellipsis. A missing value is ``-``, a list is
-  joined with ``, ``, a float has two decimals.
+* A table fits the terminal's width (80 columns and up; a pipe gets
+  :data:`TABLE_MIN_WIDTH`), each row on one line (:class:`FittedTable`). Ids
+  are never cut nor wrapped: record ids are short (12 digits); a person is
+  shown whole while it fits, else by a short form the CLI accepts back (a
+  peer id by its last 6 characters, a long ``"Nick (x7k2q9)"`` label by
+  ``"Ni… (x7k2q9)"``). Titles, notes and other text end in an ellipsis,
+  and the least needed columns (:attr:`Column.drop`) are left out first.
+  A missing value is ``-``, a list is joined with ``, ``, a float has two
+  decimals.
 * An empty list is one line that says so, never an empty table.
 * Text from the network (titles, descriptions, swarm names, notes) is shown
   as it is and never as markup: table cells are plain ``rich.text.Text``, and
@@ -28,33 +34,54 @@ from __future__ import annotations
 import json
 import shlex
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # rich is imported only to draw a table: 'offer list --json' starts faster
+    from rich.console import Console, ConsoleOptions, RenderResult
     from rich.table import Table
 
     Shown = str | Table  # what a command prints: text, or a table
 
-Columns = Sequence[tuple[str, str]]
-"""A table's columns: (key in each row, column title)."""
+
+class Column(NamedTuple):
+    """One column of a table: the key in each row, its title, and when it is left out."""
+
+    key: str
+    title: str
+    drop: int = 0
+    """0: always shown; otherwise left out when the table does not fit, highest first."""
+
+
+Columns = Sequence[Column | tuple[str, str]]
+"""A table's columns (a ``(key, title)`` pair is a column always shown)."""
 
 TABLE_MIN_WIDTH = 200
-"""Tables are laid out at least this wide, so ids are seldom folded."""
+"""The width of a table printed to a pipe (no terminal says how wide)."""
 
-WHOLE_KEYS = frozenset({"id", "author", "from", "to", "peer_id"})
-"""Columns copied into other commands: never cut."""
+ID_KEYS = frozenset({"id"})
+"""Columns of record ids (shown short): never cut."""
+PERSON_KEYS = frozenset({"author", "from", "to", "peer_id", "with", "peer", "by", "via"})
+"""Columns naming a person: never cut; shortened to a form the CLI accepts when space is short."""
+WHOLE_KEYS = ID_KEYS | PERSON_KEYS
+"""Columns copied into other commands."""
+PERSON_WIDTH = 20
+"""A person's label is shortened to this many columns when the table does not fit."""
+SHORT_PEER = 6
+"""A peer id's short form: its last characters (as meshnode.people.short_peer)."""
+MIN_TEXT_WIDTH = 8
+"""A text column (title, note) keeps at least this many columns (or its title's width) before others go."""
 
 ITEM_COLUMNS: Columns = [
-    ("id", "id"),
-    ("title", "title"),
-    ("kind", "kind"),
-    ("state", "state"),
-    ("swarm", "swarm"),
-    ("tags", "tags"),
-    ("author", "author"),
-    ("trust", "trust"),
-    ("expires", "expires"),
+    Column("id", "id"),
+    Column("title", "title"),
+    Column("kind", "kind"),
+    Column("state", "state"),
+    Column("swarm", "swarm", drop=1),
+    Column("tags", "tags", drop=2),
+    Column("author", "author"),
+    Column("trust", "trust"),
+    Column("expires", "expires", drop=3),
 ]
 
 ITEM_FIELDS = (
@@ -83,21 +110,21 @@ TRADE_COLUMNS: Columns = [
 ]
 
 PEER_COLUMNS: Columns = [
-    ("peer_id", "peer"),
-    ("swarms", "swarms"),
-    ("addr", "address"),
-    ("direction", "direction"),
-    ("route", "route"),
-    ("since", "since"),
+    Column("peer_id", "peer"),
+    Column("swarms", "swarms", drop=1),
+    Column("addr", "address"),
+    Column("direction", "direction", drop=2),
+    Column("route", "route"),
+    Column("since", "since", drop=3),
 ]
 
 KNOWN_PEER_COLUMNS: Columns = [
-    ("swarm", "swarm"),
-    ("peer_id", "peer"),
-    ("addr", "best address"),
-    ("more", "more"),
-    ("last_seen", "last connected"),
-    ("failures", "failed dials"),
+    Column("swarm", "swarm"),
+    Column("peer_id", "peer"),
+    Column("addr", "best address"),
+    Column("more", "more", drop=1),
+    Column("last_seen", "last connected", drop=2),
+    Column("failures", "failed dials", drop=3),
 ]
 
 SWARM_COLUMNS: Columns = [("name", "name"), ("access", "who can read and post"), ("id", "id")]
@@ -152,19 +179,115 @@ def cell(value: Any) -> str:
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Columns, *, empty: str) -> Shown:
-    """``rows`` as a table with ``columns``, or the line ``empty`` when there are none."""
+    """``rows`` as a table with ``columns`` that fits where it is printed, or the line ``empty``."""
+    if not rows:
+        return empty
+    cols = [c if isinstance(c, Column) else Column(*c) for c in columns]
+    return fitted_table_class()(cols, [[cell(row.get(c.key)) for c in cols] for row in rows])
+
+
+_PEER_ID_CHARS = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
+
+
+def short_person(text: str, width: int = PERSON_WIDTH) -> str:
+    """A person's cell in at most ``width`` columns, in a form the CLI accepts back.
+
+    A whole peer id becomes its last :data:`SHORT_PEER` characters; a label
+    ``"Nick (x7k2q9)"`` keeps its short id and cuts the name (``"Ni… (x7k2q9)"``);
+    other text (a petname) is cut with an ellipsis. Short text is unchanged.
+    """
+    from rich.cells import cell_len, set_cell_size
+
+    if len(text) >= 46 and text.startswith(("12D3KooW", "Qm")) and _PEER_ID_CHARS.issuperset(text):
+        return text[-SHORT_PEER:]
+    if cell_len(text) <= width:
+        return text
+    name, sep, suffix = text.rpartition(" (")
+    if sep and suffix.endswith(")") and _PEER_ID_CHARS.issuperset(suffix[:-1]) and len(suffix) < width - 2:
+        keep = width - len(suffix) - 3
+        return f"{set_cell_size(name, keep).rstrip()}… ({suffix}"
+    return set_cell_size(text, width - 1).rstrip() + "…"
+
+
+def fit_columns(
+    cols: Sequence[Column], cells: Sequence[Sequence[str]], width: int
+) -> tuple[list[int], list[list[str]], list[int]]:
+    """Which columns (indexes) to show, the cells (persons shortened if needed) and each column's width.
+
+    A table of ``n`` columns takes the sum of its widths plus ``3n - 1``
+    (padding and separators). Ids keep their width; persons are shortened
+    (:func:`short_person`) when the table does not fit even with its text
+    columns at their least (:data:`MIN_TEXT_WIDTH`); then columns
+    are left out by :attr:`Column.drop`; text columns share what is left,
+    narrowest first, each up to its longest cell (so a long title gets the rest).
+    """
+    from rich.cells import cell_len
+
+    rows = [list(r) for r in cells]
+    shown = list(range(len(cols)))
+
+    def natural(i: int) -> int:
+        return max(cell_len(cols[i].title), *(cell_len(r[i]) for r in rows))
+
+    def least(i: int) -> int:
+        if cols[i].key in WHOLE_KEYS:
+            return natural(i)
+        return min(natural(i), max(cell_len(cols[i].title), MIN_TEXT_WIDTH))
+
+    def needed(widths: Callable[[int], int]) -> int:
+        return sum(widths(i) for i in shown) + 3 * len(shown) - 1
+
+    if needed(least) > width:
+        for i, col in enumerate(cols):
+            if col.key in PERSON_KEYS:
+                for r in rows:
+                    r[i] = short_person(r[i])
+    droppable = sorted((c.drop, i) for i, c in enumerate(cols) if c.drop)
+    while needed(least) > width and droppable:
+        shown.remove(droppable.pop()[1])
+    widths = {i: least(i) for i in shown}
+    spare = width - needed(least)
+    for i in sorted(shown, key=natural):  # the narrow ones whole first, the widest (a title) gets the rest
+        grow = min(max(spare, 0), natural(i) - widths[i])
+        widths[i] += grow
+        spare -= grow
+    return shown, rows, [widths[i] for i in shown]
+
+
+def fitted_table_class() -> Callable[[Sequence[Column], Sequence[Sequence[str]]], Table]:
+    """:class:`FittedTable` (defined on first use: rich is imported only to draw a table)."""
+    global FittedTable
+    if FittedTable is not None:
+        return FittedTable
     from rich.table import Table
     from rich.text import Text
 
-    if not rows:
-        return empty
-    t = Table(show_edge=False, header_style="bold")
-    for key, title in columns:
-        whole = key in WHOLE_KEYS
-        t.add_column(title, no_wrap=whole, min_width=None, overflow="fold" if whole else "ellipsis")
-    for row in rows:
-        t.add_row(*(Text(cell(row.get(key))) for key, _ in columns))  # Text: never read as markup
-    return t
+    class _FittedTable(Table):
+        """A table laid out at the width it is printed in (see :func:`fit_columns`)."""
+
+        def __init__(self, cols: Sequence[Column], cells: Sequence[Sequence[str]]) -> None:
+            super().__init__(show_edge=False, header_style="bold")
+            self.fit_cols, self.fit_cells = list(cols), [list(r) for r in cells]
+            for col in cols:
+                self.add_column(col.title)
+            for row in cells:
+                self.add_row(*(Text(c) for c in row))  # Text: never read as markup
+
+        def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+            shown, rows, widths = fit_columns(self.fit_cols, self.fit_cells, options.max_width)
+            t = Table(show_edge=False, header_style="bold")
+            for i, w in zip(shown, widths, strict=True):
+                t.add_column(self.fit_cols[i].title, width=w, no_wrap=True, overflow="ellipsis")
+            for row in rows:
+                t.add_row(*(Text(row[i]) for i in shown))
+            yield t
+
+    FittedTable = _FittedTable
+    return FittedTable
+
+
+FittedTable: Callable[[Sequence[Column], Sequence[Sequence[str]]], Table] | None = None
+"""The table class :func:`table` returns, once a table was drawn."""
 
 
 def lines(parts: Iterable[str]) -> str:
