@@ -46,6 +46,14 @@ Tables
     Records and bytes stored per (swarm, author): what the quotas read
     (version 2). The writer adds each batch's counts (one upsert per pair: a
     row trigger cost ~10 us per record); a trigger subtracts deleted rows.
+``inbox``
+    The owner's notices (:mod:`meshnode.inbox`), numbered in the order they
+    were found (``seq``, never reused), one per ``(kind, record, about)``;
+    ``at`` is when (local clock, ms). Kept to the newest
+    :data:`meshnode.store.inbox.MAX_NOTICES` (version 3).
+``local_state``
+    Small facts of this node, by key: how far the owner has read the inbox
+    (version 3).
 """
 
 from __future__ import annotations
@@ -187,9 +195,26 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.executemany("INSERT INTO attest_keys (n, author, subject, context) VALUES (?, ?, ?, ?)", keys)
 
 
+_V3 = """
+CREATE TABLE inbox (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     INTEGER NOT NULL,
+    kind   TEXT    NOT NULL,
+    record BLOB    NOT NULL,
+    about  BLOB    NOT NULL DEFAULT x'',
+    peer   BLOB    NOT NULL,
+    UNIQUE (kind, record, about)
+);
+CREATE TABLE local_state (
+    key   TEXT PRIMARY KEY,
+    value
+) WITHOUT ROWID;
+"""
+
+
 #: Ordered migration steps: ``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``:
 #: an SQL script, or a function that runs in the step's transaction.
-MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (_V1, _v2)
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (_V1, _v2, _V3)
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)

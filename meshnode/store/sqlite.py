@@ -40,11 +40,13 @@ from typing import Any
 
 from meshnode.errors import BadValue, NotFound, StoreError
 from meshnode.ids import short_id
+from meshnode.inbox import Notice
 from meshnode.matching import Match, Matchable
 from meshnode.records import Record, decode_record
-from meshnode.store import matches, quota, search, write
+from meshnode.store import inbox, matches, quota, search, write
 from meshnode.store.connection import MEMORY, open_connection, quick_check, select_in, transaction
 from meshnode.store.derive import ITEM_COLUMNS, ITEM_TYPES, ItemRow, LiveItem, live_item
+from meshnode.store.inbox import StoredNotice
 from meshnode.store.integrity import integrity_problems
 from meshnode.store.lookups import present_ids, pruned_ids
 from meshnode.store.quota import QuotaPolicy
@@ -494,6 +496,30 @@ class Store:
         params.append(limit)
         with self._op("listing a range of ids") as conn:
             return [(int(ts), rid) for ts, rid in conn.execute(sql, params)]
+
+    # --- the inbox --------------------------------------------------------------------
+
+    def add_notices(self, notices: Sequence[Notice], *, at: int) -> list[StoredNotice]:
+        """Keep the notices not kept yet (meshnode.store.inbox); return those added, numbered."""
+        if not notices:
+            return []
+        with self._write("keeping inbox notices") as conn:
+            return inbox.add_notices(conn, notices, at)
+
+    def notices(self, *, after: int = 0, limit: int = 100, newest_first: bool = False) -> list[StoredNotice]:
+        """Inbox notices numbered after ``after`` (oldest first unless ``newest_first``)."""
+        with self._op("reading the inbox") as conn:
+            return inbox.notices(conn, after=after, limit=limit, newest_first=newest_first)
+
+    def inbox_marks(self) -> tuple[int, int]:
+        """``(seen, last)``: how far the owner has read the inbox, and its newest notice's number."""
+        with self._op("reading the inbox") as conn:
+            return inbox.seen(conn), inbox.last_seq(conn)
+
+    def mark_inbox_seen(self, seq: int) -> None:
+        """The owner has read the inbox up to notice ``seq``."""
+        with self._write("marking the inbox read") as conn:
+            inbox.mark_seen(conn, seq)
 
     # --- checking --------------------------------------------------------------------
 

@@ -1,0 +1,115 @@
+"""The inbox: which stored records a node's owner should hear about.
+
+Pure: no I/O and no clock. The daemon's feed (:mod:`meshnode.api.feed`)
+calls :func:`notices_for` with every record it stores, gives it what only the
+store knows (the parties of a trade, the trust in an author, the matches
+found for an offer or a want), keeps the notices and streams them to
+``meshnode watch``.
+
+A :class:`Notice` says that one record matters to ``me`` and why:
+
+``proposal``  someone proposed a trade to me (``record`` the proposal,
+              ``about`` the same id).
+``move``      the other party replied in one of my trades (accept, counter,
+              decline, cancel, complete): ``record`` the reply, ``about``
+              the proposal.
+``vouch``     someone attested about me (a vouch or a warning):
+              ``record`` the attest.
+``match``     an offer or a want that matches one of mine, whichever arrived
+              last (``record`` the other person's item, ``about`` mine), or
+              my own new offer or want matching a neighbour's (the same two
+              ids): a want added before the matching offer, or after it,
+              gives the same notice.
+``offer``     an offer from someone I trust at least
+              :data:`TRUSTED_OFFER_LEVEL` (``record`` the offer), unless it
+              is already a ``match``.
+
+Nothing I signed myself is a notice, except through the match it finds. A
+notice is identified by ``(kind, record, about)``: a record stored twice, or
+a match found from both sides, is one notice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from meshnode.records import AttestBody, ProposalBody, Record, ReplyBody
+
+#: The kinds of notice, in the order the inbox explains them.
+KINDS: tuple[str, ...] = ("proposal", "move", "vouch", "match", "offer")
+#: An offer from a neighbour trusted at least this much is a notice.
+TRUSTED_OFFER_LEVEL = 0.5
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One thing the inbox tells: ``kind``, the ``record`` that caused it, ``about`` what, by ``peer``."""
+
+    kind: str
+    record: bytes
+    peer: bytes
+    about: bytes = b""
+
+    @property
+    def key(self) -> tuple[str, bytes, bytes]:
+        """What identifies the notice: the same key is the same notice."""
+        return (self.kind, self.record, self.about)
+
+
+@dataclass(frozen=True)
+class ItemMatch:
+    """A match the store found for an item: ``mine`` is my item, ``theirs`` a neighbour's, by ``peer``."""
+
+    mine: bytes
+    theirs: bytes
+    peer: bytes
+
+
+def notices_for(
+    record: Record,
+    *,
+    me: bytes,
+    trade_parties: tuple[bytes, bytes] | None = None,
+    author_trust: float = 0.0,
+    matches: Iterable[ItemMatch] = (),
+) -> list[Notice]:
+    """The notices one stored ``record`` gives ``me``.
+
+    ``trade_parties``: for a reply, the (proposer, responder) of its trade,
+    if the proposal is known. ``author_trust``: my trust in the record's
+    author. ``matches``: for an offer or a want, the matches the store found
+    between it and items on the other side (mine if the record is not;
+    neighbours' if it is mine); the others are ignored.
+    """
+    body = record.body
+    mine = record.author == me
+    out: list[Notice] = []
+    if record.type in ("offer", "want"):
+        for m in matches:
+            if mine and m.mine == record.id and m.peer != me:
+                out.append(Notice("match", m.theirs, m.peer, m.mine))
+            elif not mine and m.theirs == record.id and m.peer == record.author:
+                out.append(Notice("match", record.id, record.author, m.mine))
+        if record.type == "offer" and not mine and not out and author_trust >= TRUSTED_OFFER_LEVEL:
+            out.append(Notice("offer", record.id, record.author))
+    elif mine:
+        return []
+    elif isinstance(body, ProposalBody) and body.to == me:
+        out.append(Notice("proposal", record.id, record.author, record.id))
+    elif isinstance(body, ReplyBody) and trade_parties is not None and me in trade_parties:
+        if record.author in trade_parties:
+            out.append(Notice("move", record.id, record.author, body.proposal))
+    elif isinstance(body, AttestBody) and body.subject == me:
+        out.append(Notice("vouch", record.id, record.author))
+    return _unique(out)
+
+
+def _unique(notices: list[Notice]) -> list[Notice]:
+    seen: set[tuple[str, bytes, bytes]] = set()
+    out = []
+    for n in notices:
+        if n.key not in seen:
+            seen.add(n.key)
+            out.append(n)
+    return out
