@@ -36,7 +36,7 @@ text, no control, direction or zero-width characters, not empty, at most
 (a suffix of at least :data:`MIN_SUFFIX` characters of a known peer id) or a
 whole label. A petname or nickname that names several keys is ambiguous:
 :class:`~meshnode.errors.BadValue` lists the labels to choose from and says
-what to type instead; a name nobody has is :class:`~meshnode.errors.NotFound`.
+what to type instead; so does a name nobody has (it may be a mistyped peer id).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from meshnode.errors import BadValue, NotFound
+from meshnode.errors import BadValue
 from meshnode.identity import key_of_peer_id, peer_id_of
 from meshnode.records import MAX_BIO, MAX_NICKNAME, ProfileBody, Record
 
@@ -182,7 +182,7 @@ def label(key: bytes, me: bytes, profiles: Profiles, petnames: Mapping[bytes, st
 def resolve_peer(
     text: str, known: Iterable[bytes], profiles: Profiles, petnames: Mapping[bytes, str]
 ) -> bytes:
-    """The key a PEER argument names (see the module's docstring), or BadValue / NotFound."""
+    """The key a PEER argument names (see the module's docstring), or BadValue saying what to type."""
     if not isinstance(text, str):
         raise BadValue(f"peer: expected text, found {type(text).__name__}")
     wanted = text.strip()
@@ -224,7 +224,7 @@ def resolve_peer(
         found = pick({k for k in keys if peer_id_of(k).endswith(suffix)}, "short id")
         if found is not None:
             return found
-    raise NotFound(
+    raise BadValue(
         f"no one called {wanted!r} on this node: give a peer id (12D3KooW…), a nickname,"
         f" a petname, or the {SHORT_PEER} characters in brackets after a name (as meshnode shows it)"
     )

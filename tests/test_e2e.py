@@ -45,7 +45,9 @@ def test_three_neighbours_trade_and_vouch(daemons):
     print(f"B saw A's offer after {took:.2f} s")
     listed = next(o for o in b.json("offer", "list", "--query", "drill") if o["id"] == drill)
     assert listed["title"] == "Cordless drill" and listed["author"] == a.peer_id
-    assert set(listed) == {"id", "title", "kind", "state", "swarm", "tags", "author", "trust", "expires"}
+    assert set(listed) == {
+        *("id", "title", "kind", "state", "swarm", "tags", "author", "author_name", "trust", "expires")
+    }
     assert (listed["state"], listed["swarm"]) == ("available", "Elm Street")
 
     # B proposes a swap with its own ladder; A accepts; both complete.
@@ -61,7 +63,8 @@ def test_three_neighbours_trade_and_vouch(daemons):
     assert (seen["with"], seen["you_give"], seen["you_get"]) == (b.peer_id, ["Cordless drill"], ["Ladder"])
     assert (seen["note"], seen["waiting_for"], seen["proposed_by"]) == ("ladder for a weekend", "you", "them")
     listed = a.cli("proposals").stdout
-    assert "they offer Ladder for your Cordless drill" in listed and "waiting for you" in listed, listed
+    offers = f"{b.peer_id[-6:]} offers Ladder for your Cordless drill"  # Bob by his short id: no nickname
+    assert offers in listed and "waiting for you" in listed, listed
     a.cli("accept", proposal)
     wait_for(lambda: proposal_state(b, proposal) == "accepted", timeout=10, what="B to see the accept")
     # Accepted: both offers are reserved, so nobody else is offered them (--all still shows them).
@@ -85,6 +88,8 @@ def test_three_neighbours_trade_and_vouch(daemons):
         None,
     )
     assert (row.pop("with"), row.pop("proposed_by"), row.pop("note")) == (a.peer_id, "you", "")
+    a_short = a.peer_id[-6:]  # the names beside the ids: Alice has no nickname, so her short id
+    assert (row.pop("with_name"), row.pop("from_name"), row.pop("to_name")) == (a_short, "you", a_short)
     expires = dt.datetime.strptime(row.pop("expires"), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     days = (expires - dt.datetime.now(dt.UTC)).total_seconds() / 86400
     assert 13.9 < days <= 14.0  # the default: a proposal nobody accepts closes

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshnode.errors import BadValue, ConfigError, NotFound
+from meshnode.errors import BadValue, ConfigError
 from meshnode.identity import peer_id_of
 from meshnode.people import (
     Profiles,
@@ -112,10 +112,10 @@ def test_resolve_peer_ambiguous_nickname_says_what_to_type():
 
 
 def test_resolve_peer_unknown_and_bad():
-    with pytest.raises(NotFound) as err:
+    with pytest.raises(BadValue) as err:
         resolve_peer("Zed", [PUB[1]], Profiles(), {})
     assert "12D3KooW" in str(err.value)
-    with pytest.raises(NotFound):
+    with pytest.raises(BadValue):
         resolve_peer("abc", [PUB[1]], Profiles(), {})  # too short for a short id
     with pytest.raises(BadValue):
         resolve_peer("  ", [], Profiles(), {})

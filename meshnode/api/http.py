@@ -215,6 +215,20 @@ async def post_vouch(request: Request, s: ApiService) -> Any:
     return await s.vouch(b.get("peer"), b.get("level", DEFAULT_VOUCH), b.get("note", ""), b.get("swarm"))
 
 
+async def get_profile(request: Request, s: ApiService) -> Any:
+    return await s.profile(request.query_params.get("peer"))
+
+
+async def post_profile(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"nickname", "bio"})
+    return await s.profile_set(b.get("nickname"), b.get("bio"))
+
+
+async def post_name(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"peer", "name"})
+    return await s.name_peer(b.get("peer"), b.get("name", ""))
+
+
 async def get_trusted(request: Request, s: ApiService) -> Any:
     return await s.trusted(qint(request, "limit", DEFAULT_TRUSTED))
 
@@ -238,6 +252,9 @@ def build_app(service: ApiService) -> Starlette:
         r("/proposals", post_proposal, "POST"),
         r("/proposals", calls(ApiService.proposals), "GET"),
         r("/proposals/{id}/{action}", post_reply, "POST"),
+        r("/profile", get_profile, "GET"),
+        r("/profile", post_profile, "POST"),
+        r("/names", post_name, "POST"),
         r("/vouch", post_vouch, "POST"),
         r("/trust/{peer}", calls_with_path(ApiService.trust, "peer"), "GET"),
         r("/trusted", get_trusted, "GET"),
@@ -268,6 +285,7 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = logging.getLogger("meshnode.api.server")  # type: ignore[assignment]
     config.graceful_timeout = 2.0
+    await service.publish_own_profile()  # e.g. set by 'init --nickname' before any swarm was joined
     try:
         await serve(build_app(service), config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
     finally:

@@ -17,13 +17,15 @@ import trio
 
 from meshnode import records as rec
 from meshnode import views
+from meshnode.api.peoplebook import PeopleBook
 from meshnode.barter import TradeBook
 from meshnode.errors import BadValue, NotAllowed, NotFound
 from meshnode.home import Home, save_swarms
-from meshnode.identity import peer_id_of
+from meshnode.identity import key_of_peer_id, peer_id_of
 from meshnode.ids import short_id
 from meshnode.lifetime import MAX_ITEM_DAYS
 from meshnode.node import Node
+from meshnode.people import MAX_PETNAME, check_bio, check_nickname
 from meshnode.store import LiveItem
 from meshnode.swarm import Swarm
 from meshnode.trust import Attestation, TrustEdge
@@ -54,6 +56,9 @@ class ApiService:
         self.reader = node.store.open_reader()  # reads never wait behind a write batch
         self._request_stop = request_stop
         self._lock = trio.Lock()  # one state-changing request at a time
+        # Who is who: profiles from stored records, petnames and the own profile from people.cbor.
+        self.people = PeopleBook(self.reader, home.people, self.me)
+        self.people.attach(node)
         # Trades and trust, derived in the background and kept until records change them.
         self._views_reader = node.store.open_reader()
         self.views = views.ViewCache(self._views_reader, self.me, node.clock)
@@ -61,6 +66,7 @@ class ApiService:
         node.on_removed.append(self.views.invalidate)
 
     def close(self) -> None:
+        self.people.detach(self.node)
         if self.views.on_stored in self.node.ingest.on_stored:
             self.node.ingest.on_stored.remove(self.views.on_stored)
         if self.views.invalidate in self.node.on_removed:
@@ -80,8 +86,83 @@ class ApiService:
 
         Every JSON object that carries a peer id in a field ``X`` carries this
         label in ``X_name`` too (the CLI prints the label; scripts keep the id).
+        Then a petname you gave, else a claimed nickname with the short id
+        (``"Bob (x7k2q9)"``), else the short id (see :mod:`meshnode.people`).
         """
-        return "you" if key == self.me else peer_id_of(key)
+        return self.people.label(key)
+
+    def _peer_named(self, text: object) -> bytes:
+        """The key a PEER argument names: a peer id, hex key, petname, nickname or short id."""
+        known = []
+        for pid in self.node.connected_peers():
+            try:
+                known.append(key_of_peer_id(pid))
+            except BadValue:
+                continue
+        return self.people.resolve(_text(text, "peer", 100), known)
+
+    def _name_of_peer_id(self, peer_id: str) -> str:
+        """:meth:`name_of` for a libp2p peer id (the id itself if it holds no Ed25519 key)."""
+        try:
+            return self.name_of(key_of_peer_id(peer_id))
+        except BadValue:
+            return peer_id
+
+    # --- people ---------------------------------------------------------------
+
+    async def profile(self, peer: str | None = None) -> dict[str, Any]:
+        """A person's profile as this node knows it (yours by default) and your petname for them."""
+        key = self.me if peer is None else self._peer_named(peer)
+        if key == self.me:
+            nickname, bio = self.people.own.nickname, self.people.own.bio
+        else:
+            p = self.people.profiles.get(key)
+            nickname, bio = (p.nickname, p.bio) if p is not None else ("", "")
+        return {
+            "peer": peer_id_of(key),
+            "peer_name": self.name_of(key),
+            "nickname": nickname,
+            "bio": bio,
+            "petname": self.people.petnames.get(key),
+            "mine": key == self.me,
+        }
+
+    async def profile_set(self, nickname: object = None, bio: object = None) -> dict[str, Any]:
+        """Change your nickname and/or bio and publish the profile into every joined swarm."""
+        if nickname is None and bio is None:
+            raise BadValue("say what to change: --nickname NAME and/or --bio TEXT")
+        nick = check_nickname(nickname) if nickname is not None else None
+        text = check_bio(bio) if bio is not None else None
+        async with self._lock:
+            await trio.to_thread.run_sync(lambda: self.people.set_own(nickname=nick, bio=text))
+            published = await self.publish_own_profile()
+        return await self.profile() | {"published": published}
+
+    async def publish_own_profile(self, swarms: list[Swarm] | None = None) -> list[str]:
+        """Publish the own profile into ``swarms`` (default: all) where this node's latest differs."""
+        own = self.people.own
+        if not own.nickname and not own.bio:
+            return []
+        published = []
+        joined = self.node.swarm_ids()
+        for swarm in swarms if swarms is not None else self.node.swarms():
+            if swarm.id not in joined:
+                continue
+            if await self._read(self.people.own_latest, swarm.id) == own:
+                continue
+            await self.node.publish(own, swarm)
+            published.append(swarm.name)
+        return published
+
+    async def name_peer(self, peer: object, name: object) -> dict[str, Any]:
+        """Give ``peer`` a petname on this node only (empty ``name``: remove it)."""
+        key = self._peer_named(peer)
+        if key == self.me:
+            raise NotAllowed("you cannot name yourself: set your nickname with 'meshnode profile set'")
+        text = _text(name, "name", MAX_PETNAME + 100)
+        async with self._lock:
+            await trio.to_thread.run_sync(self.people.set_petname, key, text)
+        return await self.profile(peer_id_of(key))
 
     # --- node -----------------------------------------------------------------
 
@@ -108,6 +189,7 @@ class ApiService:
     async def peers(self) -> list[dict[str, Any]]:
         rows = self.node.peer_details()
         for row in rows:
+            row["name"] = self._name_of_peer_id(row["peer_id"])
             row["since"] = iso(int(row["since"] * 1000)) if row["since"] is not None else None
         return rows
 
@@ -140,6 +222,7 @@ class ApiService:
             swarm = Swarm.create(_text(name, "name", 40), private=bool(private))
             await self.node.join_swarm(swarm)
             await self._save_swarms()
+            await self.publish_own_profile([swarm])
         return self._swarm_json(swarm)
 
     async def swarm_invite(self, name: str) -> dict[str, Any]:
@@ -158,6 +241,7 @@ class ApiService:
             except NetworkError as exc:
                 swarm, connected, warning = invite.swarm, False, str(exc)
             await self._save_swarms()
+            await self.publish_own_profile([swarm])
         out = self._swarm_json(swarm) | {"connected": connected}
         if warning:
             out["warning"] = warning
@@ -287,6 +371,7 @@ class ApiService:
             "kind": it.kind,
             "tags": list(it.tags),
             "author": peer_id_of(it.author),
+            "author_name": self.name_of(it.author),
             "trust": round(trust, 4),
             "expires": iso(it.expires),
         }
@@ -412,6 +497,7 @@ class ApiService:
 
         return {
             "with": peer_id_of(t.other(self.me)),
+            "with_name": self.name_of(t.other(self.me)),
             "proposed_by": "you" if t.proposer == self.me else "them",
             "you_give": titles(mine),
             "you_get": titles(theirs),
@@ -424,7 +510,9 @@ class ApiService:
             "id": t.proposal_id.hex(),
             "state": t.state,
             "from": peer_id_of(t.proposer),
+            "from_name": self.name_of(t.proposer),
             "to": peer_id_of(t.responder),
+            "to_name": self.name_of(t.responder),
             "give": [g.hex() for g in t.give],
             "take": [g.hex() for g in t.take],
             "expires": iso(t.expires),
@@ -477,7 +565,7 @@ class ApiService:
         live attestation about the same peer in the same (general) context,
         or None.
         """
-        subject = views.parse_peer(_text(peer, "peer", 100))
+        subject = self._peer_named(peer)
         if subject == self.me:
             raise NotAllowed("you cannot vouch for yourself")
         if isinstance(level, bool) or not isinstance(level, int | float) or not -1.0 <= level <= 1.0:
@@ -497,24 +585,27 @@ class ApiService:
         ``trust`` is the score before warnings; each ``distrust`` entry names
         who warned, their level and note, and how much it ``takes_off``.
         """
-        subject = views.parse_peer(_text(peer, "peer", 100))
+        subject = self._peer_named(peer)
         view = await self.views.trust()
         explanation = await self._read(view.graph.explain, self.me, subject)
         return {
             "peer": peer_id_of(subject),
+            "peer_name": self.name_of(subject),
             "me": peer_id_of(self.me),
             "score": round(view.score(subject), 4),
             "trust": round(explanation.trust, 4),
             "paths": [
                 {
                     "keys": [peer_id_of(k) for k in p.keys],
+                    "names": [self.name_of(k) for k in p.keys],
                     "strength": round(p.strength, 4),
-                    "edges": [_edge_json(e) for e in p.edges],
+                    "edges": [self._named_edge_json(e) for e in p.edges],
                 }
                 for p in explanation.paths
             ],
             "distrust": [
-                {"by": peer_id_of(by), "takes_off": round(weight, 4)} | _said_json(edge)
+                {"by": peer_id_of(by), "by_name": self.name_of(by), "takes_off": round(weight, 4)}
+                | _said_json(edge)
                 for (by, weight), edge in zip(explanation.distrusted_by, explanation.warnings, strict=True)
             ],
         }
@@ -532,13 +623,20 @@ class ApiService:
         return [
             {
                 "peer": peer_id_of(r.key),
+                "peer_name": self.name_of(r.key),
                 "score": round(r.score, 4),
                 "direct": r.via is not None and r.via.source == self.me,
                 "via": peer_id_of(r.via.source) if r.via is not None else None,
-                "edge": _edge_json(r.via) if r.via is not None else None,
+                "via_name": self.name_of(r.via.source) if r.via is not None else None,
+                "edge": self._named_edge_json(r.via) if r.via is not None else None,
             }
             for r in ranked
         ]
+
+    def _named_edge_json(self, edge: TrustEdge) -> dict[str, Any]:
+        """:func:`_edge_json` with ``from_name`` and ``to_name``."""
+        names = {"from_name": self.name_of(edge.source), "to_name": self.name_of(edge.target)}
+        return _edge_json(edge) | names
 
 
 def _attestation_json(a: Attestation) -> dict[str, Any]:

@@ -134,16 +134,32 @@ def finite(value: float, option: str) -> float:
 
 @app.command()
 @mesh_errors
-def init(home: HomeOption = None, json_out: JsonOption = False) -> None:
-    """Create this node's key and config (safe to run again)."""
+def init(
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+    nickname: Annotated[
+        str | None,
+        typer.Option("--nickname", help="What neighbours see you as (published when the daemon runs)."),
+    ] = None,
+) -> None:
+    """Create this node's key and config (safe to run again); --nickname sets your profile's nickname."""
     from meshnode.home import ensure_home, resolve_home
     from meshnode.keyfile import create_identity
 
     h = resolve_home(home)
+    if nickname is not None:
+        from meshnode.people import check_nickname
+
+        check_nickname(nickname)  # before anything is created
     ensure_home(h)
     identity, created = create_identity(h.root)
+    if nickname is not None:
+        from meshnode.petnames import set_profile
+
+        set_profile(h.people, nickname=nickname)
     if json_out:
-        show(render.compact_json({"peer_id": identity.peer_id, "home": str(h.root), "created": created}))
+        data = {"peer_id": identity.peer_id, "home": str(h.root), "created": created}
+        show(render.compact_json(data | ({"nickname": nickname.strip()} if nickname is not None else {})))
     else:
         show(render.initialised(identity.peer_id, str(h.root), created))
 
@@ -519,6 +535,46 @@ def trust(peer_id: str, home: HomeOption = None, json_out: JsonOption = False) -
     """How much you trust a peer: each path, each step (a vouch and its note, or a trade), and warnings."""
     data = client(home).get(f"/trust/{segment(peer_id)}")
     show(render.pretty_json(data) if json_out else render.trust(data))
+
+
+@app.command()
+@mesh_errors
+def profile(
+    peer: Annotated[
+        str | None,
+        typer.Argument(
+            help="Whose profile (peer id, nickname, petname or short id; default yours), or 'set'."
+        ),
+    ] = None,
+    nickname: Annotated[str | None, typer.Option("--nickname", help="With 'set': your new nickname.")] = None,
+    bio: Annotated[str | None, typer.Option("--bio", help="With 'set': a line or two about you.")] = None,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show a profile (yours by default); 'profile set --nickname N --bio B' changes and publishes yours."""
+    if peer == "set":
+        body = {k: v for k, v in (("nickname", nickname), ("bio", bio)) if v is not None}
+        data = client(home).post("/profile", body)
+    elif nickname is not None or bio is not None:
+        raise BadValue("--nickname and --bio change your own profile: 'meshnode profile set --nickname NAME'")
+    else:
+        data = client(home).get("/profile", **({"peer": peer} if peer is not None else {}))
+    show(render.compact_json(data) if json_out else render.profile(data))
+
+
+@app.command()
+@mesh_errors
+def name(
+    peer: Annotated[str, typer.Argument(help="Peer id, nickname, petname or short id.")],
+    petname: Annotated[
+        str, typer.Argument(help='Your name for them, e.g. "Bob from no. 12" ("" removes it).')
+    ],
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Give a neighbour a petname that only you see; it overrides the nickname they claim."""
+    data = client(home).post("/names", {"peer": peer, "name": petname})
+    show(render.compact_json(data) if json_out else render.profile(data))
 
 
 @app.command()

@@ -387,7 +387,14 @@ def storage(data: Mapping[str, Any]) -> str:
 
 def peers(rows: Sequence[Mapping[str, Any]]) -> Shown:
     """``GET /peers``: one row per connection, its route ``relayed`` or ``direct``."""
-    shown = [{**row, "route": "relayed" if row.get("relayed") else "direct"} for row in rows]
+    shown = [
+        {
+            **row,
+            "peer_id": named(row, "name") or row["peer_id"],
+            "route": "relayed" if row.get("relayed") else "direct",
+        }
+        for row in rows
+    ]
     return table(shown, PEER_COLUMNS, empty="no peers connected")
 
 
@@ -441,14 +448,15 @@ def swarms(rows: Sequence[Mapping[str, Any]]) -> Shown:
 
 def items(rows: Sequence[Mapping[str, Any]], plural: str) -> Shown:
     """``GET /offers`` or ``/wants``; ``plural`` names them in the empty line."""
-    return table(rows, ITEM_COLUMNS, empty=f"no {plural} found")
+    shown = [{**row, "author": named(row, "author")} for row in rows]
+    return table(shown, ITEM_COLUMNS, empty=f"no {plural} found")
 
 
 def item(data: Mapping[str, Any]) -> str:
     """One offer or want, a ``key: value`` line per field, lists joined."""
     out = []
     for key in ITEM_FIELDS:
-        value = data.get(key)
+        value = data.get(f"{key}_name", data.get(key))
         text = ", ".join(value) if isinstance(value, list) else value
         out.append(f"{key + ':':10} {printable(text) if isinstance(text, str) else text}")
     return lines(out)
@@ -469,20 +477,26 @@ def trade_line(row: Mapping[str, Any]) -> str:
         if not get:
             return f"you give {give}"
         return f"you ask for their {get}" if not give else f"you offer {give} for their {get}"
+    who, s = (row["with_name"], "s") if row.get("with_name") else ("they", "")
     if not give:
-        return f"they give {get}"
-    return f"they ask for your {give}" if not get else f"they offer {get} for your {give}"
+        return f"{who} give{s} {get}"
+    return f"{who} ask{s} for your {give}" if not get else f"{who} offer{s} {get} for your {give}"
 
 
 def trade_state(row: Mapping[str, Any]) -> str:
     """The state, and whose move it is while that matters."""
     waiting = row.get("waiting_for")
+    if waiting == "them":
+        waiting = row.get("with_name", waiting)
     return f"{row['state']}, waiting for {waiting}" if waiting else row["state"]
 
 
 def trades(rows: Sequence[Mapping[str, Any]]) -> Shown:
     """``GET /proposals``: each trade as a sentence, its state and whose move, the latest note."""
-    shown = [{**row, "trade": trade_line(row), "state": trade_state(row)} for row in rows]
+    shown = [
+        {**row, "with": named(row, "with"), "trade": trade_line(row), "state": trade_state(row)}
+        for row in rows
+    ]
     return table(shown, TRADE_COLUMNS, empty="no proposals")
 
 
@@ -503,6 +517,23 @@ def vouched(peer_id: str, level: float, replaces: Mapping[str, Any] | None = Non
     return text
 
 
+def profile(data: Mapping[str, Any]) -> str:
+    """``GET /profile``: nickname, bio, peer id and your petname for them (remote text escaped)."""
+    out = [
+        f"nickname: {printable(data['nickname']) or '-'}",
+        f"bio:      {printable(data['bio']) or '-'}",
+        f"peer id:  {data['peer']}",
+    ]
+    if not data.get("mine"):
+        out += [
+            f"petname:  {printable(data.get('petname') or '') or '-'}",
+            f"shown as: {named(data, 'peer')}",
+        ]
+    if data.get("published"):
+        out.append(f"published in: {', '.join(printable(s) for s in data['published'])}")
+    return lines(out)
+
+
 def _day(date: str | None) -> str:
     """The day of an API date (``2026-11-20T10:00:00Z`` -> ``2026-11-20``)."""
     return date[:10] if date else "?"
@@ -510,6 +541,12 @@ def _day(date: str | None) -> str:
 
 def _who(peer: str, me: str | None) -> str:
     return "you" if peer == me else peer
+
+
+def named(row: Mapping[str, Any], key: str) -> Any:
+    """The label the API gave the person in ``row[key]`` (``key_name``), else the peer id; printable."""
+    value = row.get(f"{key}_name", row.get(key))
+    return printable(value) if isinstance(value, str) else value
 
 
 def _quoted(note: str) -> str:
@@ -545,18 +582,19 @@ def _said(vouch: Mapping[str, Any]) -> str:
 def trust(data: Mapping[str, Any]) -> str:
     """``GET /trust/{peer}``: the score, each path edge by edge, then the warnings that applied."""
     me = data.get("me")
-    header = f"{_who(data['peer'], me)}: {data['score']:.2f}"
+    header = f"{_who(named(data, 'peer'), me)}: {data['score']:.2f}"
     if data.get("distrust") and data.get("trust", data["score"]) != data["score"]:
         header += f" ({data['trust']:.2f} before warnings)"
     out = [header]
     for number, path in enumerate(data["paths"], 1):
         out.append(f"  path {number}, strength {path['strength']:.2f}:")
         out += [
-            f"    {_who(e['from'], me)} → {_who(e['to'], me)}: {edge_text(e)}" for e in path.get("edges", [])
+            f"    {_who(named(e, 'from'), me)} → {_who(named(e, 'to'), me)}: {edge_text(e)}"
+            for e in path.get("edges", [])
         ]
     for warning in data.get("distrust", []):
         effect = "sets the score to 0" if warning["by"] == me else f"takes off {warning['takes_off']:.2f}"
-        out.append(f"  warned about by {_who(warning['by'], me)}: {_said(warning)} ({effect})")
+        out.append(f"  warned about by {_who(named(warning, 'by'), me)}: {_said(warning)} ({effect})")
     if not data["paths"] and not data.get("distrust") and data["peer"] != me:
         out.append("  nobody you trust vouched for or traded with them")
     return lines(out)
@@ -574,6 +612,6 @@ def trusted(rows: Sequence[Mapping[str, Any]]) -> str:
         elif row.get("direct"):
             how = f"you {edge_text(edge)}"
         else:
-            how = f"via {row['via']}, who {edge_text(edge)}"
-        out.append(f"{row['score']:.2f}  {row['peer']}  {how}")
+            how = f"via {named(row, 'via')}, who {edge_text(edge)}"
+        out.append(f"{row['score']:.2f}  {named(row, 'peer')}  {how}")
     return lines(out)
