@@ -15,6 +15,10 @@ States
 ``declined``   the awaiting party said no (final).
 ``cancelled``  a party withdrew from the trade (final).
 ``expired``    the proposal's ``expires`` passed before anyone accepted (final).
+``unavailable`` the current terms of a trade not yet accepted name an offer that
+               is gone for good: withdrawn, or given away or swapped by another,
+               completed trade (final; :attr:`Trade.closed_because` says which
+               offer and why, :attr:`Trade.unavailable_offer` names it).
 
 Terms are always kept from the **proposer's** point of view: ``give`` are the
 offers the proposer hands over, ``take`` the offers the proposer receives. A
@@ -43,6 +47,22 @@ A proposal may carry ``expires`` (ms). A trade still ``proposed`` or
 ``>= expires`` to a trade that is not yet accepted is refused, because the
 trade had expired first. Counters do not extend the deadline. Accepted trades
 never expire.
+
+Unavailable
+-----------
+
+Like expiry, closing a trade whose offer is gone is derived from the records
+alone, after the fold (:func:`close`). A trade still ``proposed`` or
+``countered`` whose current terms (give or take) name an offer withdrawn at
+or before ``now_ms``, or consumed by a completed trade (:attr:`TradeBook.consumed`),
+is ``unavailable``; the first such offer of the terms (give then take) is
+named. An expired trade stays ``expired`` (the deadline is checked first). A
+reservation by another accepted trade closes nothing: it can still be
+cancelled. An accepted trade never closes this way (a withdraw after the
+accept does not undo it). Within the fold, a reply to a trade not yet
+accepted is refused once its terms name an offer withdrawn at or before the
+reply's ``ts`` or consumed at the point the reply is tried, with the same
+words a reply to the closed trade gets: the trade had closed first.
 
 Offers, reservations and consumption
 ------------------------------------
@@ -169,9 +189,19 @@ COMPLETED = "completed"
 DECLINED = "declined"
 CANCELLED = "cancelled"
 EXPIRED = "expired"
+UNAVAILABLE = "unavailable"
 
-STATES: tuple[str, ...] = (PROPOSED, COUNTERED, ACCEPTED, COMPLETED, DECLINED, CANCELLED, EXPIRED)
-TERMINAL_STATES: frozenset[str] = frozenset({COMPLETED, DECLINED, CANCELLED, EXPIRED})
+STATES: tuple[str, ...] = (
+    PROPOSED,
+    COUNTERED,
+    ACCEPTED,
+    COMPLETED,
+    DECLINED,
+    CANCELLED,
+    EXPIRED,
+    UNAVAILABLE,
+)
+TERMINAL_STATES: frozenset[str] = frozenset({COMPLETED, DECLINED, CANCELLED, EXPIRED, UNAVAILABLE})
 OPEN_STATES: frozenset[str] = frozenset({PROPOSED, COUNTERED})
 """States in which the terms are still being negotiated (and the trade can expire)."""
 
@@ -213,7 +243,9 @@ class Trade:
     the deadline). ``applied`` lists the ids of the applied replies in chain
     order. ``floor`` is the fork rank a new reply to the latest move needs to
     be applied (0 unless replies of a higher rank there were refused, see the
-    module docstring).
+    module docstring). ``closed_because`` says why an ``unavailable`` trade
+    closed (which offer, withdrawn when or given away), ``unavailable_offer``
+    is that offer; both empty otherwise.
     """
 
     proposal_id: bytes
@@ -230,6 +262,8 @@ class Trade:
     applied: tuple[bytes, ...]
     swarm: bytes = b""
     floor: int = 0
+    closed_because: str = ""
+    unavailable_offer: bytes | None = None
 
     @property
     def latest_move(self) -> bytes:
@@ -372,7 +406,16 @@ def check_reply(
     check_body(reply_body)
     # In the fold's order: the move by the trade alone, then its fork rank,
     # then the reservations of other trades.
-    _move(trade, reply_body, author, now_ms, reply_id=None, offers=offers, reserved=None, consumed=None)
+    _move(
+        _reopened(trade),
+        reply_body,
+        author,
+        now_ms,
+        reply_id=None,
+        offers=offers,
+        reserved=None,
+        consumed=None,
+    )
     if _own_rank(reply_body.action) < trade.floor:
         raise TransitionError(_outranked(trade, author, reply_body.action, trade.latest_move, trade.floor))
     _move(
@@ -426,6 +469,12 @@ def _move(
         raise TransitionError(
             f"{actor} cannot {action} trade {tid}: it expired at {trade.expires}"
             f" before being accepted (the reply is at {ts})"
+        )
+    gone = _gone_offer(trade, offers, consumed, ts) if state in OPEN_STATES else None
+    if state == UNAVAILABLE or gone is not None:
+        why = trade.closed_because if gone is None else gone[1]
+        raise TransitionError(
+            f"{actor} cannot {action} trade {tid}: it is unavailable, a final state ({why})"
         )
     if state in TERMINAL_STATES:
         raise TransitionError(f"{actor} cannot {action} trade {tid}: it is {state}, a final state")
@@ -567,6 +616,58 @@ def _check_terms(
                 )
 
 
+def _gone_offer(
+    trade: Trade,
+    offers: Mapping[bytes, OfferInfo] | Mapping[bytes, int] | None,
+    consumed: AbstractSet[bytes] | None,
+    ts: int,
+) -> tuple[bytes, str] | None:
+    """The first offer of ``trade``'s terms gone for good at ``ts``, and why; None if there is none.
+
+    ``offers`` maps offer ids to :class:`OfferInfo` or straight to the
+    withdrawal time (ms).
+    """
+    for oid in trade.offers:  # withdrawals first: the fold's tree knows them, not what was consumed
+        info = offers.get(oid) if offers is not None else None
+        at = info.withdrawn_at if isinstance(info, OfferInfo) else info
+        if at is not None and at <= ts:
+            return oid, f"offer {short_id(oid)} was withdrawn at {at}"
+    for oid in trade.offers:
+        if consumed is not None and oid in consumed:
+            return oid, f"offer {short_id(oid)} was already given away in a completed trade"
+    return None
+
+
+def _reopened(trade: Trade) -> Trade:
+    """An ``unavailable`` trade as the fold's tree sees it (without what was consumed): still open."""
+    if trade.state != UNAVAILABLE:
+        return trade
+    state = COUNTERED if trade.applied else PROPOSED  # every move applied to an open trade is a counter
+    return replace(trade, state=state, closed_because="", unavailable_offer=None)
+
+
+def close(
+    trade: Trade, *, now_ms: int, withdrawn: Mapping[bytes, int], consumed: AbstractSet[bytes]
+) -> Trade:
+    """``trade`` closed as of ``now_ms`` if it is still open: ``expired``, else ``unavailable``.
+
+    ``withdrawn``: offer id -> when it was withdrawn; ``consumed``: the offers
+    completed trades gave away (:attr:`TradeBook.consumed`). See the module
+    docstring; a trade that is not open is returned as it is.
+    """
+    if trade.state not in OPEN_STATES:
+        return trade
+    if trade.expires is not None and now_ms >= trade.expires:
+        return replace(trade, state=EXPIRED, updated_ts=max(trade.updated_ts, trade.expires))
+    gone = _gone_offer(trade, withdrawn, consumed, now_ms)
+    if gone is None:
+        return trade
+    oid, why = gone
+    at = withdrawn.get(oid)
+    updated = max(trade.updated_ts, at) if at is not None and at <= now_ms else trade.updated_ts
+    return replace(trade, state=UNAVAILABLE, closed_because=why, unavailable_offer=oid, updated_ts=updated)
+
+
 # --- the fold ----------------------------------------------------------------------
 
 
@@ -670,9 +771,9 @@ def derive_trades(
         if floor:
             trades[pid] = replace(trades[pid], floor=floor)
 
+    withdrawn = {oid: info.withdrawn_at for oid, info in offers.items() if info.withdrawn_at is not None}
     for pid, trade in trades.items():
-        if trade.state in OPEN_STATES and trade.expires is not None and now_ms >= trade.expires:
-            trades[pid] = replace(trade, state=EXPIRED, updated_ts=max(trade.updated_ts, trade.expires))
+        trades[pid] = close(trade, now_ms=now_ms, withdrawn=withdrawn, consumed=fold.consumed)
 
     return TradeBook(
         trades=MappingProxyType(trades),

@@ -16,8 +16,10 @@ What each view needs
   trades, which are all trades with replies; never the proposals nobody
   answered. A flood of proposals naming 32 random ids each costs nothing here.
 * **The trade book** (:func:`trade_book`): the trades with replies, the
-  open proposals beside them, and each open trade expired once its deadline
-  passes (:func:`book_as_of`; the fold itself does not depend on the clock).
+  open proposals beside them, and each open trade closed (:func:`book_as_of`,
+  :func:`meshnode.barter.close`): expired once its deadline passes, or
+  unavailable once an offer its terms name is withdrawn (the store's
+  withdrawals, one small query) or given away by a completed trade.
 
 Caching: why invalidation by ingest
 -----------------------------------
@@ -34,8 +36,11 @@ record, the cache judges it against the snapshot (:meth:`Derived.absorb`):
   on, so strangers vouching for strangers change no score);
 * a reply matters if it is from a party of a known trade; a reply to an
   unknown proposal waits, and that proposal matters when it arrives;
-* any other proposal is simply added as an open trade (no rebuild);
-* an offer, update or withdraw matters if a trade with replies names it;
+* any other proposal is simply added as an open trade (no rebuild), unless
+  it names an offer withdrawn since the snapshot (then it matters);
+* an offer, update or withdraw matters if a trade with replies names it; a
+  withdraw also if an open trade names its offer (else it is remembered,
+  see the proposal rule above);
 * and time: the snapshot is stale once a live attest of a reached key
   expires.
 
@@ -49,7 +54,7 @@ one already running): what it gets holds every record stored before it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import trio
@@ -139,17 +144,22 @@ def open_trades(store: Store, answered: set[bytes]) -> dict[bytes, barter.Trade]
     return {r.id: barter.start_trade(r) for r in store.records_of_type("proposal") if r.id not in answered}
 
 
-def book_as_of(core: barter.TradeBook, open_: dict[bytes, barter.Trade], now_ms: int) -> barter.TradeBook:
-    """The trade book of ``core`` and the open trades ``open_``, with expiry applied at ``now_ms``.
+def book_as_of(
+    core: barter.TradeBook,
+    open_: dict[bytes, barter.Trade],
+    now_ms: int,
+    withdrawn: Mapping[bytes, int] | None = None,
+) -> barter.TradeBook:
+    """The trade book of ``core`` and the open trades ``open_``, closed as of ``now_ms``.
 
-    A trade still open (proposed or countered) whose deadline is ``<= now_ms``
-    is expired, as :func:`meshnode.barter.derive_trades` does. Trades come
-    oldest first.
+    A trade still open (proposed or countered) is expired or unavailable as
+    :func:`meshnode.barter.derive_trades` does (:func:`meshnode.barter.close`;
+    ``withdrawn``: offer id -> withdrawal time, :meth:`Store.withdrawals`).
+    Trades come oldest first.
     """
     trades = {**open_, **core.trades}
     for pid, t in trades.items():
-        if t.state in barter.OPEN_STATES and t.expires is not None and now_ms >= t.expires:
-            trades[pid] = replace(t, state=barter.EXPIRED, updated_ts=max(t.updated_ts, t.expires))
+        trades[pid] = barter.close(t, now_ms=now_ms, withdrawn=withdrawn or {}, consumed=core.consumed)
     ordered = dict(sorted(trades.items(), key=lambda kv: (kv[1].created_ts, kv[1].proposer, kv[0])))
     return replace(core, trades=ordered)
 
@@ -157,7 +167,7 @@ def book_as_of(core: barter.TradeBook, open_: dict[bytes, barter.Trade], now_ms:
 def trade_book(store: Store, now_ms: int) -> barter.TradeBook:
     """Every trade this node knows of, derived from its proposals and replies."""
     core = trade_core(store, now_ms)
-    return book_as_of(core, open_trades(store, set(core.trades)), now_ms)
+    return book_as_of(core, open_trades(store, set(core.trades)), now_ms, store.withdrawals())
 
 
 @dataclass(frozen=True)
@@ -206,8 +216,11 @@ class Derived:
     ``open`` grows as proposals arrive (:meth:`absorb`); the rest is fixed.
     ``answered``: proposal ids some stored reply names (also those not
     stored). ``offers``: the offers the trades with replies name.
-    ``expires_at``: when the first live attest of a reached key expires
-    (the trust view changes then), if any does.
+    ``withdrawn``: the store's withdrawals (item id -> when); ``open_offers``:
+    the offers the open trades name; ``withdrawn_since``: offers a withdraw
+    absorbed since names (not yet in ``withdrawn``). ``expires_at``: when
+    the first live attest of a reached key expires (the trust view changes
+    then), if any does.
     """
 
     core: barter.TradeBook
@@ -216,6 +229,9 @@ class Derived:
     answered: set[bytes]
     offers: frozenset[bytes]
     expires_at: int | None
+    withdrawn: dict[bytes, int] = field(default_factory=dict)
+    open_offers: set[bytes] = field(default_factory=set)
+    withdrawn_since: set[bytes] = field(default_factory=set)
 
     def current_at(self, now_ms: int) -> bool:
         """Whether time alone leaves the snapshot as it is at ``now_ms``."""
@@ -237,9 +253,16 @@ class Derived:
                 return False
             return trade.role(record.author) is not None
         if kind == "proposal":
-            if record.id in self.answered:
+            named = {*record.body.give, *record.body.take}
+            if record.id in self.answered or not named.isdisjoint(self.withdrawn_since):
                 return True
             self.open.setdefault(record.id, barter.start_trade(record))
+            self.open_offers |= named
+            return False
+        if kind == "withdraw" and record.body.target not in self.offers:
+            if record.body.target in self.open_offers:
+                return True
+            self.withdrawn_since.add(record.body.target)
             return False
         if kind in _OFFER_TYPES:
             return (record.id if kind == "offer" else record.body.target) in self.offers
@@ -247,7 +270,7 @@ class Derived:
 
     def book(self, open_: dict[bytes, barter.Trade], now_ms: int) -> barter.TradeBook:
         """The trade book at ``now_ms`` (``open_``: a copy of :attr:`open`, which may grow meanwhile)."""
-        return book_as_of(self.core, open_, now_ms)
+        return book_as_of(self.core, open_, now_ms, self.withdrawn)
 
 
 def derive(store: Store, source: bytes, now_ms: int) -> Derived:
@@ -260,13 +283,16 @@ def derive(store: Store, source: bytes, now_ms: int) -> Derived:
         for a in attests
         if a.body.expires is not None and (a.author == source or a.author in view.scores)
     ]
+    open_ = open_trades(store, answered)
     return Derived(
         core=core,
-        open=open_trades(store, answered),
+        open=open_,
         trust=view,
         answered=answered,
         offers=frozenset(offers),
         expires_at=min(expiries, default=None),
+        withdrawn=store.withdrawals(),
+        open_offers={oid for t in open_.values() for oid in t.offers},
     )
 
 

@@ -17,6 +17,7 @@ from meshnode.barter import (
     TradeBook,
     apply_reply,
     check_reply,
+    close,
     derive_trades,
     start_trade,
 )
@@ -475,9 +476,9 @@ def test_withdrawn_offer_cannot_be_accepted_or_countered():
     p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
     acc = reply(BOB, p, "accept", ts=20)
     b = book([p], [acc], offers=withdrawn(A_GIVE, 15))
-    assert b.trades[p.id].state == "proposed" and "withdrawn" in b.refused[acc.id]
+    assert b.trades[p.id].state == "unavailable" and "withdrawn" in b.refused[acc.id]
     assert (
-        book([p], [acc], offers=withdrawn(A_GIVE, 20)).trades[p.id].state == "proposed"
+        book([p], [acc], offers=withdrawn(A_GIVE, 20)).trades[p.id].state == "unavailable"
     )  # tie: withdraw wins
     # a withdraw after the accept does not undo the trade
     assert book([p], [acc], offers=withdrawn(A_GIVE, 21)).trades[p.id].state == "accepted"
@@ -538,8 +539,17 @@ def test_book_helpers():
     b.check_reply(accept, BOB.public, now_ms=NOW + 1, offers=OFFERS)
     with pytest.raises(NotAllowed):
         b.check_reply(accept, CAROL.public, now_ms=NOW + 1)
-    assert STATES == ("proposed", "countered", "accepted", "completed", "declined", "cancelled", "expired")
-    assert TERMINAL_STATES == {"completed", "declined", "cancelled", "expired"}
+    assert STATES == (
+        "proposed",
+        "countered",
+        "accepted",
+        "completed",
+        "declined",
+        "cancelled",
+        "expired",
+        "unavailable",
+    )
+    assert TERMINAL_STATES == {"completed", "declined", "cancelled", "expired", "unavailable"}
 
 
 # --- properties: any order, any duplication; check_reply agrees with the fold -----
@@ -721,13 +731,27 @@ def test_check_reply_agrees_with_the_fold_for_a_reply_at_the_end(sc, data):
             assert "latest move" in str(exc)
             return
         assert after.refused[new.id] == str(exc)
-        assert after.trades == before.trades and after.reserved == before.reserved
+        if trade.state == "unavailable":
+            # the fold's tree does not know what was consumed: a cancel or decline it found legal
+            # and the fold refused (the trade had closed) raises the floor, as any refused no does
+            got = after.trades[prop.id]
+            assert got.floor >= trade.floor and replace(got, floor=trade.floor) == trade
+            assert {k: v for k, v in after.trades.items() if k != prop.id} == {
+                k: v for k, v in before.trades.items() if k != prop.id
+            }
+        else:
+            assert after.trades == before.trades
+        assert after.reserved == before.reserved
     else:
         assert new.id not in after.refused
         moved = apply_reply(trade, new, offers=sc.offers, reserved=before.reserved, consumed=before.consumed)
         assert after.trades[prop.id] == moved and moved.applied[-1] == new.id
+        # other trades change only by closing: the new reply may have given away what they name
+        withdrawn = {oid: i.withdrawn_at for oid, i in sc.offers.items() if i.withdrawn_at is not None}
         assert {k: v for k, v in after.trades.items() if k != prop.id} == {
-            k: v for k, v in before.trades.items() if k != prop.id
+            k: close(v, now_ms=ts, withdrawn=withdrawn, consumed=after.consumed)
+            for k, v in before.trades.items()
+            if k != prop.id
         }
 
 
@@ -904,3 +928,80 @@ def test_a_trade_whose_answered_accept_was_refused_is_stalled():
     late = CAROL.sign(decline, ts=NOW + 40, seq=77)
     after = book([p1, p2], [*r1, *r2, late])
     assert after.refused[late.id] == str(exc.value) and after.trades == b.trades
+
+
+# --- unavailable: a trade not yet accepted whose offer is gone for good closes --------
+
+
+def test_a_proposal_on_an_offer_withdrawn_before_it_is_unavailable():
+    p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=10)
+    t = book([p], [], offers=withdrawn(B_SWAP, 5)).trades[p.id]
+    assert t.state == "unavailable" and t.is_terminal and t.unavailable_offer == B_SWAP.id
+    assert t.closed_because == f"offer {short_id(B_SWAP.id)} was withdrawn at {NOW + 5}"
+    assert t.updated_ts == NOW + 10  # the proposal came after the withdrawal
+
+
+def test_a_proposal_whose_offer_is_withdrawn_later_closes_and_refuses_replies():
+    p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
+    counter = reply(BOB, p, "counter", ts=10, give=ids(B_SWAP), take=ids(A_GIVE))
+    offers = withdrawn(A_GIVE, 30)
+    assert book([p], [counter], offers=offers, now=29).trades[p.id].state == "countered"  # not yet
+    b = book([p], [counter], offers=offers, now=30)
+    t = b.trades[p.id]
+    assert (t.state, t.unavailable_offer, t.updated_ts) == ("unavailable", A_GIVE.id, NOW + 30)
+    assert "withdrawn" in t.closed_because
+    # a reply after the withdrawal is refused by the fold and by check_reply, in the same words
+    accept = reply(ALICE, p, "accept", ts=40, prev=counter)
+    with pytest.raises(TransitionError, match="unavailable") as exc:
+        b.check_reply(accept.body, ALICE.public, now_ms=NOW + 40, offers=offers)
+    after = book([p], [counter, accept], offers=offers, now=40)
+    assert after.refused[accept.id] == str(exc.value) and after.trades == b.trades
+
+
+def test_a_proposal_on_an_offer_given_away_in_another_trade_is_unavailable():
+    p1 = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
+    p2 = propose(CAROL, BOB, (C_LEND,), (B_SWAP,), ts=5)  # a rival for Bob's jam (swap: consumed)
+    done = chain(p1, (BOB, "accept", 10), (ALICE, "complete", 20), (BOB, "complete", 30))
+    b = book([p1, p2], done)
+    assert b.trades[p1.id].state == "completed" and B_SWAP.id in b.consumed
+    t = b.trades[p2.id]
+    assert t.state == "unavailable" and t.unavailable_offer == B_SWAP.id
+    assert "already given away in a completed trade" in t.closed_because
+    # while the first trade is only accepted, the jam is reserved: that closes nothing
+    held = book([p1, p2], done[:2])
+    assert held.trades[p1.id].state == "accepted" and held.trades[p2.id].state == "proposed"
+    # a lent drill comes back: another trade naming it stays open
+    p3 = propose(ALICE, CAROL, (A_GIVE,), (C_LEND,), ts=4)
+    lent = chain(p2, (BOB, "accept", 10), (CAROL, "complete", 20), (BOB, "complete", 30))
+    b = book([p2, p3], lent)
+    assert b.trades[p2.id].state == "completed" and b.trades[p3.id].state == "proposed"
+
+
+def test_unavailable_is_the_same_in_every_arrival_order():
+    p1 = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
+    p2 = propose(CAROL, BOB, (C_GIVE,), (B_SWAP,), ts=5)
+    p3 = propose(CAROL, ALICE, (C_LEND,), (A_SWAP,), ts=6)
+    done = chain(p1, (BOB, "accept", 10), (ALICE, "complete", 20), (BOB, "complete", 30))
+    late = reply(BOB, p2, "accept", ts=40)
+    records = [p1, p2, p3, *done, late]
+    offers = withdrawn(A_SWAP, 50)
+    expected = derive_trades([p1, p2, p3], [*done, late], offers, NOW + 100)
+    assert [expected.trades[p.id].state for p in (p1, p2, p3)] == ["completed", "unavailable", "unavailable"]
+    assert "unavailable" in expected.refused[late.id]
+    for order in itertools.permutations(records):
+        props = [r for r in order if r.type == "proposal"]
+        reps = [r for r in order if r.type == "reply"]
+        assert derive_trades(props, reps, dict(reversed(offers.items())), NOW + 100) == expected
+
+
+def test_a_withdraw_after_the_accept_does_not_close_the_trade():
+    p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0)
+    acc = reply(BOB, p, "accept", ts=20)
+    t = book([p], [acc], offers=withdrawn(B_SWAP, 25), now=100).trades[p.id]
+    assert t.state == "accepted" and t.closed_because == "" and t.unavailable_offer is None
+
+
+def test_an_expired_trade_stays_expired_when_its_offer_is_gone_too():
+    p = propose(ALICE, BOB, (A_GIVE,), (B_SWAP,), ts=0, expires=50)
+    assert book([p], [], offers=withdrawn(B_SWAP, 10), now=60).trades[p.id].state == "expired"
+    assert book([p], [], offers=withdrawn(B_SWAP, 10), now=40).trades[p.id].state == "unavailable"

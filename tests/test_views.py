@@ -179,6 +179,48 @@ async def test_completed_trades_build_trust_and_open_trades_expire_without_a_der
         assert states[q.id.hex()] == "expired" and api.views.derivations == 1
 
 
+async def test_open_proposals_close_when_their_offer_is_withdrawn_or_given_away(node, me):
+    """A proposal nobody answered closes as unavailable: on an offer withdrawn before or after it
+    arrived, or given away by another, completed trade; the book equals the full fold's."""
+    a, b = Author(2), Author(3)
+    drill, saw, jam = a.offer("Drill", kind="give"), a.offer("Saw", kind="give"), b.offer("Jam", kind="swap")
+    early = propose(me, a, take=[drill.id])
+    node.stored(drill, saw, jam, a.sign(r.WithdrawBody(target=drill.id), ts=NOW + 1), early)
+    late = propose(b, a, take=[saw.id])
+    rival = propose(me, b, take=[jam.id])
+    node.now = NOW + 10
+    cache = views.ViewCache(node.store, me.public, node.clock)
+    node.ingest.on_stored.append(cache.on_stored)
+    with trio.fail_after(10):
+        node.stored(rival)
+        states = {t.proposal_id: t.state for t in (await cache.book()).involving(me.public)}
+        assert states == {early.id: "unavailable", rival.id: "proposed"}
+        node.stored(late, a.sign(r.WithdrawBody(target=saw.id), ts=NOW + 3))  # withdrawn after
+        book = await cache.book()
+        closed = book.trades[late.id]
+        assert closed.state == "unavailable" and closed.unavailable_offer == saw.id
+        # withdrawn while no trade named it, then proposed on: the snapshot remembers
+        bread = a.offer("Bread maker", kind="give")
+        node.stored(bread, a.sign(r.WithdrawBody(target=bread.id), ts=NOW + 3))
+        after_all = propose(me, a, take=[bread.id])
+        node.stored(after_all)
+        assert (await cache.book()).trades[after_all.id].state == "unavailable"
+        # Jam goes to Carol in a completed trade: my open proposal for it closes
+        carol = Author(4)
+        deal = propose(carol, b, take=[jam.id])
+        acc = reply(b, deal, "accept", NOW + 5)
+        done = reply(b, deal, "complete", NOW + 6, after=acc)
+        node.stored(deal, acc, done, reply(carol, deal, "complete", NOW + 7, after=done))
+        book = await cache.book()
+        assert book.trades[deal.id].state == "completed"
+        closed = book.trades[rival.id]
+        assert closed.state == "unavailable" and "given away" in closed.closed_because
+    records = node.store.records_of_type("proposal"), node.store.records_of_type("reply")
+    full = barter.derive_trades(*records, views.offer_infos(node.store), node.now)
+    assert dict(views.trade_book(node.store, node.now).trades) == dict(full.trades)
+    assert dict(book.trades) == dict(full.trades)
+
+
 def barter_trade_score() -> float:
     from meshnode import trust
 
