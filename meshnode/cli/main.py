@@ -590,7 +590,9 @@ def trusted(
 
 
 def main() -> None:  # pragma: no cover - console script entry
-    app()
+    import sys
+
+    quicktyper.only_the_command(app, sys.argv[1:])()  # typer builds only the parser it needs
 
 
 if __name__ == "__main__":  # pragma: no cover
