@@ -186,11 +186,17 @@ def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
             all_=qbool(request, "all"),
         )
 
+    async def edit(request: Request, s: ApiService) -> Any:
+        fields = ("title", "kind", "tags", "desc", "where", "expires_days")
+        b = await body(request, set(fields))
+        return await s.item_edit(type_, request.path_params["id"], **{f: b.get(f) for f in fields})
+
     return [
         (f"/{plural}", add, "POST"),
         (f"/{plural}", listing, "GET"),
         (f"/{plural}/{{id}}", calls_with_path(ApiService.item_show, "id"), "GET"),
         (f"/{plural}/{{id}}", calls_with_path(ApiService.item_withdraw, "id"), "DELETE"),
+        (f"/{plural}/{{id}}/edit", edit, "POST"),
     ]
 
 
@@ -251,6 +257,7 @@ def build_app(service: ApiService) -> Starlette:
         r("/swarms/{name}", calls_with_path(ApiService.swarm_leave, "name"), "DELETE"),
         r("/proposals", post_proposal, "POST"),
         r("/proposals", calls(ApiService.proposals), "GET"),
+        r("/proposals/{id}", calls_with_path(ApiService.proposal, "id"), "GET"),
         r("/proposals/{id}/{action}", post_reply, "POST"),
         r("/profile", get_profile, "GET"),
         r("/profile", post_profile, "POST"),

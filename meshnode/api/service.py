@@ -347,6 +347,7 @@ class ApiService:
                 swarm=swarm_id,
                 near=near,
                 km=km,
+                swarms=self._joined(),
             )
         )
         return [self._item_json(it, trust.score(it.author)) | self._where_and_state(it, book) for it in found]
@@ -398,7 +399,13 @@ class ApiService:
         item = await self._read(self.reader.item, rid)
         if item is None:
             raise NotFound(f"{text_id} is not an offer or want: see 'meshnode offer list'")
+        if item.swarm not in self._joined():
+            raise NotFound(f"{text_id} is in a swarm this node has left: join it again to see it")
         return item
+
+    def _joined(self) -> set[bytes]:
+        """The ids of the swarms this node is in: records of a swarm it left are hidden (and kept)."""
+        return {s.id for s in self.node.swarms()}
 
     async def item_withdraw(self, text_id: str) -> dict[str, Any]:
         item = await self._item(text_id)
@@ -409,6 +416,57 @@ class ApiService:
         swarm = self._swarm_of(item.swarm)
         record = await self.node.publish(rec.WithdrawBody(target=item.id), swarm)
         return {"id": record.id.hex(), "withdrawn": item.id.hex()}
+
+    async def item_edit(
+        self,
+        type_: str,
+        text_id: object,
+        *,
+        title: object = None,
+        kind: object = None,
+        desc: object = None,
+        tags: object = None,
+        where: object = None,
+        expires_days: object = None,
+    ) -> dict[str, Any]:
+        """Publish an update of one of your live offers or wants: the fields given replace theirs.
+
+        ``expires_days`` counts from now. Nothing given: :class:`BadValue`;
+        someone else's item, or one withdrawn: :class:`NotAllowed`.
+        """
+        fields = (title, kind, desc, tags, where, expires_days)
+        if all(f is None for f in fields):
+            raise BadValue("nothing to change: give --title, --desc, --tags, --kind, --where or --expires")
+        async with self._lock:
+            item = await self._item(text_id)
+            if item.type != type_:
+                raise BadValue(f"{short_id(item.id)} is a {item.type}, not a {type_}")
+            if item.author != self.me:
+                raise NotAllowed("only its author can edit an offer or want; this one is someone else's")
+            if item.withdrawn:
+                raise NotAllowed(f"{short_id(item.id)} is withdrawn: it cannot be edited")
+            now = self.node.clock()
+            expires = item.expires
+            if expires_days is not None:
+                days, most = expires_days, MAX_ITEM_DAYS
+                if not isinstance(days, int | float) or isinstance(days, bool) or not 0 < days <= most:
+                    raise BadValue(f"expires: expected 0 < days <= {most}, found {days!r}")
+                expires = now + int(days * DAY_MS)
+            original = await self._read(self.reader.get, item.id)
+            body = rec.ItemBody(
+                title=item.title if title is None else _text(title, "title", rec.MAX_TITLE).strip(),
+                kind=item.kind if kind is None else _text(kind, "kind", 10),
+                desc=item.desc if desc is None else _text(desc, "desc", rec.MAX_DESC),
+                tags=item.tags if tags is None else rec.normalize_tags(_list_of_text(tags, "tags")),
+                where=item.where if where is None else _text(where, "where", rec.MAX_GEOHASH).strip().lower(),
+                quantity=getattr(original.body, "quantity", None) if original is not None else None,
+                terms=getattr(original.body, "terms", None) if original is not None else None,
+                expires=expires,
+            )
+            update = rec.UpdateBody(target=item.id, item=body)
+            rec.check_body(update)
+            record = await self.node.publish(update, self._swarm_of(item.swarm))
+        return {"id": record.id.hex(), "updated": item.id.hex()}
 
     def _swarm_of(self, swarm_id: bytes) -> Swarm:
         for s in self.node.swarms():
@@ -471,7 +529,8 @@ class ApiService:
     async def proposals(self) -> list[dict[str, Any]]:
         """My trades, newest first, as I see them: with whom, what I give and get, whose move, the note."""
         book = await self._book()
-        trades = sorted(book.involving(self.me), key=lambda t: -t.created_ts)
+        joined = self._joined()
+        trades = sorted((t for t in book.involving(self.me) if t.swarm in joined), key=_newest_first)
         named = {oid for t in trades for oid in t.offers}
 
         def read() -> tuple[dict[bytes, LiveItem], dict[bytes, str]]:
@@ -485,6 +544,63 @@ class ApiService:
         items, notes = await self._read(read)
         return [self._trade_json(t) | self._as_seen(t, items, notes[t.proposal_id]) for t in trades]
 
+    async def proposal(self, text_id: object) -> dict[str, Any]:
+        """One of my trades with its whole history, as :meth:`proposals` shows it plus ``moves``.
+
+        ``moves``: the proposal, then each applied reply, in chain order:
+        ``who``/``who_name``, ``action`` (``propose`` first), ``you_give``/
+        ``you_get`` (titles; for the proposal and counters, else None),
+        ``note``, ``date``. ``not_counted``: the other replies to it this node
+        holds (forks lost, refused or waiting moves), each with ``why``.
+        """
+        pid = await self._read(views.parse_id, _text(text_id, "id", 64), self.reader)
+        book = await self._book()
+        t = views.find_trade(book, pid)
+        if t.swarm not in self._joined():
+            raise NotFound(f"proposal {short_id(pid)} is in a swarm you left: join it again to see it")
+        if t.role(self.me) is None:
+            raise NotAllowed(f"proposal {short_id(pid)} is between two neighbours: you are no party to it")
+        applied = set(t.applied)
+
+        def read() -> tuple[list[Any], list[Any], dict[bytes, LiveItem]]:
+            moves = [self.reader.get(rid) for rid in (pid, *t.applied)]
+            others = [
+                r
+                for r in self.reader.records_of_type("reply", swarm=t.swarm or None)
+                if r.body.proposal == pid and r.id not in applied
+            ]
+            named = {oid for r in (*moves, *others) if r is not None for oid in (*r.body.give, *r.body.take)}
+            return moves, others, self.reader.items_by_id(named | set(t.offers))
+
+        moves, others, items = await self._read(read)
+        history = [self._move_json(r, items) for r in moves if r is not None]
+        not_counted = [
+            self._move_json(r, items)
+            | {"why": book.refused.get(r.id, "waiting for the move it answers, not yet on this node")}
+            for r in others
+        ]
+        note = history[-1]["note"] if history else ""
+        seen = self._trade_json(t) | self._as_seen(t, items, note)
+        return seen | {"moves": history, "not_counted": not_counted}
+
+    def _move_json(self, r: Any, items: dict[bytes, LiveItem]) -> dict[str, Any]:
+        """One move of a trade (a proposal or a reply record), its terms by title from this node's side."""
+        action = "propose" if r.type == "proposal" else r.body.action
+        gives, gets = r.body.give, r.body.take  # what the mover gives and gets
+        if r.author != self.me:
+            gives, gets = gets, gives
+        stated = action in ("propose", "counter")
+        return {
+            "id": r.id.hex(),
+            "who": peer_id_of(r.author),
+            "who_name": self.name_of(r.author),
+            "action": action,
+            "you_give": [_title(items, i) for i in gives] if stated else None,
+            "you_get": [_title(items, i) for i in gets] if stated else None,
+            "note": r.body.note,
+            "date": iso(r.ts),
+        }
+
     def _as_seen(self, t: Any, items: dict[bytes, LiveItem], note: str) -> dict[str, Any]:
         """A trade from this node's side: the other party, titles given and got, whose move."""
         mine, theirs = (t.give, t.take) if t.proposer == self.me else (t.take, t.give)
@@ -495,6 +611,13 @@ class ApiService:
         def titles(ids: tuple[bytes, ...]) -> list[str]:
             return [items[i].title if i in items else short_id(i) for i in ids]
 
+        closed_because = None
+        gone = getattr(t, "unavailable_offer", None)
+        if gone is not None:
+            withdrawn = gone in items and items[gone].withdrawn
+            how = "was withdrawn" if withdrawn else "was given away in another trade"
+            closed_because = f"{_title(items, gone)} {how}"
+
         return {
             "with": peer_id_of(t.other(self.me)),
             "with_name": self.name_of(t.other(self.me)),
@@ -503,6 +626,7 @@ class ApiService:
             "you_get": titles(theirs),
             "note": note,
             "waiting_for": None if waiting is None else "you" if waiting == self.me else "them",
+            "closed_because": closed_because,
         }
 
     def _trade_json(self, t: Any) -> dict[str, Any]:
@@ -675,6 +799,15 @@ def _said_json(edge: TrustEdge) -> dict[str, Any]:
 def _edge_json(edge: TrustEdge) -> dict[str, Any]:
     """``{from, to, kind: vouch|trade, level, ...}``: one trust edge with its provenance."""
     return {"from": peer_id_of(edge.source), "to": peer_id_of(edge.target)} | _said_json(edge)
+
+
+def _newest_first(trade: Any) -> int:
+    return -int(trade.created_ts)
+
+
+def _title(items: dict[bytes, LiveItem], oid: bytes) -> str:
+    """An offer's title, or its short id when this node does not hold it."""
+    return items[oid].title if oid in items else short_id(oid)
 
 
 def _trade_swarm(trade: Any, store: Any) -> bytes:

@@ -401,6 +401,29 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
         show(render.compact_json(data) if json_out else render.withdrawn(data))
 
     withdraw.__doc__ = f"Withdraw one of your {plural}."
+
+    @sub.command("edit")
+    @mesh_errors
+    def edit(
+        item_id: str,
+        title: Annotated[str | None, typer.Option("--title")] = None,
+        desc: Annotated[str | None, typer.Option("--desc")] = None,
+        tags: Annotated[str | None, typer.Option("--tags", help="Comma-separated; replaces all.")] = None,
+        kind: Annotated[str | None, typer.Option("--kind", help="lend, give, swap or service.")] = None,
+        where: Annotated[str | None, typer.Option("--where", help="A geohash of up to 6.")] = None,
+        expires: Annotated[float | None, typer.Option("--expires", help="Expire DAYS from now.")] = None,
+        home: HomeOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        body: dict[str, object] = {"title": title, "desc": desc, "kind": kind, "where": where}
+        if tags is not None:
+            body["tags"] = [t for t in (part.strip() for part in tags.split(",")) if t]
+        if expires is not None:
+            body["expires_days"] = finite(expires, "--expires")
+        data = client(home).post(f"/{plural}/{segment(item_id)}/edit", body)
+        show(render.compact_json(data) if json_out else render.edited(data))
+
+    edit.__doc__ = f"Change one of your live {plural}: publishes an update with the fields given."
     return sub
 
 
@@ -440,6 +463,17 @@ def proposals(home: HomeOption = None, json_out: JsonOption = False) -> None:
     show(render.pretty_json(data) if json_out else render.trades(data))
 
 
+@app.command()
+@mesh_errors
+def proposal(proposal_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """One of your trades: every move in order with its note, the state and whose move it is."""
+    data = client(home).get(f"/proposals/{segment(proposal_id)}")
+    show(render.pretty_json(data) if json_out else render.trade_history(data))
+
+
+NoteOption = Annotated[str, typer.Option("--note", help="A word to the other party (shown in its history).")]
+
+
 def _reply(
     action: str, proposal_id: str, home: str | None, json_out: bool, body: dict[str, Any] | None = None
 ) -> None:
@@ -449,16 +483,20 @@ def _reply(
 
 @app.command()
 @mesh_errors
-def accept(proposal_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+def accept(
+    proposal_id: str, note: NoteOption = "", home: HomeOption = None, json_out: JsonOption = False
+) -> None:
     """Accept a proposal (reserves the offers in it)."""
-    _reply("accept", proposal_id, home, json_out)
+    _reply("accept", proposal_id, home, json_out, {"note": note})
 
 
 @app.command()
 @mesh_errors
-def decline(proposal_id: str, home: HomeOption = None, json_out: JsonOption = False) -> None:
+def decline(
+    proposal_id: str, note: NoteOption = "", home: HomeOption = None, json_out: JsonOption = False
+) -> None:
     """Decline a proposal."""
-    _reply("decline", proposal_id, home, json_out)
+    _reply("decline", proposal_id, home, json_out, {"note": note})
 
 
 @app.command()
@@ -481,11 +519,12 @@ def counter(
     proposal_id: str,
     give: Annotated[list[str] | None, typer.Option("--give", help="An offer of yours you give.")] = None,
     take: Annotated[list[str] | None, typer.Option("--take", help="An offer of theirs you take.")] = None,
+    note: NoteOption = "",
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Answer a proposal with other terms."""
-    _reply("counter", proposal_id, home, json_out, {"give": give or [], "take": take or []})
+    _reply("counter", proposal_id, home, json_out, {"give": give or [], "take": take or [], "note": note})
 
 
 # --- trust --------------------------------------------------------------------

@@ -466,6 +466,11 @@ def withdrawn(data: Mapping[str, Any]) -> str:
     return f"withdrew {short_id(data['withdrawn'])}"
 
 
+def edited(data: Mapping[str, Any]) -> str:
+    """``POST /offers/{id}/edit``: the update published."""
+    return f"updated {short_id(data['updated'])} (update {short_id(data['id'])})"
+
+
 # --- barter and trust ------------------------------------------------------------
 
 
@@ -498,6 +503,31 @@ def trades(rows: Sequence[Mapping[str, Any]]) -> Shown:
         for row in rows
     ]
     return table(shown, TRADE_COLUMNS, empty="no proposals")
+
+
+def move_line(move: Mapping[str, Any]) -> str:
+    """One move of a trade: day, who, what they did (with the terms they stated), the note."""
+    terms = ""
+    if move.get("you_give") is not None:
+        give, get = ", ".join(move["you_give"]), ", ".join(move["you_get"])
+        terms = f": you give {give or 'nothing'}, you get {get or 'nothing'}"
+    said = f"{named(move, 'who')} {move['action']}{printable(terms)}{_quoted(move['note'])}"
+    why = f"  [not counted: {printable(move['why'])}]" if "why" in move else ""
+    return f"{_day(move.get('date'))}  {said}{why}"
+
+
+def trade_history(data: Mapping[str, Any]) -> str:
+    """``GET /proposals/{id}``: what the trade is, its moves in order, its state, and replies not counted."""
+    out = [f"{short_id(data['id'])}  {printable(trade_line(data))}"]
+    out += [f"  {move_line(m)}" for m in data["moves"]]
+    state = trade_state(data)
+    if data.get("closed_because"):
+        state += f": {printable(data['closed_because'])}"
+    out.append(f"state: {state}")
+    if data.get("not_counted"):
+        out.append("not counted:")
+        out += [f"  {move_line(m)}" for m in data["not_counted"]]
+    return lines(out)
 
 
 def replied(action: str, data: Mapping[str, Any]) -> str:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,6 +190,7 @@ def items_query(
     ranked: bool = False,
     near: Near | None = None,
     excluding: bool = False,
+    swarms: Collection[bytes] | None = None,
 ) -> tuple[str, list[Any]] | None:
     """The SQL and parameters listing the items that match every filter given.
 
@@ -203,18 +204,22 @@ def items_query(
     place, and before newest (or after relevance) the nearest first; the
     connection must have :data:`DISTANCE_FUNCTION` (:func:`location_km`).
     With ``excluding``, items whose id is in :data:`EXCLUDED_TABLE` are left
-    out, before the limit.
+    out, before the limit. With ``swarms``, only items of those swarms (the
+    joined ones: a swarm left hides its records, which stay stored).
     ``None`` when nothing can match (no
-    positive limit, a tag no item can carry, a query without a word).
+    positive limit, a tag no item can carry, a query without a word, no swarm).
     Raises :class:`BadValue` for an unknown type or kind.
     """
     if type not in ITEM_TYPES:
         raise BadValue(f"type: expected one of {list(ITEM_TYPES)}, found {type!r}")
     if kind is not None and kind not in records.ITEM_KINDS:
         raise BadValue(f"kind: expected one of {list(records.ITEM_KINDS)}, found {kind!r}")
-    if limit <= 0:
+    if limit <= 0 or (swarms is not None and not swarms):
         return None
     where, params = equal_to([("i.type", type), ("i.swarm", swarm), ("i.kind", kind), ("i.author", author)])
+    if swarms is not None:
+        where.append(f"i.swarm IN ({', '.join('?' * len(swarms))})")
+        params.extend(swarms)
     where.append("(i.expires IS NULL OR i.expires > ?)")
     params.append(now_ms)
     if tag is not None:

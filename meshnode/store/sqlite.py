@@ -337,6 +337,7 @@ class Store:
         near: str | None = None,
         km: float | None = None,
         exclude: Collection[bytes] = (),
+        swarms: Collection[bytes] | None = None,
     ) -> list[LiveItem]:
         """Live offers or wants matching every filter given, at most ``limit``.
 
@@ -350,7 +351,8 @@ class Store:
         is within ``km`` (default :data:`search.DEFAULT_NEAR_KM`) of its
         centre, the nearest first after trust (and relevance); see
         :mod:`meshnode.store.search`. Items whose id is in ``exclude`` are
-        left out before the limit. Raises :class:`BadValue` for a bad
+        left out before the limit; with ``swarms``, only the items of those
+        swarms (filtered in the query too). Raises :class:`BadValue` for a bad
         ``near`` or ``km`` (``km`` without ``near`` too).
         """
         if near is None and km is not None:
@@ -369,6 +371,7 @@ class Store:
             ranked=bool(trust),
             near=place,
             excluding=bool(exclude),
+            swarms=swarms,
         )
         if found is None:
             return []
