@@ -17,7 +17,6 @@ from urllib.parse import quote, urlencode
 
 from meshnode.errors import ERRORS_BY_CODE, BadValue, DaemonNotRunning, MeshError, NotAllowed
 from meshnode.home import Home
-from meshnode.lock import running_pid
 
 CONNECT_TIMEOUT = 2.0  # s
 READ_TIMEOUT = 30.0  # s between two reads of the answer
@@ -39,6 +38,8 @@ class ApiClient:
 
     def _wait_for_starting_daemon(self, timeout: float = STARTUP_WAIT) -> bool:
         """A daemon that holds the lock but has no socket yet is starting: wait for it."""
+        from meshnode.lock import running_pid
+
         deadline = time.monotonic() + timeout
         while running_pid(self.home) is not None:
             if self.home.socket.exists():
