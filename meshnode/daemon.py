@@ -247,6 +247,7 @@ async def run_daemon(
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(node.run)
+                        await nursery.start(service.run)
                         for swarm in load_swarms(home):
                             await node.join_swarm(swarm)
                         await nursery.start(functools.partial(serve_api, service, home.socket, shutdown=stop))

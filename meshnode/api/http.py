@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -19,10 +19,10 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from meshnode.api.service import DEFAULT_TRUSTED, DEFAULT_VOUCH, ApiService
+from meshnode.api.service import DEFAULT_INBOX, DEFAULT_TRUSTED, DEFAULT_VOUCH, ApiService
 from meshnode.errors import (
     BadValue,
     DaemonAlreadyRunning,
@@ -239,7 +239,66 @@ async def get_trusted(request: Request, s: ApiService) -> Any:
     return await s.trusted(qint(request, "limit", DEFAULT_TRUSTED))
 
 
+async def get_inbox(request: Request, s: ApiService) -> Any:
+    return await s.inbox.inbox(qbool(request, "all"), qint(request, "limit", DEFAULT_INBOX))
+
+
+#: The event stream says something at least this often (a comment line), so a dead client is noticed.
+KEEPALIVE_S = 15.0
+
+
+async def get_events(request: Request, service: ApiService) -> Response:
+    """``GET /events``: the owner's notices as server-sent events, live.
+
+    Each event is ``id: SEQ``, ``event: notice`` and ``data:`` the notice's
+    JSON (as in ``GET /inbox``). Starts after ``?since=SEQ`` or the
+    ``Last-Event-ID`` header (what a reconnecting EventSource sends), else
+    with the next new notice. A comment line every :data:`KEEPALIVE_S`.
+    """
+    try:
+        raw = request.query_params.get("since") or request.headers.get("last-event-id")
+        since = int(raw) if raw is not None else None
+        if since is not None and since < 0:
+            raise ValueError
+    except ValueError:
+        return error_response(BadValue("since: expected the number of a notice (0 or more)"))
+    if since is None:
+        since = await service.inbox.last_seq()
+
+    async def stream() -> AsyncIterator[str]:
+        last = since
+        async with service.feed.watch() as arrivals:  # watching before the catch-up: nothing falls between
+            yield ": meshnode notices\n\n"
+            for data in await service.inbox.since(last):
+                last = data["seq"]
+                yield _event(data)
+            while True:
+                got = None
+                with trio.move_on_after(KEEPALIVE_S):
+                    try:
+                        got = await arrivals.receive()
+                    except trio.EndOfChannel:
+                        return  # fell behind: the client reconnects with Last-Event-ID
+                if got is None:
+                    yield ": keepalive\n\n"
+                    continue
+                if got.seq <= last:
+                    continue
+                for data in await service.inbox.as_json([got]):
+                    last = data["seq"]
+                    yield _event(data)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"id: {data['seq']}\nevent: notice\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
 def build_app(service: ApiService) -> Starlette:
+    async def events(request: Request) -> Response:
+        return await get_events(request, service)
+
     def r(path: str, handler: Handler, method: str) -> Route:
         return Route(API_PREFIX + path, endpoint(handler, service), methods=[method])
 
@@ -265,6 +324,8 @@ def build_app(service: ApiService) -> Starlette:
         r("/vouch", post_vouch, "POST"),
         r("/trust/{peer}", calls_with_path(ApiService.trust, "peer"), "GET"),
         r("/trusted", get_trusted, "GET"),
+        r("/inbox", get_inbox, "GET"),
+        Route(API_PREFIX + "/events", events, methods=["GET"]),
     ]
     for type_, plural in (("offer", "offers"), ("want", "wants")):
         routes += [r(path, handler, method) for path, handler, method in item_routes(type_, plural)]

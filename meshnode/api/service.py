@@ -17,6 +17,8 @@ import trio
 
 from meshnode import records as rec
 from meshnode import views
+from meshnode.api.feed import InboxFeed
+from meshnode.api.notices import Known, notice_json
 from meshnode.api.peoplebook import PeopleBook
 from meshnode.barter import TradeBook
 from meshnode.errors import BadValue, NotAllowed, NotFound
@@ -27,6 +29,7 @@ from meshnode.lifetime import MAX_ITEM_DAYS
 from meshnode.node import Node
 from meshnode.people import MAX_PETNAME, check_bio, check_nickname
 from meshnode.store import LiveItem
+from meshnode.store.inbox import StoredNotice
 from meshnode.swarm import Swarm
 from meshnode.trust import Attestation, TrustEdge
 
@@ -39,6 +42,8 @@ DEFAULT_TRUSTED = 20  # how many peers 'trusted' lists unless told
 MAX_TRUSTED = 1000
 PROPOSAL_DAYS = 14  # a proposal nobody accepts closes (expired) after this many days
 MAX_PROPOSAL_DAYS = 90
+DEFAULT_INBOX = 100  # notices 'inbox' shows at once
+MAX_INBOX = 1000
 
 
 def iso(ms: int | None) -> str | None:
@@ -64,6 +69,13 @@ class ApiService:
         self.views = views.ViewCache(self._views_reader, self.me, node.clock)
         node.ingest.on_stored.append(self.views.on_stored)
         node.on_removed.append(self.views.invalidate)
+        # The owner's notices (inbox, watch), found as records are stored.
+        self._feed_reader = node.store.open_reader()
+        self.feed = InboxFeed(
+            node.store, self._feed_reader, self.me, clock=node.clock, trust=self._trust_scores
+        )
+        node.ingest.on_stored.append(self.feed.on_stored)
+        self.inbox = InboxView(self)
 
     def close(self) -> None:
         self.people.detach(self.node)
@@ -71,8 +83,18 @@ class ApiService:
             self.node.ingest.on_stored.remove(self.views.on_stored)
         if self.views.invalidate in self.node.on_removed:
             self.node.on_removed.remove(self.views.invalidate)
+        if self.feed.on_stored in self.node.ingest.on_stored:
+            self.node.ingest.on_stored.remove(self.feed.on_stored)
+        self._feed_reader.close()
         self._views_reader.close()
         self.reader.close()
+
+    async def _trust_scores(self) -> Callable[[bytes], float]:
+        return (await self.views.trust()).score
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The service's background work (the inbox feed) until cancelled; start it in a nursery."""
+        await self.feed.run(task_status=task_status)
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args)
@@ -602,7 +624,11 @@ class ApiService:
         }
 
     def _as_seen(self, t: Any, items: dict[bytes, LiveItem], note: str) -> dict[str, Any]:
-        """A trade from this node's side: the other party, titles given and got, whose move."""
+        """A trade from this node's side: the other party, titles given and got, whose move.
+
+        An ``unavailable`` trade also says why it closed (``closed_because``:
+        which offer, withdrawn or given away; the field is there only then).
+        """
         mine, theirs = (t.give, t.take) if t.proposer == self.me else (t.take, t.give)
         waiting: bytes | None = t.awaiting()
         if t.state == "accepted":
@@ -611,14 +637,14 @@ class ApiService:
         def titles(ids: tuple[bytes, ...]) -> list[str]:
             return [items[i].title if i in items else short_id(i) for i in ids]
 
-        closed_because = None
+        closed: dict[str, Any] = {}
         gone = getattr(t, "unavailable_offer", None)
         if gone is not None:
             withdrawn = gone in items and items[gone].withdrawn
             how = "was withdrawn" if withdrawn else "was given away in another trade"
-            closed_because = f"{_title(items, gone)} {how}"
+            closed["closed_because"] = f"{_title(items, gone)} {how}"
 
-        return {
+        return closed | {
             "with": peer_id_of(t.other(self.me)),
             "with_name": self.name_of(t.other(self.me)),
             "proposed_by": "you" if t.proposer == self.me else "them",
@@ -626,7 +652,6 @@ class ApiService:
             "you_get": titles(theirs),
             "note": note,
             "waiting_for": None if waiting is None else "you" if waiting == self.me else "them",
-            "closed_because": closed_because,
         }
 
     def _trade_json(self, t: Any) -> dict[str, Any]:
@@ -761,6 +786,65 @@ class ApiService:
         """:func:`_edge_json` with ``from_name`` and ``to_name``."""
         names = {"from_name": self.name_of(edge.source), "to_name": self.name_of(edge.target)}
         return _edge_json(edge) | names
+
+
+# --- the inbox ------------------------------------------------------------------------
+
+
+class InboxView:
+    """``GET /inbox`` and the event stream: kept notices as JSON (see :mod:`meshnode.api.notices`)."""
+
+    def __init__(self, service: ApiService) -> None:
+        self.s = service
+
+    async def inbox(self, all_: bool = False, limit: int = DEFAULT_INBOX) -> dict[str, Any]:
+        """What happened since the owner last looked (the newest ``limit`` with ``all_``); marks it read.
+
+        ``notices`` oldest first; ``unread`` how many unread notices are left
+        for the next call (more than ``limit`` had come).
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_INBOX:
+            raise BadValue(f"limit: expected 1..{MAX_INBOX}, found {limit!r}")
+        reader = self.s.reader
+        seen, _ = await self.s._read(reader.inbox_marks)
+        if all_:
+            rows = list(reversed(await self.s._read(lambda: reader.notices(limit=limit, newest_first=True))))
+        else:
+            rows = await self.s._read(lambda: reader.notices(after=seen, limit=limit))
+        shown = await self.as_json(rows)
+        if rows and rows[-1].seq > seen:
+            await trio.to_thread.run_sync(self.s.node.store.mark_inbox_seen, rows[-1].seq)
+        upto = max(seen, rows[-1].seq if rows else 0)
+        left = await self.s._read(lambda: len(reader.notices(after=upto, limit=MAX_INBOX)))
+        return {"notices": shown, "unread": left}
+
+    async def last_seq(self) -> int:
+        """The number of the newest notice kept (0: none yet)."""
+        return int((await self.s._read(self.s.reader.inbox_marks))[1])
+
+    async def since(self, seq: int, limit: int = MAX_INBOX) -> list[dict[str, Any]]:
+        """The notices after ``seq`` as JSON, oldest first (what a reconnecting watcher missed)."""
+        rows = await self.s._read(lambda: self.s.reader.notices(after=seq, limit=limit))
+        return await self.as_json(rows)
+
+    async def as_json(self, rows: list[StoredNotice]) -> list[dict[str, Any]]:
+        """Kept notices as the API shows them, leaving out those whose records are gone."""
+        if not rows:
+            return []
+        book = await self.s.views.book()
+        trust = self.s.views.trust_now()
+        ids = {r.notice.record for r in rows} | {r.notice.about for r in rows if r.notice.about}
+        trades = {r.notice.about: book.trades[r.notice.about] for r in rows if r.notice.about in book.trades}
+        offers = {oid for t in trades.values() for oid in t.offers}
+
+        def read() -> tuple[dict[bytes, rec.Record], dict[bytes, LiveItem]]:
+            found = {i: r for i in ids if (r := self.s.reader.get(i)) is not None}
+            return found, self.s.reader.items_by_id(ids | offers)
+
+        records, items = await self.s._read(read)
+        known = Known(self.s.me, records, items, trades, self.s.name_of, trust)
+        out = [notice_json(r, known) for r in rows]
+        return [o for o in out if o is not None]
 
 
 def _attestation_json(a: Attestation) -> dict[str, Any]:

@@ -628,6 +628,40 @@ def trusted(
     show(render.pretty_json(data) if json_out else render.trusted(data))
 
 
+@app.command()
+@mesh_errors
+def inbox(
+    all_: Annotated[bool, typer.Option("--all", help="The latest notices, read or not.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="How many at most (1-1000).")] = 100,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """What happened since you last looked: matches, proposals, moves in your trades, vouches, offers."""
+    data = client(home).get("/inbox", all=str(all_).lower(), limit=str(limit))
+    show(render.pretty_json(data) if json_out else render.inbox(data, all_))
+
+
+@app.command()
+@mesh_errors
+def watch(
+    since: Annotated[
+        int | None, typer.Option("--since", help="Start after notice number SEQ (default: from now on).")
+    ] = None,
+    home: HomeOption = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Print each new notice as it happens (what 'inbox' lists), until Ctrl-C."""
+    from meshnode.cli.events import notices
+
+    if since is not None and since < 0:
+        raise BadValue(f"--since: expected the number of a notice (0 or more), found {since}")
+    try:
+        for notice in notices(client(home), since):
+            typer.echo(render.compact_json(notice) if json_out else render.notice_line(notice))
+    except KeyboardInterrupt:
+        return
+
+
 def main() -> None:  # pragma: no cover - console script entry
     import sys
 

@@ -645,3 +645,25 @@ def trusted(rows: Sequence[Mapping[str, Any]]) -> str:
             how = f"via {named(row, 'via')}, who {edge_text(edge)}"
         out.append(f"{row['score']:.2f}  {named(row, 'peer')}  {how}")
     return lines(out)
+
+
+# --- the inbox -------------------------------------------------------------------
+
+
+def notice_line(notice: Mapping[str, Any]) -> str:
+    """One notice: when, what kind, the sentence, the note (remote text escaped)."""
+    when = str(notice.get("at", ""))[:16].replace("T", " ")
+    return f"{when}  {notice['kind']:<8} {printable(notice['text'])}{_quoted(notice.get('note', ''))}"
+
+
+def inbox(data: Mapping[str, Any], all_: bool = False) -> str:
+    """``GET /inbox``: the notices, oldest first, and how many more are unread."""
+    rows = data["notices"]
+    if not rows:
+        if all_:
+            return "your inbox is empty: matches, proposals and vouches will show here"
+        return "nothing new since you last looked ('meshnode inbox --all' shows the latest)"
+    out = [notice_line(n) for n in rows]
+    if data.get("unread"):
+        out.append(f"{data['unread']} more unread: run 'meshnode inbox' again")
+    return lines(out)
