@@ -33,7 +33,8 @@ class FakeNode:
         return self.now
 
     def swarms(self) -> list:
-        return []  # the listing names each item's swarm; the fake has joined none
+        # the listing names each item's swarm, and shows only the joined swarms' records
+        return [SimpleNamespace(id=SWARM, name="Elm Street")]
 
     def stored(self, *records: r.Record) -> None:
         """Store ``records`` as ingest does: one batch, then every on_stored listener per new record."""
