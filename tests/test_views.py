@@ -12,6 +12,7 @@ import trio
 from meshnode import barter, views
 from meshnode import records as r
 from meshnode.api.service import ApiService
+from meshnode.home import Home
 from meshnode.store import Store
 from tests.conftest import NOW, SWARM, Author
 from tests.floodgen import cached_flood
@@ -31,6 +32,9 @@ class FakeNode:
 
     def clock(self) -> int:
         return self.now
+
+    def connected_peers(self) -> list[str]:
+        return []
 
     def swarms(self) -> list:
         # the listing names each item's swarm, and shows only the joined swarms' records
@@ -58,8 +62,8 @@ def node(me):
 
 
 @pytest.fixture
-def api(node):
-    service = ApiService(node, None, request_stop=lambda: None)
+def api(node, tmp_path):
+    service = ApiService(node, Home(tmp_path / "home"), request_stop=lambda: None)
     yield service
     service.close()
 
@@ -327,7 +331,7 @@ async def test_listing_after_a_flood_of_30000_records_stays_fast(tmp_path, me):
     friend = Author(2)
     with Store.open(tmp_path / "store.db") as store:
         node = FakeNode(store, me)
-        api = ApiService(node, None, request_stop=lambda: None)
+        api = ApiService(node, Home(tmp_path / "home"), request_stop=lambda: None)
         try:
             node.stored(vouch(me, friend), friend.offer("Friend's ladder", ts=NOW - 60 * MINUTE))
             with trio.fail_after(60):
