@@ -8,7 +8,8 @@ the real daemon on it, and measures:
   ``python -c "import libp2p"`` (the floor any py-libp2p daemon pays);
 * median wall time of ``meshnode offer list --query drill --json`` against
   it, next to ``python -c pass`` (the floor of any Python CLI; target: at
-  most 5x) and ``python -c "import typer"`` (the floor of a typer CLI);
+  most 5x), ``python -c "import typer"`` (the floor of a typer CLI) and
+  typer with httpx's client over a Unix socket (the floor of this CLI's stack);
 * full-text search over the N offers in-process (the store's query), p50/p95.
 
     .venv/bin/python -m bench.footprint [--records 100000]
@@ -81,6 +82,10 @@ def build_store(path: Path, swarm: Swarm, n: int, authors: int = 500) -> float:
     return time.perf_counter() - start
 
 
+#: What every command pays before it does anything: typer, and httpx with its Unix-socket transport.
+CLIENT_FLOOR = "import typer, httpx; httpx.Client(transport=httpx.HTTPTransport(uds='/nonexistent'))"
+
+
 def median_wall(cmd: list[str], runs: int, env: dict[str, str] | None = None) -> float:
     times = []
     for _ in range(runs):
@@ -136,6 +141,7 @@ def main() -> None:
             cli = median_wall([*meshnode, "offer", "list", "--query", "drill", "--json"], args.runs, env)
             floor = median_wall([sys.executable, "-c", "pass"], args.runs, env)
             typer_floor = median_wall([sys.executable, "-c", "import typer"], args.runs, env)
+            client_floor = median_wall([sys.executable, "-c", CLIENT_FLOOR], args.runs, env)
             libp2p_probe = subprocess.Popen(
                 [
                     sys.executable,
@@ -170,7 +176,8 @@ def main() -> None:
         f"offer list / 'python -c pass' {cli / floor:5.1f}x   target <= {CLI_RATIO_TARGET:.0f}x"
         f" ({'met' if cli / floor <= CLI_RATIO_TARGET else 'NOT met'});"
         f" floor of a typer CLI, 'python -c \"import typer\"': {typer_floor * 1000:.0f} ms"
-        f" ({typer_floor / floor:.1f}x)"
+        f" ({typer_floor / floor:.1f}x); typer + the httpx client: {client_floor * 1000:.0f} ms"
+        f" ({client_floor / floor:.1f}x)"
     )
     print(
         f"FTS over {args.records:,} offers   p50 {statistics.median(fts) * 1000:.1f} ms, "

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import platformdirs
-
-from meshnode import wire
 from meshnode.addrs import split_tcp, strip_peer
 from meshnode.errors import ConfigError, MeshError
-from meshnode.swarm import Swarm
+
+if TYPE_CHECKING:
+    from meshnode.swarm import Swarm
+
+# Every CLI command imports this module: what only some of them need (platformdirs, tomllib, the
+# encoding and swarm layers) is imported where it is used.
 
 ENV_HOME = "MESHNODE_HOME"
 CONFIG_NAME = "config.toml"
@@ -111,6 +113,8 @@ def resolve_home(option: str | os.PathLike[str] | None = None) -> Home:
     elif os.environ.get(ENV_HOME):
         root = Path(os.environ[ENV_HOME])
     else:
+        import platformdirs
+
         root = Path(platformdirs.user_data_dir("meshnode", appauthor=False))
     root = root.expanduser().absolute()
     if root.exists() and not root.is_dir():
@@ -163,6 +167,8 @@ class StoreLimits:
 
 def load_config(home: Home) -> Config:
     """Read ``config.toml``; a missing file gives the defaults; a bad one a clear error."""
+    import tomllib
+
     try:
         text = home.config.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -291,6 +297,9 @@ def load_swarms(home: Home) -> list[Swarm]:
         raise ConfigError(
             f"{home.swarms} holds swarm keys but others can read it: run 'chmod 600 {home.swarms}'"
         )
+    from meshnode import wire
+    from meshnode.swarm import Swarm
+
     try:
         value = wire.decode(data, max_size=1 << 20, max_depth=3)
         return [Swarm(name=s["name"], id=s["id"], key=s.get("key")) for s in value["swarms"]]
@@ -300,6 +309,8 @@ def load_swarms(home: Home) -> list[Swarm]:
 
 def save_swarms(home: Home, swarms: list[Swarm]) -> None:
     """Write the swarm list atomically (write a temp file, fsync, rename), mode 0600."""
+    from meshnode import wire
+
     entries = []
     for s in swarms:
         entry: dict[str, object] = {"name": s.name, "id": s.id}
