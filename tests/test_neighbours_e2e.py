@@ -91,10 +91,12 @@ def test_three_named_neighbours_trade_follow_and_get_told(tmp_path):
                 ["Ladder"],
                 "for your shed roof",
             )
-            text = alice.cli("proposals").stdout
-            line = next(ln for ln in text.splitlines() if proposal[:12] in ln)
-            assert "Bob (" in line and "offers Ladder for your Cordless drill" in line, text
-            assert "waiting for you" in line and "for your shed roof" in line, text
+            text = alice.cli("proposals").stdout.splitlines()
+            at = next(i for i, ln in enumerate(text) if ln.startswith(proposal[:12]))
+            line, note = text[at], text[at + 1]
+            assert "  Bob (" in line, text
+            assert "offers Ladder for your Cordless drill — proposed, waiting for you" in line, text
+            assert note.strip() == '"for your shed roof"', text
 
             # Carol proposes for the sofa; Alice withdraws it: the proposal closes on both sides.
             closing = carol.json("propose", sofa, "--note", "for the porch")["id"]

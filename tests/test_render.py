@@ -94,13 +94,14 @@ def test_item_table_never_cuts_ids_and_shortens_record_ids():
     assert "tools, power" in first and "0.90" in first and " - " in first and "reserved" in first
 
 
-def test_trade_table_says_what_each_trade_is_and_whose_move_it_is():
+def test_trades_say_what_each_trade_is_whose_move_it_is_and_the_latest_note():
     base = {"id": OTHER, "from": PEER, "to": PEER2, "give": [RECORD], "take": [OTHER], "with": PEER}
     rows = [
         base
         | {
             "state": "proposed",
             "proposed_by": "them",
+            "with_name": "Bob (x7k2q9)",
             "you_give": ["Cordless drill"],
             "you_get": ["Ladder"],
             "note": "for a weekend",
@@ -115,22 +116,33 @@ def test_trade_table_says_what_each_trade_is_and_whose_move_it_is():
             "note": "",
             "waiting_for": None,
         },
+        base
+        | {
+            "state": "unavailable",
+            "proposed_by": "them",
+            "you_give": ["Sofa"],
+            "you_get": [],
+            "note": "",
+            "waiting_for": None,
+            "closed_because": "Sofa was withdrawn",
+        },
     ]
-    text = drawn(render.trades(rows))
-    header, _, first, second = text.splitlines()[:4]
-    assert cells(header) == ["id", "with", "trade", "state", "latest note"]
-    assert cells(first) == [
-        "0123456789ab",
-        PEER,
-        "they offer Ladder for your Cordless drill",
-        "proposed, waiting for you",
-        "for a weekend",
+    assert render.trades(rows).splitlines() == [
+        "0123456789ab  Bob (x7k2q9) offers Ladder for your Cordless drill — proposed, waiting for you",
+        '              "for a weekend"',
+        "0123456789ab  you give Jam to them — completed",
+        "0123456789ab  they ask for your Sofa — unavailable (Sofa was withdrawn)",
     ]
-    assert cells(second) == ["0123456789ab", PEER, "you give Jam", "completed", ""]
     one_sided = rows[0] | {"you_give": []}
-    assert render.trade_line(one_sided) == "they give Ladder"
-    assert render.trade_line(rows[0] | {"you_get": []}) == "they ask for your Cordless drill"
+    assert render.trade_line(one_sided) == "Bob (x7k2q9) gives you Ladder"
+    asked = rows[0] | {"you_get": [], "with_name": None}
+    assert render.trade_line(asked) == "they ask for your Cordless drill"
     assert render.trade_line(rows[1] | {"you_give": [], "you_get": ["Saw"]}) == "you ask for their Saw"
+    assert render.trade_line(rows[1] | {"you_get": ["Saw"], "with_name": "Bob (x7k2q9)"}) == (
+        "you offer Jam to Bob (x7k2q9) for their Saw"
+    )
+    hostile = rows[0] | {"you_get": ["Lad\nder\u202e"], "note": "x\ny"}
+    assert "\\n" in render.trades([hostile]) and "\n" not in render.trades([hostile]).splitlines()[0]
 
 
 def test_peers_show_the_route_and_leave_the_rows_alone():
@@ -523,7 +535,8 @@ def test_every_table_fits_80_columns_with_ids_whole(person):
         "trust": 0.9,
         "expires": "2027-02-28T14:38:15Z",
     }
-    trade = {"id": OTHER, "with": person, "state": "proposed", "proposed_by": "them", "waiting_for": "you"}
+    trade = {"id": OTHER, "with": PEER, "with_name": person, "state": "proposed", "proposed_by": "them"}
+    trade["waiting_for"] = "you"
     trade |= {"you_give": [LONG], "you_get": ["Ladder"], "note": LONG}
     peer = {
         "peer_id": person,
@@ -535,11 +548,14 @@ def test_every_table_fits_80_columns_with_ids_whole(person):
     swarm = {"name": LONG, "private": False, "id": RECORD}
     tables = {
         "items": (render.items([item, item], "offers"), [RECORD[:12]]),
-        "trades": (render.trades([trade]), [OTHER[:12]]),
         "peers": (render.peers([peer]), []),
         "known": (render.known_peers([known]), []),
         "swarms": (render.swarms([swarm]), [RECORD[:12]]),
     }
+    said = render.trades([trade], width=80).splitlines()  # lines, not a table: the sentence is cut
+    assert len(said) == 2 and all(cell_len(line) <= 80 for line in said), said
+    assert said[0].startswith(f"{OTHER[:12]}  ") and said[0].endswith(" — proposed, waiting for you"), said
+    assert "…" in said[0] and "…" in said[1] and "long" not in "".join(said), said
     short_person = person if len(person) <= render.PERSON_WIDTH else PEER[-6:]
     for name, (shown, ids) in tables.items():
         text = drawn(shown, width=80)
@@ -550,7 +566,7 @@ def test_every_table_fits_80_columns_with_ids_whole(person):
             assert re.search(rf"(^|\s){short}(\s|$)", lines[2]), (name, text)
         if name != "swarms":
             assert re.search(rf"(^|\s)\S*{re.escape(short_person)}\)?(\s|$)", lines[2]), (name, text)
-        if name in ("items", "trades", "swarms"):
+        if name in ("items", "swarms"):
             assert "…" in lines[2] and "long" not in text, (name, text)
 
 

@@ -42,7 +42,7 @@ def test_a_proposal_on_an_offer_then_withdrawn_closes_on_both_sides(neighbours):
         wait_for(lambda d=d: state(d, pid) == "unavailable", timeout=10, what="the trade to close")
         assert trade(d, pid)["closed_because"] == "Saw was withdrawn"
     shown = b.cli("proposal", pid[:10]).stdout
-    assert "state: unavailable: Saw was withdrawn" in shown, shown
+    assert "state: unavailable (Saw was withdrawn)" in shown, shown
     late = a.cli("accept", pid[:10], check=False)
     assert late.returncode != 0 and "unavailable" in late.stderr, late.stderr
 

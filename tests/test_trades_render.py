@@ -34,9 +34,11 @@ def test_history_lists_every_move_in_order_with_its_note_then_the_state():
     text = render.trade_history(history())
     lines = text.splitlines()
     assert lines[0] == f"{render.short_id(PID)}  Bob (x7k2q9) offers Ladder for your Drill"
-    assert lines[1] == '  2026-11-30  Bob (x7k2q9) propose: you give Drill, you get nothing "just the drill?"'
-    assert lines[2] == '  2026-11-30  you counter: you give Drill, you get Ladder "for your ladder"'
-    assert lines[3].startswith('  2026-11-30  Bob (x7k2q9) accept "deal') and "\x1b" not in text
+    assert lines[1] == (
+        '  2026-11-30  Bob (x7k2q9) proposed: you give Drill, you get nothing "just the drill?"'
+    )
+    assert lines[2] == '  2026-11-30  you countered: you give Drill, you get Ladder "for your ladder"'
+    assert lines[3].startswith('  2026-11-30  Bob (x7k2q9) accepted "deal') and "\x1b" not in text
     assert lines[4] == "state: accepted, waiting for you" and len(lines) == 5
 
 
@@ -47,7 +49,7 @@ def test_history_says_why_a_trade_closed_and_which_replies_did_not_count():
             state="unavailable", waiting_for=None, closed_because="Drill was withdrawn", not_counted=[late]
         )
     )
-    assert "state: unavailable: Drill was withdrawn" in text
+    assert "state: unavailable (Drill was withdrawn)" in text
     assert text.splitlines()[-2:][0] == "not counted:"
     assert text.endswith("[not counted: the trade was accepted first]")
 

@@ -19,7 +19,6 @@ from typing import Any
 from meshnode import records as rec
 from meshnode.barter import Trade
 from meshnode.identity import peer_id_of
-from meshnode.ids import short_id
 from meshnode.store import LiveItem
 from meshnode.store.inbox import StoredNotice
 
@@ -45,10 +44,15 @@ class Known:
 
     def title(self, item_id: bytes) -> str:
         item = self.items.get(item_id)
-        return item.title if item is not None else short_id(item_id)
+        return item.title if item is not None else short(item_id)
 
     def titles(self, ids: tuple[bytes, ...]) -> str:
         return ", ".join(self.title(i) for i in ids)
+
+
+def short(record_id: bytes) -> str:
+    """A record id as the CLI shows it and accepts it back: its first 12 hex digits."""
+    return record_id.hex()[:12]
 
 
 def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
@@ -70,12 +74,13 @@ def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
     }
     if n.kind in ("proposal", "move"):
         trade = known.trades.get(n.about)
-        phrase = _trade_phrase(trade, name, known) if trade is not None else f"trade {short_id(n.about)}"
         if n.kind == "proposal":
-            out["text"] = f"{phrase} (proposal {short_id(n.about)})"
+            what = _trade_phrase(trade, name, known) if trade is not None else f"{name} proposes a trade"
+            out["text"] = f"{what} (proposal {short(n.about)})"
         else:
             action = getattr(record.body, "action", "")
-            out["text"] = f"{name} {_DONE.get(action, action)} proposal {short_id(n.about)}: {phrase}"
+            terms = f" ({_terms(trade, known)})" if trade is not None else ""
+            out["text"] = f"{name} {_DONE.get(action, action)} proposal {short(n.about)}{terms}"
             out["action"] = action
         if trade is not None:
             out["state"] = trade.state
@@ -98,15 +103,17 @@ def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
 
 
 def _trade_phrase(trade: Trade, name: str, known: Known) -> str:
-    """ "Bob offers Ladder for your Cordless drill" (or "you offer …"), from the owner's side."""
-    if trade.proposer == known.me:
-        give, get = known.titles(trade.give), known.titles(trade.take)
-        who = "you"
-        if not get:
-            return f"you give {give}"
-        return f"you ask for {get}" if not give else f"you offer {give} for {get}"
+    """ "Bob (x7k2q9) offers Ladder for your Cordless drill": a proposal to the owner, from their side."""
     give, get = known.titles(trade.take), known.titles(trade.give)  # what I give, what I get
-    who = name
     if not give:
-        return f"{who} gives you {get}"
-    return f"{who} asks for your {give}" if not get else f"{who} offers {get} for your {give}"
+        return f"{name} gives you {get}"
+    return f"{name} asks for your {give}" if not get else f"{name} offers {get} for your {give}"
+
+
+def _terms(trade: Trade, known: Known) -> str:
+    """The current terms from the owner's side: "your Ladder for their Cordless drill"."""
+    mine, theirs = (trade.give, trade.take) if trade.proposer == known.me else (trade.take, trade.give)
+    give, get = known.titles(mine), known.titles(theirs)
+    if not get:
+        return f"your {give}"
+    return f"their {get}" if not give else f"your {give} for their {get}"

@@ -107,12 +107,16 @@ def show(shown: Shown) -> None:
     if isinstance(shown, str):
         typer.echo(shown)
         return
-    import shutil
-
     from rich.console import Console
 
-    width = shutil.get_terminal_size((render.TABLE_MIN_WIDTH, 24)).columns
-    Console(width=width).print(shown)
+    Console(width=terminal_width()).print(shown)
+
+
+def terminal_width() -> int:
+    """The terminal's width (``COLUMNS`` if set), or :data:`render.TABLE_MIN_WIDTH` for a pipe."""
+    import shutil
+
+    return shutil.get_terminal_size((render.TABLE_MIN_WIDTH, 24)).columns
 
 
 def segment(text: str) -> str:
@@ -460,7 +464,7 @@ def propose(
 def proposals(home: HomeOption = None, json_out: JsonOption = False) -> None:
     """Your trades, newest first."""
     data = client(home).get("/proposals")
-    show(render.pretty_json(data) if json_out else render.trades(data))
+    show(render.pretty_json(data) if json_out else render.trades(data, terminal_width()))
 
 
 @app.command()

@@ -70,6 +70,8 @@ PERSON_WIDTH = 20
 SHORT_PEER = 6
 """A peer id's short form: its last characters (as meshnode.people.short_peer)."""
 MIN_TEXT_WIDTH = 8
+KEPT_TEXT_WIDTH = 24
+"""A text column always shown (a title) keeps up to this many columns while optional columns can go."""
 """A text column (title, note) keeps at least this many columns (or its title's width) before others go."""
 
 ITEM_COLUMNS: Columns = [
@@ -100,14 +102,6 @@ ITEM_FIELDS = (
     "withdrawn",
 )
 """The lines of ``offer show`` / ``want show``, in order."""
-
-TRADE_COLUMNS: Columns = [
-    ("id", "id"),
-    ("with", "with"),
-    ("trade", "trade"),
-    ("state", "state"),
-    ("note", "latest note"),
-]
 
 PEER_COLUMNS: Columns = [
     Column("peer_id", "peer"),
@@ -234,6 +228,12 @@ def fit_columns(
             return natural(i)
         return min(natural(i), max(cell_len(cols[i].title), MIN_TEXT_WIDTH))
 
+    def kept(i: int) -> int:
+        """As :func:`least`, but a column always shown keeps up to :data:`KEPT_TEXT_WIDTH` (a title)."""
+        if cols[i].drop or cols[i].key in WHOLE_KEYS:
+            return least(i)
+        return min(natural(i), max(least(i), KEPT_TEXT_WIDTH))
+
     def needed(widths: Callable[[int], int]) -> int:
         return sum(widths(i) for i in shown) + 3 * len(shown) - 1
 
@@ -243,14 +243,22 @@ def fit_columns(
                 for r in rows:
                     r[i] = short_person(r[i])
     droppable = sorted((c.drop, i) for i, c in enumerate(cols) if c.drop)
-    while needed(least) > width and droppable:
-        shown.remove(droppable.pop()[1])
-    widths = {i: least(i) for i in shown}
-    spare = width - needed(least)
-    for i in sorted(shown, key=natural):  # the narrow ones whole first, the widest (a title) gets the rest
-        grow = min(max(spare, 0), natural(i) - widths[i])
-        widths[i] += grow
-        spare -= grow
+    floor = least
+    for floor in (kept, least):  # leave out the optional columns before cutting a title short
+        while needed(floor) > width and droppable:
+            shown.remove(droppable.pop()[1])
+        if needed(floor) <= width:
+            break
+    widths = {i: floor(i) for i in shown}
+    spare = width - needed(floor)
+    # What is left goes to a title up to its kept width, then to the optional columns, then to the
+    # columns always shown (each time the narrow ones whole first: the widest, a title, gets the rest).
+    for upto in (kept, natural):
+        for i in sorted(shown, key=natural):
+            grow = min(max(spare, 0), upto(i) - widths[i])
+            if grow > 0:
+                widths[i] += grow
+                spare -= grow
     return shown, rows, [widths[i] for i in shown]
 
 
@@ -475,34 +483,86 @@ def edited(data: Mapping[str, Any]) -> str:
 
 
 def trade_line(row: Mapping[str, Any]) -> str:
-    """What a trade is, from this node's side: "they offer Ladder for your Cordless drill"."""
+    """What a trade is, from this node's side: "Bob (x7k2q9) offers Ladder for your Cordless drill".
 
+    The other party is named by ``with_name`` (else "they"); remote text is escaped.
+    """
     give, get = ", ".join(row["you_give"]), ", ".join(row["you_get"])
+    named_them = row.get("with_name")
     if row["proposed_by"] == "you":
+        to = f" {named_them}" if named_them else ""
         if not get:
-            return f"you give {give}"
-        return f"you ask for their {get}" if not give else f"you offer {give} for their {get}"
-    who, s = (row["with_name"], "s") if row.get("with_name") else ("they", "")
+            return printable(f"you give {give} to{to or ' them'}")
+        if not give:
+            return printable(f"you ask{to} for their {get}")
+        return printable(f"you offer {give}{' to' + to if to else ''} for their {get}")
+    who, s = (named_them, "s") if named_them else ("they", "")
     if not give:
-        return f"{who} give{s} {get}"
-    return f"{who} ask{s} for your {give}" if not get else f"{who} offer{s} {get} for your {give}"
+        return printable(f"{who} give{s} you {get}")
+    if not get:
+        return printable(f"{who} ask{s} for your {give}")
+    return printable(f"{who} offer{s} {get} for your {give}")
 
 
 def trade_state(row: Mapping[str, Any]) -> str:
-    """The state, and whose move it is while that matters."""
+    """The state, whose move it is while that matters, and why it closed if it was unavailable."""
     waiting = row.get("waiting_for")
     if waiting == "them":
         waiting = row.get("with_name", waiting)
-    return f"{row['state']}, waiting for {waiting}" if waiting else row["state"]
+    state = f"{row['state']}, waiting for {waiting}" if waiting else row["state"]
+    if row.get("closed_because"):
+        state += f" ({row['closed_because']})"
+    return printable(state)
 
 
-def trades(rows: Sequence[Mapping[str, Any]]) -> Shown:
-    """``GET /proposals``: each trade as a sentence, its state and whose move, the latest note."""
-    shown = [
-        {**row, "with": named(row, "with"), "trade": trade_line(row), "state": trade_state(row)}
-        for row in rows
-    ]
-    return table(shown, TRADE_COLUMNS, empty="no proposals")
+TRADE_INDENT = 14
+"""Where a trade's second line (its latest note) starts: under the sentence, after the 12-digit id."""
+
+
+def trades(rows: Sequence[Mapping[str, Any]], width: int = TABLE_MIN_WIDTH) -> str:
+    """``GET /proposals``: per trade, its id, what it is, its state and whose move; then its latest note.
+
+    ``7cadb1b30e78  Bob (x7k2q9) offers Ladder for your Cordless drill — proposed, waiting for you``
+    and, indented below, ``"for your shed roof"``. Lines fit ``width`` columns: the sentence and
+    the note are cut with an ellipsis, never the id or the state.
+    """
+    if not rows:
+        return "no proposals"
+    out = []
+    for row in rows:
+        head = f"{short_id(row['id'])}  "
+        tail = f" — {trade_state(row)}"
+        out.append(head + _fit(trade_line(row), width - len(head) - _cells(tail)) + tail)
+        if row.get("note"):
+            out.append(" " * TRADE_INDENT + _fit(_quoted(row["note"]).strip(), width - TRADE_INDENT))
+    return lines(out)
+
+
+def _cells(text: str) -> int:
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` in at most ``width`` columns (at least 12), ending in an ellipsis if it was cut."""
+    from rich.cells import set_cell_size
+
+    width = max(width, 12)
+    if _cells(text) <= width:
+        return text
+    return set_cell_size(text, width - 1).rstrip() + "…"
+
+
+#: A move as done: "Bob (x7k2q9) proposed", "you accepted".
+MOVE_DONE = {
+    "propose": "proposed",
+    "accept": "accepted",
+    "counter": "countered",
+    "decline": "declined",
+    "cancel": "cancelled",
+    "complete": "completed",
+}
 
 
 def move_line(move: Mapping[str, Any]) -> str:
@@ -511,19 +571,17 @@ def move_line(move: Mapping[str, Any]) -> str:
     if move.get("you_give") is not None:
         give, get = ", ".join(move["you_give"]), ", ".join(move["you_get"])
         terms = f": you give {give or 'nothing'}, you get {get or 'nothing'}"
-    said = f"{named(move, 'who')} {move['action']}{printable(terms)}{_quoted(move['note'])}"
+    did = MOVE_DONE.get(move["action"], move["action"])
+    said = f"{named(move, 'who')} {did}{printable(terms)}{_quoted(move['note'])}"
     why = f"  [not counted: {printable(move['why'])}]" if "why" in move else ""
     return f"{_day(move.get('date'))}  {said}{why}"
 
 
 def trade_history(data: Mapping[str, Any]) -> str:
     """``GET /proposals/{id}``: what the trade is, its moves in order, its state, and replies not counted."""
-    out = [f"{short_id(data['id'])}  {printable(trade_line(data))}"]
+    out = [f"{short_id(data['id'])}  {trade_line(data)}"]
     out += [f"  {move_line(m)}" for m in data["moves"]]
-    state = trade_state(data)
-    if data.get("closed_because"):
-        state += f": {printable(data['closed_because'])}"
-    out.append(f"state: {state}")
+    out.append(f"state: {trade_state(data)}")
     if data.get("not_counted"):
         out.append("not counted:")
         out += [f"  {move_line(m)}" for m in data["not_counted"]]
