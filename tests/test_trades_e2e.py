@@ -114,11 +114,14 @@ def test_leaving_a_swarm_hides_its_records_and_rejoining_shows_them(neighbours):
     wait_for(lambda: pump in {w["id"] for w in b.json("want", "list")}, timeout=10, what="the want")
     pid = b.json("propose", drill[:10])["id"]
     assert trade(b, pid) is not None
+    b.json("want", "add", "Drill", "--kind", "lend")  # matches A's drill: a notice in B's inbox
+    wait_for(lambda: b.json("inbox", "--all")["notices"], timeout=10, what="the match in B's inbox")
     b.cli("swarm", "leave", "Elm Street")
     assert b.json("offer", "list", "--all") == [] and b.json("want", "list") == []
-    assert b.json("proposals") == []
+    assert b.json("proposals") == [] and b.json("inbox", "--all")["notices"] == []
     hidden = b.cli("offer", "show", drill[:10], check=False)
     assert hidden.returncode != 0 and "left" in hidden.stderr, hidden.stderr
     b.cli("swarm", "join", code)
     assert drill in offer_ids(b) and trade(b, pid) is not None
+    assert [n["kind"] for n in b.json("inbox", "--all")["notices"]] == ["match"]
     assert b.json("offer", "show", drill[:10])["title"] == "Cordless drill"

@@ -41,6 +41,7 @@ class Known:
     trades: Mapping[bytes, Trade]
     name_of: Callable[[bytes], str]
     trust: Callable[[bytes], float]
+    swarms: frozenset[bytes]  # the swarms the node is in: a left swarm's notices are hidden
 
     def title(self, item_id: bytes) -> str:
         item = self.items.get(item_id)
@@ -56,10 +57,10 @@ def short(record_id: bytes) -> str:
 
 
 def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
-    """The notice as JSON, or None if what it names is gone (pruned or evicted since)."""
+    """The notice as JSON, or None if what it names is gone (pruned or evicted since, or its swarm left)."""
     n = stored.notice
     record = known.records.get(n.record)
-    if record is None:
+    if record is None or record.swarm not in known.swarms:
         return None
     name = known.name_of(n.peer)
     out: dict[str, Any] = {

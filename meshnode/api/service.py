@@ -842,7 +842,8 @@ class InboxView:
             return found, self.s.reader.items_by_id(ids | offers)
 
         records, items = await self.s._read(read)
-        known = Known(self.s.me, records, items, trades, self.s.name_of, trust)
+        joined = frozenset(s.id for s in self.s.node.swarms())
+        known = Known(self.s.me, records, items, trades, self.s.name_of, trust, joined)
         out = [notice_json(r, known) for r in rows]
         return [o for o in out if o is not None]
 
