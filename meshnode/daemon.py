@@ -50,6 +50,7 @@ from meshnode.lock import DaemonLock
 if TYPE_CHECKING:
     import trio
 
+    from meshnode.api.service import ApiService
     from meshnode.node import Node
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,7 @@ async def run_daemon(
                         await nursery.start(service.run)
                         for swarm in load_swarms(home):
                             await node.join_swarm(swarm)
+                        await _publish_profile(service)  # e.g. set by 'init --nickname' before any swarm
                         await nursery.start(functools.partial(serve_api, service, home.socket, shutdown=stop))
                         check_socket(home)
                         nursery.start_soon(_wait_for_signal, signals, stop)
@@ -266,6 +268,14 @@ async def run_daemon(
     finally:
         if own_lock:
             lock.release()
+
+
+async def _publish_profile(service: ApiService) -> None:
+    """Publish the own profile where this node's latest differs; a failure is logged, not fatal."""
+    try:
+        await service.publish_own_profile()
+    except MeshError as exc:  # the daemon runs anyway; 'meshnode profile set' tries again
+        log.warning("could not publish your profile: %s", exc)
 
 
 async def _wait_for_signal(signals: object, stop: trio.Event) -> None:

@@ -354,10 +354,6 @@ async def serve_api(
     config.errorlog = logging.getLogger("meshnode.api.server")  # type: ignore[assignment]
     config.graceful_timeout = 2.0
     try:
-        await service.publish_own_profile()  # e.g. set by 'init --nickname' before any swarm was joined
-    except MeshError as exc:  # the API serves anyway; 'profile set' tries again
-        log.warning("could not publish your profile: %s", exc)
-    try:
         await serve(build_app(service), config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
     finally:
         try:
