@@ -6,12 +6,11 @@ record's body; the record is signed, stored and synced like any other, so a
 neighbour stores and forwards it without being able to read it.
 :func:`open_sealed` gives the text back to either party, from the blob alone.
 
-Threat model: neighbours, relays and anyone holding a copy of the record (or
-the database) learn who trades with whom (the record says so in clear) and
-the private part's size to within :data:`PAD` bytes, but not its text, and
-cannot alter, forge or move it unnoticed. Either party can read every private
-part of their trades for as long as they hold their identity key; a stolen
-identity key reveals them all (no forward secrecy: static keys only).
+Threat model: whoever holds a copy of the record (neighbours, relays, a
+stolen database) learns who trades with whom (in clear in the record) and the
+text's size to within :data:`PAD` bytes, not the text; nobody can change,
+forge or move it unnoticed. A stolen identity key reveals every private part
+of that party's trades (static keys: no forward secrecy).
 
 Keys. Each party's X25519 key is derived from its Ed25519 identity (the
 libsodium conversion, ``crypto_sign_ed25519_{pk,sk}_to_curve25519``), so no
