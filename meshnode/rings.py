@@ -31,39 +31,43 @@ the rings that include ``me`` are searched for and returned.
 ``max_len`` (3 to 5) steps, over the authors after the start in a canonical
 order (most trusted first, then by id), so that every cycle is found exactly
 once, from its first author in that order; with ``me``, one search from
-``me`` over everyone. Before each start, a backward breadth-first pass marks
-the authors that can reach the start in the steps left, and the search
-enters no other (so it walks only towards cycles). Johnson's algorithm was
+``me`` over everyone. Before each start, a backward breadth-first pass of
+:data:`REACH_BACK` steps marks the authors that can reach the start in that
+many steps, and the search enters none that could not get back in the steps
+left (so the last steps walk only towards cycles). Johnson's algorithm was
 not chosen: its blocking lists serve unbounded cycles, and with the length
 capped at 5 they must be reworked (Gupta and Suzumura's bounded variant) for
-no gain at this depth; the ordered bounded search is short, obviously
-correct, and lets the trust order prune: successors are tried most trusted
-first, and once ``limit`` rings are held, a path whose minimum trust is
-already below the worst of them is not extended (extending never raises a
-minimum).
+no gain at this depth; the ordered bounded search is short, plainly correct,
+and lets the trust order prune: successors are tried most trusted first;
+once ``limit`` rings are held, a path whose minimum trust is already below
+the worst of them is not extended (extending never raises a minimum), and no
+start less trusted than that is tried.
 
 **Candidates, not every pair.** Matching every want against every offer is
-quadratic, so the offers are indexed by their folded tags and their words
-(:func:`meshnode.matching.folded_tags`, :func:`~meshnode.matching.offer_words`),
-each posting list ordered by its author's trust (then author, then id). A
-want's candidates are the offers sharing one of its folded tags or one of
-its words (:func:`~meshnode.matching.want_words`), from another author in
-the same swarm with a kind that meets it. A candidate pair is confirmed by
-:func:`~meshnode.matching.match` only when the search first follows the
-edge it would make, so the matching work follows the search, not the swarm.
+quadratic. Offers and wants are indexed by swarm, kind and each folded tag
+(:func:`meshnode.matching.folded_tags`) and word (an offer's
+:func:`~meshnode.matching.offer_words`, a want's
+:func:`~meshnode.matching.want_words`), each posting list ordered with
+``me``'s items first, then by author trust, author and id. An author's
+candidate receivers are the authors of the wants that share a tag or a word
+with one of its offers, in a kind that offer meets (and symmetrically for
+givers, which the backward pass reads). They are gathered only when the
+search reaches that author, and a candidate pair is confirmed by
+:func:`~meshnode.matching.match` only when the search first follows its
+edge: the work follows the search, not the swarm.
 
 **Bounds** (the work is bounded however large the swarm; a ring beyond them
 can be missed, never a wrong one returned):
 
-* :data:`MAX_POSTINGS_PER_KEY` offers read per tag or word of a want;
-* :data:`MAX_CANDIDATES_PER_WANT` candidate offers per want;
+* :data:`MAX_POSTINGS_PER_KEY` items read per (kind, tag or word) of an item;
+* :data:`MAX_CANDIDATES_PER_ITEM` candidates per offer (wants) or want (offers);
 * :data:`MAX_PAIRS_PER_EDGE` candidate (offer, want) pairs confirmed per
   pair of authors;
-* :data:`MAX_EDGES_PER_AUTHOR` edges followed out of each author (the most
-  trusted receivers first, then by id);
-* :data:`MAX_EXPANSIONS` edges followed (and closing edges tried) in the
-  whole search, ``budget`` to change it; when it runs out, the best rings
-  found so far are returned.
+* :data:`MAX_EDGES_PER_AUTHOR` receivers followed out of, and givers read
+  into, each author (``me`` first, then the most trusted, then by id);
+* ``budget`` (default :data:`MAX_WORK`) units of work in all: an edge
+  followed or a closing edge tried, a posting read, a match confirmed. When
+  it runs out, the best rings found so far are returned.
 
 Bad arguments (``max_len`` outside 3..5, ``limit`` or ``budget`` below 1)
 raise :class:`RingSearchError` (a :class:`meshnode.errors.MeshError`).
@@ -72,8 +76,9 @@ raise :class:`RingSearchError` (a :class:`meshnode.errors.MeshError`).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from meshnode import matching
 from meshnode.errors import MeshError
@@ -81,13 +86,15 @@ from meshnode.matching import Matchable
 
 MIN_RING = 3
 MAX_RING = 5
-MAX_POSTINGS_PER_KEY = 64
-MAX_CANDIDATES_PER_WANT = 64
+REACH_BACK = 2
+MAX_POSTINGS_PER_KEY = 32
+MAX_CANDIDATES_PER_ITEM = 32
 MAX_PAIRS_PER_EDGE = 8
 MAX_EDGES_PER_AUTHOR = 32
-MAX_EXPANSIONS = 200_000
+MAX_WORK = 1_000_000
 
 Trust = Callable[[bytes], float]
+_RankKey = tuple[float, float, int, tuple[bytes, ...]]
 
 
 class RingSearchError(MeshError):
@@ -128,101 +135,260 @@ class Ring:
         return tuple(s.author for s in self.steps)
 
 
+class _Graph(Protocol):
+    """What the search reads of the graph: candidate neighbours, and edges confirmed on demand."""
+
+    work: int
+
+    def authors(self) -> Iterable[bytes]: ...
+
+    def takers(self, giver: bytes) -> Iterable[bytes]: ...
+
+    def givers(self, taker: bytes) -> Iterable[bytes]: ...
+
+    def edge(self, giver: bytes, taker: bytes) -> Edge | None: ...
+
+
 def _better(a: Edge, b: Edge) -> bool:
     return (-a.score, a.offer_id, a.want_id) < (-b.score, b.offer_id, b.want_id)
 
 
-class _Search:
-    """One bounded search over a graph given by ``successors`` and ``edge`` (which may confirm lazily)."""
+class _EdgeGraph:
+    """A graph given as edges (the best one between two authors counts)."""
+
+    def __init__(self, edges: Iterable[Edge]) -> None:
+        self.work = 0
+        self.best: dict[tuple[bytes, bytes], Edge] = {}
+        self.out: dict[bytes, list[bytes]] = {}
+        self.into: dict[bytes, list[bytes]] = {}
+        for e in edges:
+            old = self.best.get((e.giver, e.taker))
+            if e.giver != e.taker and (old is None or _better(e, old)):
+                self.best[(e.giver, e.taker)] = e
+        for x, y in self.best:
+            self.out.setdefault(x, []).append(y)
+            self.into.setdefault(y, []).append(x)
+
+    def authors(self) -> Iterable[bytes]:
+        return (a for a in self.out if a in self.into)
+
+    def takers(self, giver: bytes) -> Iterable[bytes]:
+        return self.out.get(giver, ())
+
+    def givers(self, taker: bytes) -> Iterable[bytes]:
+        return self.into.get(taker, ())
+
+    def edge(self, giver: bytes, taker: bytes) -> Edge | None:
+        return self.best.get((giver, taker))
+
+
+_Key = tuple[bytes, str, str, str]  # swarm, kind, "tag" or "word", the folded tag or word
+
+
+def _keys(item: Matchable) -> list[tuple[str, str]]:
+    """An item's index keys: its folded tags, then its words (an offer's, or a want's), sorted."""
+    if item.type == "offer":
+        head, desc = matching.offer_words(item)
+        words = head | desc
+    else:
+        words = matching.want_words(item)
+    return [("tag", t) for t in sorted(matching.folded_tags(item.tags))] + [
+        ("word", w) for w in sorted(words)
+    ]
+
+
+class _ItemGraph:
+    """The graph of offers meeting wants, indexed, with candidates gathered and confirmed on demand."""
 
     def __init__(
-        self,
-        edge: Callable[[bytes, bytes], Edge | None],
-        trust: Trust,
-        me: bytes | None,
-        max_len: int,
-        limit: int,
-        budget: int,
-    ) -> None:
-        self.edge = edge
+        self, offers: Iterable[Matchable], wants: Iterable[Matchable], order: Callable[[bytes], float]
+    ):
+        self.work = 0
+        self.keys: dict[bytes, list[tuple[str, str]]] = {}
+        self.by_author: dict[tuple[str, bytes], list[Matchable]] = {}
+        self.index: dict[tuple[str, bytes, str, str, str], list[Matchable]] = {}
+        items = [i for i in offers if i.type == "offer"] + [i for i in wants if i.type == "want"]
+        for item in sorted(items, key=lambda i: (order(i.author), i.author, i.id)):
+            self.keys[item.id] = keys = _keys(item)
+            self.by_author.setdefault((item.type, item.author), []).append(item)
+            for field, key in keys:
+                self.index.setdefault((item.type, item.swarm, item.kind, field, key), []).append(item)
+        self.pairs: dict[tuple[bytes, bytes], list[tuple[Matchable, Matchable]]] = {}
+        self.takers_of: dict[bytes, list[bytes]] = {}
+        self.givers_of: dict[bytes, list[bytes]] = {}
+        self.confirmed: dict[tuple[bytes, bytes], Edge | None] = {}
+
+    def authors(self) -> Iterable[bytes]:
+        offering = {a for t, a in self.by_author if t == "offer"}
+        return (a for t, a in self.by_author if t == "want" and a in offering)
+
+    def _candidates(self, item: Matchable, other: str, kinds: Iterable[str]) -> list[Matchable]:
+        """Items of type ``other`` and of one of ``kinds`` sharing a tag or a word with ``item``."""
+        seen: set[bytes] = set()
+        found: list[Matchable] = []
+        for field, key in self.keys[item.id]:
+            for kind in kinds:
+                postings = self.index.get((other, item.swarm, kind, field, key), ())[:MAX_POSTINGS_PER_KEY]
+                self.work += len(postings)
+                for cand in postings:
+                    if cand.author != item.author and cand.id not in seen:
+                        seen.add(cand.id)
+                        found.append(cand)
+                        if len(found) >= MAX_CANDIDATES_PER_ITEM:
+                            return found
+        return found
+
+    def takers(self, giver: bytes) -> Iterable[bytes]:
+        if giver not in self.takers_of:
+            takers: dict[bytes, None] = {}
+            for offer in self.by_author.get(("offer", giver), ()):
+                kinds = sorted(k for k, meets in matching.COMPATIBLE_KINDS.items() if offer.kind in meets)
+                for want in self._candidates(offer, "want", kinds):
+                    takers[want.author] = None
+                    pairs = self.pairs.setdefault((giver, want.author), [])
+                    if len(pairs) < MAX_PAIRS_PER_EDGE:
+                        pairs.append((offer, want))
+            self.takers_of[giver] = list(takers)
+        return self.takers_of[giver]
+
+    def givers(self, taker: bytes) -> Iterable[bytes]:
+        if taker not in self.givers_of:
+            givers: dict[bytes, None] = {}
+            for want in self.by_author.get(("want", taker), ()):
+                kinds = sorted(matching.COMPATIBLE_KINDS.get(want.kind, ()))
+                for offer in self._candidates(want, "offer", kinds):
+                    givers[offer.author] = None
+            self.givers_of[taker] = list(givers)
+        return self.givers_of[taker]
+
+    def edge(self, giver: bytes, taker: bytes) -> Edge | None:
+        if (giver, taker) not in self.confirmed:
+            self.takers(giver)
+            found = None
+            for offer, want in self.pairs.get((giver, taker), ()):
+                self.work += 1
+                m = matching.match(want, offer)
+                if m is not None:
+                    e = Edge(giver=giver, taker=taker, offer_id=offer.id, want_id=want.id, score=m.score)
+                    if found is None or _better(e, found):
+                        found = e
+            self.confirmed[(giver, taker)] = found
+        return self.confirmed[(giver, taker)]
+
+
+class _Scores:
+    """Each author's trust, asked once (``me`` is 0.0 and never asked)."""
+
+    def __init__(self, trust: Trust | None, me: bytes | None) -> None:
+        self.trust = trust or _no_trust
         self.me = me
+        self.of: dict[bytes, float] = {}
+
+    def score(self, author: bytes) -> float:
+        t = self.of.get(author)
+        if t is None:
+            t = self.of[author] = 0.0 if author == self.me else float(self.trust(author))
+        return t
+
+    def order(self, author: bytes) -> float:
+        """Where an author's items go in the index: ``me`` first, then the most trusted."""
+        return float("-inf") if author == self.me else -self.score(author)
+
+
+class _Search:
+    """One bounded search for the best rings over a :class:`_Graph`."""
+
+    def __init__(self, graph: _Graph, scores: _Scores, max_len: int, limit: int, budget: int):
+        self.graph = graph
+        self.me = scores.me
+        self.score = scores.score
+        self.order = scores.order
         self.max_len = max_len
         self.limit = limit
         self.budget = budget
-        self.trust_of: dict[bytes, float] = {}
-        self._trust = trust
-        self.best: list[tuple[tuple[float, float, int, tuple[bytes, ...]], Ring]] = []
-        self.succ: dict[bytes, list[bytes]] = {}
-        self.pred: dict[bytes, list[bytes]] = {}
+        self.spent = 0
+        self.best: list[tuple[_RankKey, Ring]] = []
+        self.succ_of: dict[bytes, list[bytes]] = {}
+        self.pred_of: dict[bytes, list[bytes]] = {}
 
-    def score(self, author: bytes) -> float:
-        t = self.trust_of.get(author)
-        if t is None:
-            t = self.trust_of[author] = 0.0 if author == self.me else float(self._trust(author))
-        return t
+    def _most_trusted(self, authors: Iterable[bytes]) -> list[bytes]:
+        """``me`` first, then the most trusted, then by id; at most :data:`MAX_EDGES_PER_AUTHOR`."""
+        return sorted(authors, key=lambda a: (self.order(a), a))[:MAX_EDGES_PER_AUTHOR]
 
-    def run(self, targets: Mapping[bytes, Iterable[bytes]]) -> list[Ring]:
-        """The best rings over the candidate edges ``targets`` (giver -> takers)."""
-        for x, ys in targets.items():
-            self.succ[x] = sorted(ys, key=lambda y: (-self.score(y), y))[:MAX_EDGES_PER_AUTHOR]
-            for y in self.succ[x]:
-                self.pred.setdefault(y, []).append(x)
+    def succ(self, author: bytes) -> Sequence[bytes]:
+        if author not in self.succ_of:
+            self.succ_of[author] = self._most_trusted(self.graph.takers(author))
+        return self.succ_of[author]
+
+    def pred(self, author: bytes) -> Sequence[bytes]:
+        if author not in self.pred_of:
+            self.pred_of[author] = self._most_trusted(self.graph.givers(author))
+        return self.pred_of[author]
+
+    def out_of_budget(self) -> bool:
+        return self.spent + self.graph.work >= self.budget
+
+    def worst_kept(self) -> float | None:
+        """The minimum trust of the worst ring kept, once ``limit`` are kept."""
+        return -self.best[-1][0][0] if len(self.best) >= self.limit else None
+
+    def run(self) -> list[Ring]:
         if self.me is not None:
-            self._from(self.me, lambda a: True)
+            self._from(self.me, None)
         else:
-            nodes = set(self.succ) | set(self.pred)
-            order = sorted(nodes, key=lambda a: (-self.score(a), a))
+            order = sorted(self.graph.authors(), key=lambda a: (-self.score(a), a))
             rank = {a: i for i, a in enumerate(order)}
             for start in order:
-                if self.budget <= 0:
+                worst = self.worst_kept()
+                if self.out_of_budget() or (worst is not None and self.score(start) < worst):
                     break
                 self._from(start, _After(rank, rank[start]))
         return [ring for _, ring in self.best]
 
-    def _reach_back(self, start: bytes, allowed: Callable[[bytes], bool]) -> dict[bytes, int]:
-        """Steps from each allowed author to ``start`` (at most ``max_len - 1``)."""
+    def _reach_back(self, start: bytes, allowed: Callable[[bytes], bool] | None) -> dict[bytes, int]:
+        """Steps from the authors that reach ``start`` in at most :data:`REACH_BACK` steps."""
         dist = {start: 0}
         frontier = [start]
-        for d in range(1, self.max_len):
+        for d in range(1, min(REACH_BACK, self.max_len - 1) + 1):
             nxt = []
             for y in frontier:
-                for x in self.pred.get(y, ()):
-                    if x not in dist and allowed(x):
+                for x in self.pred(y):
+                    if x not in dist and (allowed is None or allowed(x)):
                         dist[x] = d
                         nxt.append(x)
             frontier = nxt
         return dist
 
-    def _from(self, start: bytes, allowed: Callable[[bytes], bool]) -> None:
+    def _from(self, start: bytes, allowed: Callable[[bytes], bool] | None) -> None:
         dist = self._reach_back(start, allowed)
+        far = min(REACH_BACK, self.max_len - 1) + 1  # at least this many steps back, if not in dist
         path = [start]
         edges: list[Edge] = []
         on_path = {start}
         scored = [] if start == self.me else [self.score(start)]
 
-        def full_and_below(low: float) -> bool:
-            return len(self.best) >= self.limit and -low > self.best[-1][0][0]
-
         def walk(v: bytes) -> None:
-            if len(path) >= MIN_RING and start in self.succ.get(v, ()):
-                self.budget -= 1
-                closing = self.edge(v, start)
+            succ = self.succ(v)
+            if len(path) >= MIN_RING and start in succ:
+                self.spent += 1
+                closing = self.graph.edge(v, start)
                 if closing is not None:
                     self._keep(path, [*edges, closing], scored)
             if len(path) == self.max_len:
                 return
             left = self.max_len - len(path)  # steps left after the next one, to get back
-            for w in self.succ.get(v, ()):
-                if self.budget <= 0:
+            for w in succ:
+                if self.out_of_budget():
                     return
-                if w in on_path or dist.get(w, left + 1) > left or not allowed(w):
-                    continue
-                self.budget -= 1
-                e = self.edge(v, w)
-                if e is None:
+                if w in on_path or dist.get(w, far) > left or (allowed is not None and not allowed(w)):
                     continue
                 t = self.score(w)
-                if w != self.me and full_and_below(min([*scored, t])):
+                worst = self.worst_kept()
+                if w != self.me and worst is not None and min([*scored, t]) < worst:
+                    continue
+                self.spent += 1
+                e = self.graph.edge(v, w)
+                if e is None:
                     continue
                 path.append(w)
                 edges.append(e)
@@ -259,11 +425,11 @@ class _Search:
 class _After:
     """Whether an author comes after the start in the search's order."""
 
-    rank: Mapping[bytes, int]
+    rank: dict[bytes, int]
     start: int
 
     def __call__(self, author: bytes) -> bool:
-        return self.rank[author] > self.start
+        return self.rank.get(author, -1) > self.start
 
 
 def _check(max_len: int, limit: int, budget: int) -> None:
@@ -271,34 +437,6 @@ def _check(max_len: int, limit: int, budget: int) -> None:
         raise RingSearchError(f"max_len must be {MIN_RING} to {MAX_RING}, not {max_len}")
     if limit < 1 or budget < 1:
         raise RingSearchError(f"limit and budget must be at least 1, not {limit} and {budget}")
-
-
-def rings_in_graph(
-    edges: Iterable[Edge],
-    *,
-    me: bytes | None = None,
-    max_len: int = MAX_RING,
-    trust: Trust | None = None,
-    limit: int = 20,
-    budget: int = MAX_EXPANSIONS,
-) -> list[Ring]:
-    """The best rings over ``edges`` (the best edge between two authors counts), as :func:`find_rings`."""
-    _check(max_len, limit, budget)
-    best: dict[tuple[bytes, bytes], Edge] = {}
-    for e in edges:
-        if e.giver == e.taker:
-            continue
-        old = best.get((e.giver, e.taker))
-        if old is None or _better(e, old):
-            best[(e.giver, e.taker)] = e
-    targets: dict[bytes, list[bytes]] = {}
-    for x, y in best:
-        targets.setdefault(x, []).append(y)
-    return _Search(lambda x, y: best.get((x, y)), trust or _no_trust, me, max_len, limit, budget).run(targets)
-
-
-def _no_trust(author: bytes) -> float:
-    return 0.0
 
 
 def find_rings(
@@ -309,64 +447,27 @@ def find_rings(
     max_len: int = MAX_RING,
     trust: Trust | None = None,
     limit: int = 20,
-    budget: int = MAX_EXPANSIONS,
+    budget: int = MAX_WORK,
 ) -> list[Ring]:
     """The best rings among ``offers`` and ``wants``, at most ``limit`` (rules in the module's docstring)."""
     _check(max_len, limit, budget)
-    confirmed: dict[tuple[bytes, bytes], Edge | None] = {}
-
-    def edge(x: bytes, y: bytes) -> Edge | None:
-        if (x, y) not in confirmed:
-            found = None
-            for offer, want in pairs[x][y]:
-                m = matching.match(want, offer)
-                if m is not None:
-                    e = Edge(giver=x, taker=y, offer_id=offer.id, want_id=want.id, score=m.score)
-                    if found is None or _better(e, found):
-                        found = e
-            confirmed[(x, y)] = found
-        return confirmed[(x, y)]
-
-    search = _Search(edge, trust or _no_trust, me, max_len, limit, budget)
-    pairs = _candidate_pairs(
-        [o for o in offers if o.type == "offer"], [w for w in wants if w.type == "want"], search.score
-    )
-    return search.run(pairs)
+    scores = _Scores(trust, me)
+    return _Search(_ItemGraph(offers, wants, scores.order), scores, max_len, limit, budget).run()
 
 
-def _candidate_pairs(
-    offers: list[Matchable], wants: list[Matchable], trust: Trust
-) -> dict[bytes, dict[bytes, list[tuple[Matchable, Matchable]]]]:
-    """Giver -> taker -> the (offer, want) pairs that may match (bounds in the module's docstring)."""
-    by_tag: dict[str, list[Matchable]] = {}
-    by_word: dict[str, list[Matchable]] = {}
-    for o in sorted(offers, key=lambda o: (-trust(o.author), o.author, o.id)):
-        for tag in matching.folded_tags(o.tags):
-            by_tag.setdefault(tag, []).append(o)
-        head, desc = matching.offer_words(o)
-        for word in head | desc:
-            by_word.setdefault(word, []).append(o)
-    pairs: dict[bytes, dict[bytes, list[tuple[Matchable, Matchable]]]] = {}
-    for want in sorted(wants, key=lambda w: w.id):
-        kinds = matching.COMPATIBLE_KINDS.get(want.kind, frozenset())
-        postings = [by_tag.get(t, ()) for t in sorted(matching.folded_tags(want.tags))]
-        postings += [by_word.get(w, ()) for w in sorted(matching.want_words(want))]
-        seen: set[bytes] = set()
-        for posting in postings:
-            for offer in posting[:MAX_POSTINGS_PER_KEY]:
-                if (
-                    offer.id in seen
-                    or offer.author == want.author
-                    or offer.swarm != want.swarm
-                    or offer.kind not in kinds
-                ):
-                    continue
-                seen.add(offer.id)
-                edge = pairs.setdefault(offer.author, {}).setdefault(want.author, [])
-                if len(edge) < MAX_PAIRS_PER_EDGE:
-                    edge.append((offer, want))
-                if len(seen) >= MAX_CANDIDATES_PER_WANT:
-                    break
-            if len(seen) >= MAX_CANDIDATES_PER_WANT:
-                break
-    return pairs
+def rings_in_graph(
+    edges: Iterable[Edge],
+    *,
+    me: bytes | None = None,
+    max_len: int = MAX_RING,
+    trust: Trust | None = None,
+    limit: int = 20,
+    budget: int = MAX_WORK,
+) -> list[Ring]:
+    """The best rings over ``edges`` (the best edge between two authors counts), as :func:`find_rings`."""
+    _check(max_len, limit, budget)
+    return _Search(_EdgeGraph(edges), _Scores(trust, me), max_len, limit, budget).run()
+
+
+def _no_trust(author: bytes) -> float:
+    return 0.0

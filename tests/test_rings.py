@@ -173,8 +173,8 @@ def test_the_budget_bounds_the_search() -> None:
     authors = [bytes([65 + i]) for i in range(12)]
     offers = [offer(a, "thing") for a in authors]
     wants = [want(a, "thing") for a in authors]
-    assert find_rings(offers, wants, budget=50, limit=1000) != []
-    assert len(find_rings(offers, wants, budget=50, limit=1000)) < len(
+    assert find_rings(offers, wants, budget=500, limit=1000) != []
+    assert len(find_rings(offers, wants, budget=500, limit=1000)) < len(
         find_rings(offers, wants, budget=10**6, limit=1000)
     )
 
