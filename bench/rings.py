@@ -95,33 +95,38 @@ def match_once_per_want(offers: list[Item], wants: list[Item]) -> int:
     return sum(matching.match(w, by_thing[w.title.split(" ", 1)[1]]) is not None for w in wants)
 
 
+def measure(n: int, runs: int) -> None:
+    offers, wants = build(n)
+    me = offers[0].author
+    floor, _ = best_of(runs, lambda: words_pass(offers, wants))
+    unit, _ = best_of(runs, lambda: match_once_per_want(offers, wants))
+    every, found = best_of(runs, lambda: rings.find_rings(offers, wants, trust=trust))
+    mine, found_mine = best_of(runs, lambda: rings.find_rings(offers, wants, trust=trust, me=me))
+    assert isinstance(found, list) and isinstance(found_mine, list)
+    print(
+        f"{n:,} live items ({len(offers):,} offers, {len(wants):,} wants, {n // 10:,} authors),"
+        f" best of {runs}:"
+    )
+    print(
+        f"  find_rings, the best 20     {every * 1000:8.1f} ms  ({len(found)} rings;"
+        f" best min trust {found[0].min_trust if found else 0:.2f})"
+    )
+    print(f"  find_rings, me=one author   {mine * 1000:8.1f} ms  ({len(found_mine)} rings)")
+    print(f"  ceiling: a pass computing every item's tags and words  {floor * 1000:8.1f} ms")
+    print(
+        f"  ceiling: matching.match once per want ({len(wants):,} calls)  {unit * 1000:8.1f} ms"
+        f"  ({unit / len(wants) * 1e6:.1f} us a call)"
+    )
+    print(f"  find_rings / words pass: {every / floor:.2f} (all), {mine / floor:.2f} (me)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", default="5000,50000")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    for n in (int(x) for x in args.records.split(",")):
-        offers, wants = build(n)
-        me = offers[0].author
-        floor, _ = best_of(args.runs, lambda: words_pass(offers, wants))
-        unit, _ = best_of(args.runs, lambda: match_once_per_want(offers, wants))
-        every, found = best_of(args.runs, lambda: rings.find_rings(offers, wants, trust=trust))
-        mine, found_mine = best_of(args.runs, lambda: rings.find_rings(offers, wants, trust=trust, me=me))
-        assert isinstance(found, list) and isinstance(found_mine, list)
-        print(
-            f"{n:,} live items ({len(offers):,} offers, {len(wants):,} wants, {n // 10:,} authors), best of {args.runs}:"
-        )
-        print(
-            f"  find_rings, the best 20     {every * 1000:8.1f} ms  ({len(found)} rings;"
-            f" best min trust {found[0].min_trust if found else 0:.2f})"
-        )
-        print(f"  find_rings, me=one author   {mine * 1000:8.1f} ms  ({len(found_mine)} rings)")
-        print(f"  ceiling: a pass computing every item's tags and words  {floor * 1000:8.1f} ms")
-        print(
-            f"  ceiling: matching.match once per want ({len(wants):,} calls)  {unit * 1000:8.1f} ms"
-            f"  ({unit / len(wants) * 1e6:.1f} us a call)"
-        )
-        print(f"  find_rings / words pass: {every / floor:.2f} (all), {mine / floor:.2f} (me)")
+    for n in args.records.split(","):
+        measure(int(n), args.runs)
 
 
 if __name__ == "__main__":

@@ -182,19 +182,15 @@ class _EdgeGraph:
         return self.best.get((giver, taker))
 
 
-_Key = tuple[bytes, str, str, str]  # swarm, kind, "tag" or "word", the folded tag or word
-
-
-def _keys(item: Matchable) -> list[tuple[str, str]]:
-    """An item's index keys: its folded tags, then its words (an offer's, or a want's), sorted."""
+def _keys(item: Matchable) -> tuple[set[str], set[str]]:
+    """What an item is indexed by: its folded tags, and its words (an offer's, or a want's)."""
     if item.type == "offer":
         head, desc = matching.offer_words(item)
-        words = head | desc
-    else:
-        words = matching.want_words(item)
-    return [("tag", t) for t in sorted(matching.folded_tags(item.tags))] + [
-        ("word", w) for w in sorted(words)
-    ]
+        return matching.folded_tags(item.tags), head | desc
+    return matching.folded_tags(item.tags), matching.want_words(item)
+
+
+_Postings = dict[str, list[Matchable]]
 
 
 class _ItemGraph:
@@ -204,15 +200,20 @@ class _ItemGraph:
         self, offers: Iterable[Matchable], wants: Iterable[Matchable], order: Callable[[bytes], float]
     ):
         self.work = 0
-        self.keys: dict[bytes, list[tuple[str, str]]] = {}
         self.by_author: dict[tuple[str, bytes], list[Matchable]] = {}
-        self.index: dict[tuple[str, bytes, str, str, str], list[Matchable]] = {}
+        # (type, swarm, kind) -> (folded tag -> items, word -> items), each list in the index's order
+        self.index: dict[tuple[str, bytes, str], tuple[_Postings, _Postings]] = {}
         items = [i for i in offers if i.type == "offer"] + [i for i in wants if i.type == "want"]
         for item in sorted(items, key=lambda i: (order(i.author), i.author, i.id)):
-            self.keys[item.id] = keys = _keys(item)
+            # The keys are not kept: a swarm's worth of small sets costs more in garbage
+            # collection than computing again those of the few items the search reaches.
+            tags, words = _keys(item)
             self.by_author.setdefault((item.type, item.author), []).append(item)
-            for field, key in keys:
-                self.index.setdefault((item.type, item.swarm, item.kind, field, key), []).append(item)
+            by_tag, by_word = self.index.setdefault((item.type, item.swarm, item.kind), ({}, {}))
+            for tag in tags:
+                by_tag.setdefault(tag, []).append(item)
+            for word in words:
+                by_word.setdefault(word, []).append(item)
         self.pairs: dict[tuple[bytes, bytes], list[tuple[Matchable, Matchable]]] = {}
         self.takers_of: dict[bytes, list[bytes]] = {}
         self.givers_of: dict[bytes, list[bytes]] = {}
@@ -226,9 +227,11 @@ class _ItemGraph:
         """Items of type ``other`` and of one of ``kinds`` sharing a tag or a word with ``item``."""
         seen: set[bytes] = set()
         found: list[Matchable] = []
-        for field, key in self.keys[item.id]:
+        tags, words = _keys(item)
+        for field, key in [(0, t) for t in sorted(tags)] + [(1, w) for w in sorted(words)]:
             for kind in kinds:
-                postings = self.index.get((other, item.swarm, kind, field, key), ())[:MAX_POSTINGS_PER_KEY]
+                lists = self.index.get((other, item.swarm, kind))
+                postings = lists[field].get(key, [])[:MAX_POSTINGS_PER_KEY] if lists else []
                 self.work += len(postings)
                 for cand in postings:
                     if cand.author != item.author and cand.id not in seen:
