@@ -126,6 +126,16 @@ def test_me_is_not_scored_by_trust() -> None:
     assert b"A" not in asked and ring.min_trust == 1.0
 
 
+def test_me_is_found_in_a_crowd_more_trusted_than_me() -> None:
+    """The candidate lists are capped most trusted first, but ``me``'s items always make them."""
+    crowd = [b"%03d" % i for i in range(100)]
+    offers = [offer(a, "thing") for a in crowd]
+    wants = [want(a, "thing") for a in crowd]
+    rings = find_rings(offers, wants, me=b"050", trust=lambda a: 1.0 - int(a) / 1000, limit=5)
+    assert len(rings) == 5 and all(b"050" in r.participants for r in rings)
+    assert rings[0].participants == (b"000", b"001", b"050") and rings[0].min_trust == 0.999
+
+
 def test_each_cycle_once_in_a_complete_graph() -> None:
     """Everyone offers and wants one shared thing: every directed 3- and 4-cycle of 4 authors, once."""
     authors = [b"A", b"B", b"C", b"D"]
@@ -195,28 +205,29 @@ def brute_force_cycles(edges: set[tuple[bytes, bytes]], me: bytes | None = None)
     return found
 
 
-THINGS = ["drill", "ladder", "tent", "saw", "kayak"]
-KINDS = ["give", "swap", "lend"]
-items = st.lists(
-    st.tuples(
-        st.booleans(), st.integers(0, 7), st.sampled_from(THINGS), st.sampled_from(["give", "swap", "lend"])
-    ),
-    max_size=24,
-)
+THINGS = ["drill", "ladder", "tent", "saw"]
+KINDS = [
+    "give",
+    "swap",
+    "lend",
+]  # an offer's "give" meets every want but "service"; "swap" and "lend" their own
+#: For each of 3 to 8 authors, what they offer and what they want: (thing, kind) pairs.
+Spec = list[tuple[list[tuple[str, str]], list[tuple[str, str]]]]
+things = st.lists(st.tuples(st.sampled_from(THINGS), st.sampled_from(KINDS)), min_size=1, max_size=3)
+swarms = st.lists(st.tuples(things, things), min_size=3, max_size=8)
 
 
-def build(spec: list[tuple[bool, int, str, str]]) -> tuple[list[Item], list[Item]]:
+def build(spec: Spec) -> tuple[list[Item], list[Item]]:
     offers, wants = [], []
-    for n, (is_offer, author, thing, kind) in enumerate(spec):
-        who = bytes([65 + author])
-        (offers if is_offer else wants).append((offer if is_offer else want)(who, thing, n, kind))
+    for a, (offered, wanted) in enumerate(spec):
+        who = bytes([65 + a])
+        offers += [offer(who, thing, n, kind) for n, (thing, kind) in enumerate(offered)]
+        wants += [want(who, thing, n, kind) for n, (thing, kind) in enumerate(wanted)]
     return offers, wants
 
 
-@given(items, st.one_of(st.none(), st.integers(0, 7)))
-def test_every_cycle_found_as_brute_force_finds_it(
-    spec: list[tuple[bool, int, str, str]], me_n: int | None
-) -> None:
+@given(swarms, st.one_of(st.none(), st.integers(0, 7)))
+def test_every_cycle_found_as_brute_force(spec: Spec, me_n: int | None) -> None:
     offers, wants = build(spec)
     me = None if me_n is None else bytes([65 + me_n])
     edges = [
