@@ -115,3 +115,21 @@ def test_the_store_keeps_only_the_newest_notices(monkeypatch):
         kept = store.notices()
         assert [s.notice.record[0] for s in kept] == [2, 3, 4]
         assert [s.at for s in kept] == [2, 3, 4]
+
+
+def test_a_version_2_store_upgrades_to_an_empty_inbox_and_keeps_its_records(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    drill = offer("Drill")
+    with Store.open(path) as store:
+        store.add_records([drill], now_ms=1_000)
+    conn = sqlite3.connect(path)  # back to version 2, as issue 12 left it
+    conn.executescript("DROP TABLE inbox; DROP TABLE local_state; PRAGMA user_version = 2;")
+    conn.close()
+    with Store.open(path) as store:
+        assert store.schema_version == 3 and store.has(drill.id)
+        assert store.inbox_marks() == (0, 0) and store.notices() == []
+        [added] = store.add_notices([Notice("offer", drill.id, BOB_KEY)], at=5)
+        store.mark_inbox_seen(added.seq)
+        assert store.inbox_marks() == (added.seq, added.seq)
