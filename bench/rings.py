@@ -7,7 +7,8 @@ shared by a fifth of the swarm and the graph is dense), with a trust score
 per author from a hash. Measures, best of ``--runs``:
 
 * ``find_rings`` without ``me`` (the swarm's best 20 rings) and with ``me``
-  (one author's), at the default bounds;
+  (one author's), at the default bounds; and with ``me`` but no trust
+  (everyone ties, nothing is pruned: the worst case, the budget spent);
 * next to a ceiling measured in the same run: a plain pass over the items
   computing what matching reads of each (``folded_tags`` and the words),
   the least any index over matching's words costs; and ``matching.match``
@@ -102,6 +103,7 @@ def measure(n: int, runs: int) -> None:
     unit, _ = best_of(runs, lambda: match_once_per_want(offers, wants))
     every, found = best_of(runs, lambda: rings.find_rings(offers, wants, trust=trust))
     mine, found_mine = best_of(runs, lambda: rings.find_rings(offers, wants, trust=trust, me=me))
+    untrusted, _ = best_of(runs, lambda: rings.find_rings(offers, wants, me=me))
     assert isinstance(found, list) and isinstance(found_mine, list)
     print(
         f"{n:,} live items ({len(offers):,} offers, {len(wants):,} wants, {n // 10:,} authors),"
@@ -112,6 +114,7 @@ def measure(n: int, runs: int) -> None:
         f" best min trust {found[0].min_trust if found else 0:.2f})"
     )
     print(f"  find_rings, me=one author   {mine * 1000:8.1f} ms  ({len(found_mine)} rings)")
+    print(f"  find_rings, me, no trust    {untrusted * 1000:8.1f} ms  (all tie: the work budget is spent)")
     print(f"  ceiling: a pass computing every item's tags and words  {floor * 1000:8.1f} ms")
     print(
         f"  ceiling: matching.match once per want ({len(wants):,} calls)  {unit * 1000:8.1f} ms"
