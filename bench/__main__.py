@@ -18,6 +18,7 @@ FULL = [
     ["bench.sync"],
     ["bench.lag"],
     ["bench.footprint"],
+    ["bench.rings"],
 ]
 QUICK = [
     ["bench.ingest", "--records", "3000"],
@@ -26,6 +27,7 @@ QUICK = [
     ["bench.sync", "--records", "2000"],
     ["bench.lag", "--records", "3000", "--idle", "1"],
     ["bench.footprint", "--records", "5000", "--runs", "3"],
+    ["bench.rings", "--records", "5000", "--runs", "1"],
 ]
 
 
