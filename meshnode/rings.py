@@ -32,8 +32,9 @@ the rings that include ``me`` are searched for and returned.
 order (most trusted first, then by id), so that every cycle is found exactly
 once, from its first author in that order; with ``me``, one search from
 ``me`` over everyone. Before each start, a backward breadth-first pass of
-:data:`REACH_BACK` steps marks the authors that can reach the start in that
-many steps, and the search enters none that could not get back in the steps
+:data:`REACH_BACK` steps (or ``max_len - 1``, if fewer) marks how many steps
+each author near the start needs to get back to it (one not marked needs
+more), and the search enters no author that cannot get back in the steps
 left (so the last steps walk only towards cycles). Johnson's algorithm was
 not chosen: its blocking lists serve unbounded cycles, and with the length
 capped at 5 they must be reworked (Gupta and Suzumura's bounded variant) for
