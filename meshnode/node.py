@@ -67,6 +67,9 @@ from meshnode.verdicts import PeerPenalties
 
 log = logging.getLogger(__name__)
 
+#: How long an invite waits for a new swarm network's first UPnP answer (see :meth:`Node.invite`).
+INVITE_WAIT = 5.0
+
 CLOSE_TIMEOUT = 5.0
 
 
@@ -413,8 +416,16 @@ class Node:
             if self._state.ports.pop(net.tag, None) is not None:
                 self._ports_changed = True
 
-    def invite(self, swarm: Swarm) -> str:
-        """An invite code for ``swarm`` naming this node's addresses on its network."""
+    async def invite(self, swarm: Swarm, *, wait: float = INVITE_WAIT) -> str:
+        """An invite code for ``swarm`` naming this node's addresses on its network.
+
+        A swarm's network that has just started (``swarm create``) asks the
+        router for a port mapping; an invite made before the answer would
+        carry only LAN addresses. So wait up to ``wait`` s for that answer.
+        """
+        net = self._networks.get(swarm.psk_hex)
+        if net is not None and net.reach is not None:
+            await net.reach.mapping_known(wait)
         return encode_invite(Invite(swarm=swarm, addrs=tuple(self.addrs(swarm))))
 
     async def join_invite(self, code: str) -> Swarm:

@@ -46,7 +46,7 @@ async def test_invite_joins_the_swarm_and_connects_to_the_inviter(tmp_path):
     async with running_nodes(tmp_path, 2) as (a, b):
         swarm = Swarm.create("Oak Lane")
         await a.join_swarm(swarm)
-        joined = await b.join_invite(a.invite(swarm))
+        joined = await b.join_invite(await a.invite(swarm))
         assert joined == swarm
         assert a.peer_id in b.connected_peers()
         await wait_for_mesh([a, b], swarm)
@@ -58,7 +58,7 @@ async def test_private_swarm_admits_key_holders_and_refuses_others(tmp_path):
     async with running_nodes(tmp_path, 4, dial_timeout=3.0) as (a, b, c, d):
         swarm = Swarm.create("Quiet Close", private=True)
         await a.join_swarm(swarm)
-        code = a.invite(swarm)
+        code = await a.invite(swarm)
         # B has the invite (and so the key): admitted.
         await b.join_invite(code)
         assert a.peer_id in b.connected_peers()

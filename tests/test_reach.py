@@ -144,7 +144,7 @@ async def test_a_restarted_node_rejoins_and_catches_up_with_no_command(tmp_path:
     async with nursery_for_test() as nursery:
         na = await a.start(nursery, [swarm])
         nb = await b.start(nursery)
-        await nb.join_invite(na.invite(swarm))
+        await nb.join_invite(await na.invite(swarm))
         await wait_until(lambda: na.swarm_peers(swarm) == [nb.peer_id], timeout=15)
         await wait_until(lambda: nb.book.entry(swarm.id, na.peer_id) is not None, timeout=5)
 
@@ -174,7 +174,7 @@ async def test_members_who_joined_through_one_inviter_find_each_other(tmp_path: 
         others = []
         for m in members[1:]:
             n = await m.start(nursery)
-            await n.join_invite(na.invite(swarm))
+            await n.join_invite(await na.invite(swarm))
             others.append(n)
         ids = {n.peer_id for n in others}
 
@@ -196,7 +196,7 @@ async def test_an_unreachable_inviter_is_kept_and_redialled(tmp_path: Path) -> N
     a, b = Member(tmp_path, "a"), Member(tmp_path, "b")
     async with nursery_for_test() as nursery:
         na = await a.start(nursery, [swarm])
-        code = na.invite(swarm)
+        code = await na.invite(swarm)
         await a.stop()
         nb = await b.start(nursery)
         with pytest.raises(NetworkError, match="will keep trying"):
@@ -213,7 +213,7 @@ async def test_peer_exchange_tells_strangers_nothing(tmp_path: Path) -> None:
     async with nursery_for_test() as nursery:
         na = await a.start(nursery, [swarm])
         nb = await b.start(nursery)
-        await nb.join_invite(na.invite(swarm))
+        await nb.join_invite(await na.invite(swarm))
         await wait_until(lambda: na.swarm_peers(swarm) == [nb.peer_id], timeout=15)
         await wait_until(lambda: bool(na.book.shareable(swarm.id, na.clock())), timeout=10)
         stranger = await c.start(nursery)
@@ -243,7 +243,7 @@ async def test_idle_strangers_cannot_cut_a_node_off_its_swarm(tmp_path: Path) ->
     async with nursery_for_test() as nursery:
         na = await a.start(nursery, [swarm])
         nb = await b.start(nursery)
-        await nb.join_invite(na.invite(swarm))
+        await nb.join_invite(await na.invite(swarm))
         await wait_until(lambda: na.swarm_peers(swarm) == [nb.peer_id], timeout=15)
 
         strangers = [build_host(Identity.generate(), min_peers=0) for _ in range(10)]
@@ -275,7 +275,7 @@ async def test_idle_strangers_cannot_cut_a_node_off_its_swarm(tmp_path: Path) ->
             assert na.network_status()[0]["connections"]["trimmed"] >= held - 2
             # And a newcomer can join through an invite again.
             nd = await d.start(nursery)
-            await nd.join_invite(na.invite(swarm))
+            await nd.join_invite(await na.invite(swarm))
             await wait_until(lambda: nd.peer_id in na.swarm_peers(swarm), timeout=15)
             idle.cancel_scope.cancel()
 

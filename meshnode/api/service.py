@@ -248,7 +248,7 @@ class ApiService:
         return self._swarm_json(swarm)
 
     async def swarm_invite(self, name: str) -> dict[str, Any]:
-        return {"code": self.node.invite(self.node.swarm(name))}
+        return {"code": await self.node.invite(self.node.swarm(name))}
 
     async def swarm_join(self, code: object) -> dict[str, Any]:
         from meshnode.errors import NetworkError

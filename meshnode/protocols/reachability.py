@@ -111,6 +111,9 @@ class NetworkReach:
         )
         self._mode_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # Set once the router has answered the first UPnP attempt (mapped, no gateway or failed),
+        # or at once when UPnP is not tried: what an invite made now can carry is then known.
+        self._mapping_known = trio.Event()
 
     # --- reading ---------------------------------------------------------------------
 
@@ -184,6 +187,8 @@ class NetworkReach:
                     await nursery.start(self.relay.run)
                 if self.config.upnp:
                     self._start_upnp(nursery)
+                if self.mapper is None:
+                    self._mapping_known.set()
                 await nursery.start(self.checker.run)
                 task_status.started()
                 await trio.sleep_forever()
@@ -226,7 +231,15 @@ class NetworkReach:
         self.mapper = PortMapper(ipv4[0][2], internal_ip=internal_ip, on_change=self._on_mapping)
         nursery.start_soon(self.mapper.run)
 
+    async def mapping_known(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until the first UPnP attempt has an answer; whether it has."""
+        with trio.move_on_after(timeout):
+            await self._mapping_known.wait()
+        return self._mapping_known.is_set()
+
     def _on_mapping(self, status: Any) -> None:
+        if str(status.state) != "unknown":
+            self._mapping_known.set()
         addr = status.advertisable_addr
         mapped = [str(addr)] if addr is not None else []
         if mapped != self.advertiser.mapped:
