@@ -209,6 +209,54 @@ def test_a_restarted_home_rejoins_and_catches_up_with_no_command(lab, start):
     print(f"\n(d) the restarted home was back with P {took:.1f} s after its ready line")
 
 
+def book_failures(d: Daemon, other: Daemon) -> int:
+    """How many dials of ``other`` have failed in a row, by ``d``'s address book (0 if unknown)."""
+    rows = [r for r in d.json("peers", "--known") if r["peer_id"] == other.peer_id]
+    return max((r["failures"] for r in rows), default=0)
+
+
+@pytest.mark.timeout(300)
+def test_a_restarted_upnp_home_is_redialled_by_two_members_behind_nat(lab, start):
+    """A restarted UPnP home is redialled by two members behind NAT.
+
+    The members' relay clients (and libp2p's auto-connector) used to dial the
+    home right after it left, for 10 s, at the one address left in libp2p's
+    peerstore (the home's LAN address: a black hole from another home),
+    holding the swarm's one dial slot per peer; the address book's redials
+    waited behind them and gave up after their 5 s share, again and again
+    (all their periods are multiples of 5 s): neither member came back
+    within 150 s.
+    """
+    home_a, home_b, home_c = lab.home("a", upnp=True), lab.home("b"), lab.home("c")
+    a, b, c = start(home_a, "a"), start(home_b, "b"), start(home_c, "c")
+    a.cli("swarm", "create", "Elm Street")
+    code = invite_of(a, "Elm Street")
+    b.cli("swarm", "join", code)
+    c.cli("swarm", "join", code)
+    for d in (b, c):
+        wait_for(lambda d=d: route_to(d, a) == "direct", timeout=60, what="a member connected to A directly")
+        # Behind NAT, each takes a relay slot on A (the only public member): its relay client
+        # then redials A too when A leaves, besides the address book.
+        wait_for(
+            lambda d=d: network(d)["reachability"]["state"] == "relayed",
+            timeout=60,
+            what="a member to hold a relay reservation on A",
+        )
+    mapped = network(a)["addrs"]
+
+    a.stop()
+    for d in (b, c):  # both noticed, and at least one redial failed while A was away
+        wait_for(lambda d=d: book_failures(d, a) >= 1, timeout=60, what="a failed redial of A")
+    a.start(timeout=60)  # the same home: same port, same mapping
+    wait_for(lambda: set(network(a)["addrs"]) == set(mapped), timeout=30, what="A's same mapped address")
+    took = wait_for(
+        lambda: route_to(b, a) is not None and route_to(c, a) is not None,
+        timeout=60,
+        what="both members to redial the restarted home",
+    )
+    print(f"\n(d2) both members were back with the restarted UPnP home {took:.1f} s after its ready line")
+
+
 # --------------------------------------------------------------------------- (e)
 
 

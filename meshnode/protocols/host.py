@@ -65,7 +65,11 @@ def build_host(
     """A libp2p host for ``identity``: Noise only, Yamux, TCP, optional pnet key.
 
     ``min_peers`` is libp2p's low watermark: below it, the host dials peers it
-    knows from its peerstore every 30 s (pitfall 17). 0 turns that off.
+    knows from its peerstore every 30 s (pitfall 17). 0 turns that off: the
+    auto-connector is disabled outright, since libp2p aims at the midpoint of
+    the low and high watermarks (32 here) even with a low watermark of 0, and
+    its dials hold the swarm's per-peer dial slot that :func:`dial` waits on
+    (:func:`disable_auto_connector`).
     ``advertiser`` decides the addresses the host advertises (default: a plain
     :class:`Advertiser`, which already expands wildcards).
     """
@@ -89,6 +93,8 @@ def build_host(
         addrs_factory=advertiser,
     )
     advertiser.host = host
+    if min_peers <= 0:
+        disable_auto_connector(host)
     # libp2p's get_addrs() strips "/p2p/<first id>" and everything after it from
     # each address before appending ours, which turns a circuit address
     # (.../p2p/<relay>/p2p-circuit) into the relay's own address with our id.
@@ -106,6 +112,30 @@ def build_host(
 
     host.get_addrs = get_addrs  # type: ignore[method-assign]
     return host
+
+
+def disable_auto_connector(host: IHost) -> None:
+    """Stop libp2p's auto-connector from dialling anyone (pitfall 17); the address book redials.
+
+    With ``low_watermark=0`` libp2p 0.8.1 still aims at (low + high) / 2
+    connections, dials every peer in the peerstore every 30 s and right after
+    each disconnect, each for up to ``dial_timeout`` (10 s), at whatever
+    address the peerstore holds then (a stale public one while the peer is
+    down, or a LAN one of another home: both black holes). The swarm lets one
+    dial per peer run at a time (``Swarm._ongoing_dials``), so the node's own
+    dial waits behind it and gives up after its shorter share. Measured: a
+    restarted UPnP home was not redialled for 150 s, every redial of the
+    address book landing 0.34 s after one of these (their periods are
+    multiples of 5 s).
+    """
+    connector = getattr(host.get_network(), "auto_connector", None)
+    if connector is None:
+        return
+
+    async def never() -> None:
+        return None
+
+    connector.maybe_connect = never
 
 
 # --- addresses -------------------------------------------------------------------

@@ -130,8 +130,9 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.tools.constants import MAX_READ_LEN
 from multiaddr import Multiaddr
 
+from meshnode.addrs import rank as addrs_rank
 from meshnode.errors import BadValue, NetworkError
-from meshnode.protocols.host import close_stream
+from meshnode.protocols.host import close_stream, dial_addrs
 from meshnode.protocols.host import dial as dial_peer
 from meshnode.protocols.notifee import Notifee
 from meshnode.ratelimit import KeyedRateLimit
@@ -918,9 +919,13 @@ class RelayClient:
                     )
                     if entry.addrs:
                         try:
-                            await dial_peer(
-                                self.host, PeerInfo(relay, list(entry.addrs)), timeout=self._dial_timeout
-                            )
+                            # One address at a time, public first, each with its own share: libp2p
+                            # would dial only the first TCP address of its peerstore (pitfall 30),
+                            # which another dialler may have left on a LAN address of another home,
+                            # and hold the swarm's one dial slot for this peer (which the address
+                            # book's redial waits on) for the whole timeout.
+                            ranked = sorted((str(a) for a in entry.addrs), key=addrs_rank)
+                            await dial_addrs(self.host, relay, ranked, timeout=self._dial_timeout)
                         except Exception as exc:
                             self._set(entry, reason=f"relay unreachable: {exc}")
                     if not self._connected(relay):
