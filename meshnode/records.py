@@ -38,7 +38,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from meshnode import wire
+from meshnode import sealing, wire
 from meshnode.errors import (
     ClockSkewError,
     DecodeError,
@@ -165,6 +165,7 @@ class ProposalBody:
     take: tuple[bytes, ...] = ()
     note: str = ""
     expires: int | None = None
+    private: bytes = b""  # sealed for the two parties (meshnode.sealing); empty: none
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class ReplyBody:
     take: tuple[bytes, ...] = ()
     note: str = ""
     prev: bytes | None = None
+    private: bytes = b""  # sealed for the two parties (meshnode.sealing); empty: none
 
 
 @dataclass(frozen=True)
@@ -439,7 +441,7 @@ def _spells_out_a_default(value: dict[str, Any]) -> bool:
 
 
 def _without_defaults(d: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k in keep or v not in (None, "", [])}
+    return {k: v for k, v in d.items() if k in keep or (v not in (None, "", []) and v != b"")}
 
 
 # --- each body type: to map, from map, field checks, rules --------------------
@@ -609,13 +611,14 @@ def _check_attest_author(body: AttestBody, author: bytes) -> None:
 
 
 def _proposal_from_map(value: dict[str, Any], what: str) -> ProposalBody:
-    _only_keys(value, {"to", "give", "take", "note", "expires"}, what)
+    _only_keys(value, {"to", "give", "take", "note", "expires", "private"}, what)
     return ProposalBody(
         to=_bytes_field(value.get("to"), "to", KEY_SIZE),
         give=_ids_field(value.get("give", []), "give"),
         take=_ids_field(value.get("take", []), "take"),
         note=_text_field(value.get("note", ""), "note", MAX_NOTE),
         expires=_opt_int(value.get("expires"), "expires"),
+        private=_private_field(value.get("private", b"")),
     )
 
 
@@ -625,6 +628,7 @@ def _check_proposal_fields(body: ProposalBody) -> None:
     _check_ids(body.take, "take")
     _text_field(body.note, "note", MAX_NOTE)
     _opt_int(body.expires, "expires")
+    _private_field(body.private)
 
 
 def _check_proposal_rules(body: ProposalBody) -> None:
@@ -638,7 +642,7 @@ def _check_proposal_author(body: ProposalBody, author: bytes) -> None:
 
 
 def _reply_from_map(value: dict[str, Any], what: str) -> ReplyBody:
-    _only_keys(value, {"proposal", "action", "give", "take", "note", "prev"}, what)
+    _only_keys(value, {"proposal", "action", "give", "take", "note", "prev", "private"}, what)
     prev = value.get("prev")
     return ReplyBody(
         proposal=_bytes_field(value.get("proposal"), "proposal", ID_SIZE),
@@ -647,6 +651,7 @@ def _reply_from_map(value: dict[str, Any], what: str) -> ReplyBody:
         take=_ids_field(value.get("take", []), "take"),
         note=_text_field(value.get("note", ""), "note", MAX_NOTE),
         prev=None if prev is None else _bytes_field(prev, "prev", ID_SIZE),
+        private=_private_field(value.get("private", b"")),
     )
 
 
@@ -658,6 +663,7 @@ def _check_reply_fields(body: ReplyBody) -> None:
     _text_field(body.note, "note", MAX_NOTE)
     if body.prev is not None:
         _check_len(body.prev, ID_SIZE, "prev")
+    _private_field(body.private)
 
 
 def _check_reply_rules(body: ReplyBody) -> None:
@@ -855,6 +861,26 @@ def _only_keys(value: dict[str, Any], allowed: set[str], what: str) -> None:
 def _bytes_field(value: Any, name: str, size: int) -> bytes:
     if not isinstance(value, bytes) or len(value) != size:
         raise ValidationError(f"{name}: expected {size} bytes, found {_describe(value)}")
+    return value
+
+
+def _private_field(value: Any) -> bytes:
+    """A sealed private part (:mod:`meshnode.sealing`): empty, or a blob of a valid size and version.
+
+    Only the two parties can open it; everyone else checks its shape and
+    carries it (the record's signature covers it).
+    """
+    if not isinstance(value, bytes):
+        raise ValidationError(f"private: expected bytes, found {_describe(value)}")
+    if value and (
+        not sealing.MIN_BLOB <= len(value) <= sealing.MAX_BLOB
+        or (len(value) - sealing.OVERHEAD) % sealing.PAD
+        or value[0] != sealing.VERSION
+    ):
+        raise ValidationError(
+            f"private: expected a sealed part of {sealing.MIN_BLOB}..{sealing.MAX_BLOB} bytes"
+            f" (version {sealing.VERSION}), found {len(value)} bytes"
+        )
     return value
 
 

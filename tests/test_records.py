@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshnode import records as r
-from meshnode import wire
+from meshnode import sealing, wire
 from meshnode.errors import (
     ClockSkewError,
     DecodeError,
@@ -25,6 +25,8 @@ from tests.conftest import NOW, SWARM, Author
 
 ID = bytes(range(100, 132))
 KEY2 = bytes(nacl.signing.SigningKey(b"\x07" * 32).verify_key)
+SENDER = nacl.signing.SigningKey(b"\x08" * 32)
+SEALED = sealing.seal("Elm St 12", sender=SENDER, recipient=KEY2, context=sealing.reply_context(ID))
 
 
 def every_body():
@@ -51,7 +53,19 @@ def every_body():
         r.ReplyBody(proposal=ID, action="counter", take=(bytes(32),), note="half", prev=bytes(32)),
         r.ProfileBody(nickname="ada", bio="Lovelace Lane"),
         r.ProfileBody(),
+        r.ProposalBody(to=KEY2, take=(ID,), private=SEALED),
+        r.ReplyBody(proposal=ID, action="accept", prev=ID, private=SEALED),
     ]
+
+
+def test_a_private_part_must_look_sealed_and_is_omitted_when_empty():
+    """Others carry a private part unread: they check its size and version only (meshnode.sealing)."""
+    plain = r.ProposalBody(to=KEY2, take=(ID,))
+    assert "private" not in r.body_to_map(plain)
+    too_big = bytes(sealing.MAX_BLOB + 64)
+    for bad in (b"x", SEALED[:-1], SEALED + b"\0", b"\x02" + SEALED[1:], "text", too_big):
+        with pytest.raises(ValidationError, match="private"):
+            r.check_body(dataclasses.replace(plain, private=bad))
 
 
 @pytest.mark.parametrize("body", every_body(), ids=lambda b: type(b).__name__)

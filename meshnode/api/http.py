@@ -201,18 +201,21 @@ def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
 
 
 async def post_proposal(request: Request, s: ApiService) -> Any:
-    b = await body(request, {"offer", "give", "note", "expires_days"})
-    return await s.propose(b.get("offer"), b.get("give", []), b.get("note", ""), b.get("expires_days"))
+    b = await body(request, {"offer", "give", "note", "expires_days", "private"})
+    return await s.propose(
+        b.get("offer"), b.get("give", []), b.get("note", ""), b.get("expires_days"), b.get("private", "")
+    )
 
 
 async def post_reply(request: Request, s: ApiService) -> Any:
-    b = await body(request, {"give", "take", "note"})
+    b = await body(request, {"give", "take", "note", "private"})
     return await s.reply(
         request.path_params["id"],
         request.path_params["action"],
         give=b.get("give", []),
         take=b.get("take", []),
         note=b.get("note", ""),
+        private=b.get("private", ""),
     )
 
 

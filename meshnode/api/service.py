@@ -16,12 +16,12 @@ from typing import Any
 import trio
 
 from meshnode import records as rec
-from meshnode import views
+from meshnode import sealing, views
 from meshnode.api.feed import InboxFeed
 from meshnode.api.notices import Known, notice_json
 from meshnode.api.peoplebook import PeopleBook
 from meshnode.barter import TradeBook
-from meshnode.errors import BadValue, NotAllowed, NotFound
+from meshnode.errors import BadValue, MeshError, NotAllowed, NotFound
 from meshnode.home import Home, save_swarms
 from meshnode.identity import key_of_peer_id, peer_id_of
 from meshnode.ids import short_id
@@ -502,7 +502,12 @@ class ApiService:
         return await self.views.book()
 
     async def propose(
-        self, offer_id: object, give: list[str], note: str = "", expires_days: object = None
+        self,
+        offer_id: object,
+        give: list[str],
+        note: str = "",
+        expires_days: object = None,
+        private: object = "",
     ) -> dict[str, Any]:
         """Propose a trade for a neighbour's offer; it expires unless accepted in time.
 
@@ -538,14 +543,16 @@ class ApiService:
                         f" {short_id(wanted.id)} ({trade.state}): see 'meshnode proposals',"
                         " or cancel it first"
                     )
+            swarm = self._swarm_of(wanted.swarm)
             body = rec.ProposalBody(
                 to=wanted.author,
                 give=tuple(mine),
                 take=(wanted.id,),
                 note=_text(note, "note", rec.MAX_NOTE),
                 expires=now + int(days * DAY_MS),
+                private=self._sealed(private, wanted.author, sealing.proposal_context(swarm.id)),
             )
-            record = await self.node.publish(body, self._swarm_of(wanted.swarm))
+            record = await self.node.publish(body, swarm)
         return {"id": record.id.hex()}
 
     async def proposals(self) -> list[dict[str, Any]]:
@@ -621,7 +628,39 @@ class ApiService:
             "you_get": [_title(items, i) for i in gets] if stated else None,
             "note": r.body.note,
             "date": iso(r.ts),
-        }
+        } | self._private_json(r)
+
+    def _sealed(self, text: object, other: bytes, context: bytes) -> bytes:
+        """``text`` sealed so that only this node and ``other`` can read it (empty: no private part)."""
+        plain = _text(text, "private", sealing.MAX_TEXT)
+        if not plain:
+            return b""
+        if other == self.me:
+            raise NotAllowed("only a party to the trade can add a private part")
+        return sealing.seal(plain, sender=self.node.identity, recipient=other, context=context)
+
+    def _private_json(self, r: rec.Record) -> dict[str, Any]:
+        """``{"private": text}`` for a move with a private part this node can read (it is a party)."""
+        blob = getattr(r.body, "private", b"")
+        if not blob:
+            return {}
+        if isinstance(r.body, rec.ProposalBody):
+            other, context = r.body.to, sealing.proposal_context(r.swarm)
+        else:
+            proposal = self.reader.get(r.body.proposal)
+            if proposal is None:
+                return {"private": None}
+            parties = (proposal.author, proposal.body.to)
+            other = parties[1] if parties[0] == self.me else parties[0]
+            context = sealing.reply_context(r.body.proposal)
+        if r.author != self.me:
+            other = r.author
+        try:
+            me = self.node.identity
+            text = sealing.open_sealed(blob, me=me, other=other, author=r.author, context=context)
+        except MeshError:
+            return {"private": None}  # not for this node, or damaged: shown as unreadable
+        return {"private": text}
 
     def _as_seen(self, t: Any, items: dict[bytes, LiveItem], note: str) -> dict[str, Any]:
         """A trade from this node's side: the other party, titles given and got, whose move.
@@ -675,6 +714,7 @@ class ApiService:
         give: list[str] | None = None,
         take: list[str] | None = None,
         note: str = "",
+        private: object = "",
     ) -> dict[str, Any]:
         if action not in rec.REPLY_ACTIONS:
             raise BadValue(f"action: expected one of {list(rec.REPLY_ACTIONS)}, found {action!r}")
@@ -695,6 +735,11 @@ class ApiService:
                 take=tuple(take_ids),
                 note=_text(note, "note", rec.MAX_NOTE),
                 prev=trade.latest_move,  # the move this reply answers: never reordered by timestamps
+                private=self._sealed(
+                    private,
+                    trade.other(self.me) if trade.role(self.me) else self.me,
+                    sealing.reply_context(pid),
+                ),
             )
             named = set(trade.offers) | set(give_ids) | set(take_ids)  # all the check reads
             offers = await self._read(views.offer_infos, self.reader, named)

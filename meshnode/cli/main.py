@@ -438,6 +438,16 @@ app.add_typer(item_app("want", "wants", "a want (something you look for)"), name
 # --- barter -------------------------------------------------------------------
 
 
+PrivateOption = Annotated[
+    str,
+    typer.Option(
+        "--private",
+        help="Text only you and the other party can read (an address, a phone number); others carry it"
+        " sealed.",
+    ),
+]
+
+
 @app.command()
 @mesh_errors
 def propose(
@@ -448,11 +458,12 @@ def propose(
         float | None,
         typer.Option("--expires", help="Close the proposal if nobody accepts it within DAYS (default 14)."),
     ] = None,
+    private: PrivateOption = "",
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Propose a trade for a neighbour's offer; prints the proposal id."""
-    body: dict[str, object] = {"offer": offer_id, "give": give or [], "note": note}
+    body: dict[str, object] = {"offer": offer_id, "give": give or [], "note": note, "private": private}
     if expires is not None:
         body["expires_days"] = finite(expires, "--expires")
     data = client(home).post("/proposals", body)
@@ -488,10 +499,14 @@ def _reply(
 @app.command()
 @mesh_errors
 def accept(
-    proposal_id: str, note: NoteOption = "", home: HomeOption = None, json_out: JsonOption = False
+    proposal_id: str,
+    note: NoteOption = "",
+    private: PrivateOption = "",
+    home: HomeOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Accept a proposal (reserves the offers in it)."""
-    _reply("accept", proposal_id, home, json_out, {"note": note})
+    _reply("accept", proposal_id, home, json_out, {"note": note, "private": private})
 
 
 @app.command()
@@ -524,11 +539,13 @@ def counter(
     give: Annotated[list[str] | None, typer.Option("--give", help="An offer of yours you give.")] = None,
     take: Annotated[list[str] | None, typer.Option("--take", help="An offer of theirs you take.")] = None,
     note: NoteOption = "",
+    private: PrivateOption = "",
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Answer a proposal with other terms."""
-    _reply("counter", proposal_id, home, json_out, {"give": give or [], "take": take or [], "note": note})
+    body = {"give": give or [], "take": take or [], "note": note, "private": private}
+    _reply("counter", proposal_id, home, json_out, body)
 
 
 # --- trust --------------------------------------------------------------------

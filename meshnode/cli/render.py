@@ -573,6 +573,9 @@ def move_line(move: Mapping[str, Any]) -> str:
         terms = f": you give {give or 'nothing'}, you get {get or 'nothing'}"
     did = MOVE_DONE.get(move["action"], move["action"])
     said = f"{named(move, 'who')} {did}{printable(terms)}{_quoted(move['note'])}"
+    if "private" in move:
+        private = move["private"]
+        said += " [private: " + (f'"{printable(private)}"' if private is not None else "unreadable") + "]"
     why = f"  [not counted: {printable(move['why'])}]" if "why" in move else ""
     return f"{_day(move.get('date'))}  {said}{why}"
 
