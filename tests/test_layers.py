@@ -36,6 +36,7 @@ CORE = [
     "meshnode.rings",
     "meshnode.inbox",
     "meshnode.sealing",
+    "meshnode.rules",
     "meshnode.protocols.sync.limits",
     "meshnode.protocols.sync.messages",
     "meshnode.protocols.sync.session",
