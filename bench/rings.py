@@ -25,27 +25,13 @@ import hashlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bench.footprint import ADJ, THINGS
 from meshnode import matching, rings
+from meshnode.matching import Item
 
 SWARM = b"s" * 32
 CATEGORIES = ["diy", "garden", "kids", "music", "outdoor"]
-
-
-@dataclass(frozen=True)
-class Item:
-    """A live offer or want as matching reads it (:class:`meshnode.matching.Matchable`)."""
-
-    id: bytes
-    type: str
-    kind: str
-    title: str
-    desc: str
-    tags: tuple[str, ...]
-    author: bytes
-    swarm: bytes
 
 
 def build(n: int) -> tuple[list[Item], list[Item]]:

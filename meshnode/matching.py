@@ -127,6 +127,20 @@ class Matchable(Protocol):
 
 
 @dataclass(frozen=True)
+class Item:
+    """An offer or want as plain values: a :class:`Matchable` built from a record or for a test."""
+
+    id: bytes
+    type: str
+    kind: str
+    title: str
+    desc: str
+    tags: tuple[str, ...]
+    author: bytes
+    swarm: bytes
+
+
+@dataclass(frozen=True)
 class Match:
     """An offer that answers a want, how well (``score`` in [0, 1]) and why."""
 

@@ -125,10 +125,10 @@ def test_own_items_hand_only_candidates_sharing_a_word_or_tag_to_the_matcher():
         other = signed(rec.WantBody(title="Kayak", kind="lend"), ALICE, 2)
         store.add_records([want, other], now_ms=NOW)
         own = OwnItems(store.items("want", author=ME, now_ms=NOW))
-        from meshnode.api.feed import ArrivedItem
+        from meshnode.matching import Item
 
-        def arriving(title: str, tags: tuple[str, ...] = ()) -> ArrivedItem:
-            return ArrivedItem(b"x" * 32, "offer", "give", title, "", tags, BOB.verify_key.encode(), SWARM)
+        def arriving(title: str, tags: tuple[str, ...] = ()) -> Item:
+            return Item(b"x" * 32, "offer", "give", title, "", tags, BOB.verify_key.encode(), SWARM)
 
         assert [it.id for it in own.candidates(arriving("Panasonic bread maker"))] == [want.id]
         assert [it.id for it in own.candidates(arriving("Blender", ("kitchen",)))] == [want.id]

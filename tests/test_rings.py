@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from meshnode import matching
+from meshnode.matching import Item
 from meshnode.rings import Edge, Ring, RingSearchError, find_rings, rings_in_graph
 
 SWARM = b"s" * 32
-
-
-@dataclass(frozen=True)
-class Item:
-    id: bytes
-    type: str
-    kind: str
-    title: str
-    desc: str
-    tags: tuple[str, ...]
-    author: bytes
-    swarm: bytes
 
 
 def offer(author: bytes, thing: str, n: int = 0, kind: str = "give") -> Item:

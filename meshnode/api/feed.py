@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import trio
 
@@ -46,25 +45,12 @@ _ITEM_TYPES = frozenset({"offer", "want", "update", "withdraw"})
 _TYPES = _ITEM_TYPES | {"proposal", "reply", "attest"}
 
 
-@dataclass(frozen=True)
-class ArrivedItem:
+def arrived_item(record: Record) -> matching.Item:
     """An offer or want as its record states it (what :mod:`meshnode.matching` reads)."""
-
-    id: bytes
-    type: str
-    kind: str
-    title: str
-    desc: str
-    tags: tuple[str, ...]
-    author: bytes
-    swarm: bytes
-
-    @classmethod
-    def of(cls, record: Record) -> ArrivedItem:
-        body: ItemBody = record.body
-        return cls(
-            record.id, record.type, body.kind, body.title, body.desc, body.tags, record.author, record.swarm
-        )
+    body: ItemBody = record.body
+    return matching.Item(
+        record.id, record.type, body.kind, body.title, body.desc, body.tags, record.author, record.swarm
+    )
 
 
 class OwnItems:
@@ -207,7 +193,7 @@ class InboxFeed:
         )
 
     def _matches(self, record: Record, now: int) -> list[ItemMatch]:
-        item = ArrivedItem.of(record)
+        item = arrived_item(record)
         if record.author == self._me:
             return [
                 ItemMatch(item.id, theirs.id, theirs.author)
@@ -222,7 +208,7 @@ class InboxFeed:
                 out.append(ItemMatch(mine.id, item.id, item.author))
         return out
 
-    def _neighbours_matching(self, item: ArrivedItem, now: int) -> list[LiveItem]:
+    def _neighbours_matching(self, item: matching.Item, now: int) -> list[LiveItem]:
         """Neighbours' live items that match a new item of the owner's."""
         if item.type == "want":
             return [it for _, it in self._reader.offers_matching(item, now_ms=now, limit=MAX_MATCHES)]
