@@ -307,11 +307,7 @@ class ApiService:
     ) -> dict[str, Any]:
         target = self._pick_swarm(swarm)
         now = self.node.clock()
-        expires = None
-        if expires_days is not None:
-            if not isinstance(expires_days, int | float) or not 0 < expires_days <= MAX_EXPIRES_DAYS:
-                raise BadValue(f"expires: expected 0 < days <= {MAX_EXPIRES_DAYS}, found {expires_days!r}")
-            expires = now + int(expires_days * DAY_MS)
+        expires = None if expires_days is None else _expires_at(expires_days, now, MAX_EXPIRES_DAYS)
         cls = rec.OfferBody if type_ == "offer" else rec.WantBody
         body = cls(
             title=_text(title, "title", rec.MAX_TITLE).strip(),
@@ -470,10 +466,7 @@ class ApiService:
             now = self.node.clock()
             expires = item.expires
             if expires_days is not None:
-                days, most = expires_days, MAX_ITEM_DAYS
-                if not isinstance(days, int | float) or isinstance(days, bool) or not 0 < days <= most:
-                    raise BadValue(f"expires: expected 0 < days <= {most}, found {days!r}")
-                expires = now + int(days * DAY_MS)
+                expires = _expires_at(expires_days, now, MAX_EXPIRES_DAYS)
             original = await self._read(self.reader.get, item.id)
             body = rec.ItemBody(
                 title=item.title if title is None else _text(title, "title", rec.MAX_TITLE).strip(),
@@ -514,8 +507,7 @@ class ApiService:
         ``expires_days``: default :data:`PROPOSAL_DAYS`, at most :data:`MAX_PROPOSAL_DAYS`.
         """
         days = PROPOSAL_DAYS if expires_days is None else expires_days
-        if isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days <= MAX_PROPOSAL_DAYS:
-            raise BadValue(f"expires: expected 0 < days <= {MAX_PROPOSAL_DAYS}, found {expires_days!r}")
+        expires = _expires_at(days, self.node.clock(), MAX_PROPOSAL_DAYS)
         async with self._lock:
             wanted = await self._item(offer_id)
             now = self.node.clock()
@@ -549,7 +541,7 @@ class ApiService:
                 give=tuple(mine),
                 take=(wanted.id,),
                 note=_text(note, "note", rec.MAX_NOTE),
-                expires=now + int(days * DAY_MS),
+                expires=expires,
                 private=self._sealed(private, wanted.author, sealing.proposal_context(swarm.id)),
             )
             record = await self.node.publish(body, swarm)
@@ -602,9 +594,9 @@ class ApiService:
             return moves, others, self.reader.items_by_id(named | set(t.offers))
 
         moves, others, items = await self._read(read)
-        history = [self._move_json(r, items) for r in moves if r is not None]
+        history = [self._move_json(r, items, t) for r in moves if r is not None]
         not_counted = [
-            self._move_json(r, items)
+            self._move_json(r, items, t)
             | {"why": book.refused.get(r.id, "waiting for the move it answers, not yet on this node")}
             for r in others
         ]
@@ -612,7 +604,7 @@ class ApiService:
         seen = self._trade_json(t) | self._as_seen(t, items, note)
         return seen | {"moves": history, "not_counted": not_counted}
 
-    def _move_json(self, r: Any, items: dict[bytes, LiveItem]) -> dict[str, Any]:
+    def _move_json(self, r: Any, items: dict[bytes, LiveItem], trade: Any) -> dict[str, Any]:
         """One move of a trade (a proposal or a reply record), its terms by title from this node's side."""
         action = "propose" if r.type == "proposal" else r.body.action
         gives, gets = r.body.give, r.body.take  # what the mover gives and gets
@@ -628,7 +620,7 @@ class ApiService:
             "you_get": [_title(items, i) for i in gets] if stated else None,
             "note": r.body.note,
             "date": iso(r.ts),
-        } | self._private_json(r)
+        } | self._private_json(r, trade)
 
     def _sealed(self, text: object, other: bytes, context: bytes) -> bytes:
         """``text`` sealed so that only this node and ``other`` can read it (empty: no private part)."""
@@ -639,25 +631,20 @@ class ApiService:
             raise NotAllowed("only a party to the trade can add a private part")
         return sealing.seal(plain, sender=self.node.identity, recipient=other, context=context)
 
-    def _private_json(self, r: rec.Record) -> dict[str, Any]:
-        """``{"private": text}`` for a move with a private part this node can read (it is a party)."""
+    def _private_json(self, r: rec.Record, trade: Any) -> dict[str, Any]:
+        """``{"private": text}`` for a move of ``trade`` with a private part (None: unreadable here)."""
         blob = getattr(r.body, "private", b"")
         if not blob:
             return {}
         if isinstance(r.body, rec.ProposalBody):
-            other, context = r.body.to, sealing.proposal_context(r.swarm)
+            context = sealing.proposal_context(r.swarm)
         else:
-            proposal = self.reader.get(r.body.proposal)
-            if proposal is None:
-                return {"private": None}
-            parties = (proposal.author, proposal.body.to)
-            other = parties[1] if parties[0] == self.me else parties[0]
-            context = sealing.reply_context(r.body.proposal)
-        if r.author != self.me:
-            other = r.author
+            context = sealing.reply_context(trade.proposal_id)
+        other = r.author if r.author != self.me else trade.other(self.me)
         try:
-            me = self.node.identity
-            text = sealing.open_sealed(blob, me=me, other=other, author=r.author, context=context)
+            text = sealing.open_sealed(
+                blob, me=self.node.identity, other=other, author=r.author, context=context
+            )
         except MeshError:
             return {"private": None}  # not for this node, or damaged: shown as unreadable
         return {"private": text}
@@ -860,7 +847,7 @@ class InboxView:
         if rows and rows[-1].seq > seen:
             await trio.to_thread.run_sync(self.s.node.store.mark_inbox_seen, rows[-1].seq)
         upto = max(seen, rows[-1].seq if rows else 0)
-        left = await self.s._read(lambda: len(reader.notices(after=upto, limit=MAX_INBOX)))
+        left = await self.s._read(reader.count_notices, upto)
         return {"notices": shown, "unread": left}
 
     async def last_seq(self) -> int:
@@ -948,6 +935,13 @@ def _trade_swarm(trade: Any, store: Any) -> bytes:
     if record is None:  # pragma: no cover - a trade always has its proposal
         raise NotFound("the proposal record is missing")
     return record.swarm
+
+
+def _expires_at(days: object, now: int, most: float) -> int:
+    """``now`` plus ``days`` (0 < days <= ``most``) in ms; else a :class:`BadValue` naming ``expires``."""
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days <= most:
+        raise BadValue(f"expires: expected 0 < days <= {most}, found {days!r}")
+    return now + int(days * DAY_MS)
 
 
 def _text(value: Any, name: str, max_len: int) -> str:

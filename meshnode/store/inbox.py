@@ -63,6 +63,11 @@ def notices(
     ]
 
 
+def count_after(conn: sqlite3.Connection, after: int) -> int:
+    """How many notices are numbered after ``after``."""
+    return int(conn.execute("SELECT count(*) FROM inbox WHERE seq > ?", (after,)).fetchone()[0])
+
+
 def last_seq(conn: sqlite3.Connection) -> int:
     """The number of the newest notice (0 if none was ever kept)."""
     row = conn.execute("SELECT max(seq) FROM inbox").fetchone()

@@ -514,6 +514,11 @@ class Store:
         with self._op("reading the inbox") as conn:
             return inbox.notices(conn, after=after, limit=limit, newest_first=newest_first)
 
+    def count_notices(self, after: int = 0) -> int:
+        """How many inbox notices are numbered after ``after``."""
+        with self._op("reading the inbox") as conn:
+            return inbox.count_after(conn, after)
+
     def inbox_marks(self) -> tuple[int, int]:
         """``(seen, last)``: how far the owner has read the inbox, and its newest notice's number."""
         with self._op("reading the inbox") as conn:
