@@ -310,6 +310,7 @@ def load_swarms(home: Home) -> list[Swarm]:
 def save_swarms(home: Home, swarms: list[Swarm]) -> None:
     """Write the swarm list atomically (write a temp file, fsync, rename), mode 0600."""
     from meshnode import wire
+    from meshnode.atomicfile import write_atomically
 
     entries = []
     for s in swarms:
@@ -317,12 +318,4 @@ def save_swarms(home: Home, swarms: list[Swarm]) -> None:
         if s.key is not None:
             entry["key"] = s.key
         entries.append(entry)
-    data = wire.encode({"v": 1, "swarms": entries})
-    tmp = home.swarms.with_name(f".{home.swarms.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, home.swarms)
+    write_atomically(home.swarms, wire.encode({"v": 1, "swarms": entries}))

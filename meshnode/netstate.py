@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshnode import wire
 from meshnode.addrbook import AddressBook
+from meshnode.atomicfile import write_atomically
 from meshnode.errors import MeshError
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,4 @@ def load_state(path: Path | None, **book_options: int) -> NetState:
 def save_state(path: Path, state: NetState) -> None:
     """Write ``state`` to ``path`` atomically, mode 0600."""
     data = wire.encode({"v": 1, "ports": state.ports, "book": state.book.to_value()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, data)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from meshnode import wire
+from meshnode.atomicfile import write_atomically
 from meshnode.errors import ConfigError, MeshError
 from meshnode.identity import KEY_SIZE
 from meshnode.people import MAX_PETNAME, check_bio, check_name, check_nickname
@@ -78,8 +79,6 @@ def save_people(path: Path, people: PeopleFile) -> None:
     data = wire.encode(
         {"v": 1, "petnames": {k.hex(): v for k, v in people.petnames.items()}, "profile": profile}
     )
-    from meshnode.sharedbans import write_atomically  # the one atomic 0600 writer (imports trio: late)
-
     write_atomically(path, data)
 
 

@@ -17,13 +17,13 @@ with an empty book (the file is rewritten at the next ban), never fails.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import trio
 
+from meshnode.atomicfile import write_atomically
 from meshnode.bans import BanBook, BanCounts, BanOutcome, BanPolicy
 from meshnode.errors import MeshError
 
@@ -171,21 +171,6 @@ class SharedBans:
         except OSError as exc:
             self.book.changed = True
             log.warning("cannot save the bans to %s: %s", self.path, exc.strerror or exc)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file, fsync and rename, mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _read_book(path: Path | None, now: int, policy: BanPolicy | None) -> BanBook:
