@@ -19,6 +19,10 @@ States
                is gone for good: withdrawn, or given away or swapped by another,
                completed trade (final; :attr:`Trade.closed_because` says which
                offer and why, :attr:`Trade.unavailable_offer` names it).
+``handed over`` a loan: the borrower has confirmed receipt (see Loans).
+``overdue``    a loan handed over whose due date has passed (derived from ``now_ms``).
+``returned``   a loan the lender has confirmed is back (final; for trust it is a
+               completed trade).
 
 Terms are always kept from the **proposer's** point of view: ``give`` are the
 offers the proposer hands over, ``take`` the offers the proposer receives. A
@@ -38,6 +42,34 @@ Moves (who may send which reply)
 * A key that is neither proposer nor responder may do nothing
   (:class:`~meshnode.errors.NotAllowed`); a party making an illegal move gets a
   :class:`~meshnode.errors.TransitionError`.
+
+Loans
+-----
+
+A trade is a **loan** when its current terms hold a known ``lend`` offer
+(:class:`OfferInfo`) on one side only: the author of those offers is the
+**lender**, the other party the **borrower**. Once accepted, and before
+anyone has completed, a loan may go on instead of completing:
+
+* ``received`` by the borrower (its note may say in what condition):
+  ``handed over``. The due date is the ``received``'s ``ts`` plus the
+  shortest ``max_days`` of the lend offers' terms, or
+  :data:`DEFAULT_LOAN_DAYS` when none sets one. The reservations stay: the
+  thing is out.
+* ``extend`` by the lender, with ``until`` later than the current due date
+  and than the extend itself: the due date becomes ``until`` (any number of
+  times, also once overdue).
+* ``returned`` by the lender: ``returned``, final. It ends the trade as
+  ``completed`` does: reservations released, ``give`` and ``swap`` offers
+  of the other side consumed, the lend offers back in circulation; trust
+  counts it as a completed trade (:meth:`TradeBook.completed_pairs`).
+
+A ``handed over`` loan whose due date is at or before ``now_ms`` is
+``overdue`` (derived after the fold, like expiry; the moves allowed are the
+same). Neither party may cancel or complete a loan once handed over: only
+the lender can end it, by saying it is back. A loan overdue for more than
+:data:`LOAN_GRACE_MS` is listed by :meth:`TradeBook.late_loans`, which trust
+uses to weaken the lender's trade edge to the borrower.
 
 Expiry
 ------
@@ -190,6 +222,9 @@ DECLINED = "declined"
 CANCELLED = "cancelled"
 EXPIRED = "expired"
 UNAVAILABLE = "unavailable"
+HANDED_OVER = "handed over"
+OVERDUE = "overdue"
+RETURNED = "returned"
 
 STATES: tuple[str, ...] = (
     PROPOSED,
@@ -200,12 +235,25 @@ STATES: tuple[str, ...] = (
     CANCELLED,
     EXPIRED,
     UNAVAILABLE,
+    HANDED_OVER,
+    OVERDUE,
+    RETURNED,
 )
-TERMINAL_STATES: frozenset[str] = frozenset({COMPLETED, DECLINED, CANCELLED, EXPIRED, UNAVAILABLE})
+TERMINAL_STATES: frozenset[str] = frozenset({COMPLETED, DECLINED, CANCELLED, EXPIRED, UNAVAILABLE, RETURNED})
+LOAN_STATES: frozenset[str] = frozenset({HANDED_OVER, OVERDUE})
+"""States of a loan that is out (the thing is with the borrower)."""
+DONE_STATES: frozenset[str] = frozenset({COMPLETED, RETURNED})
+"""States in which the exchange happened (trust counts them)."""
 OPEN_STATES: frozenset[str] = frozenset({PROPOSED, COUNTERED})
 """States in which the terms are still being negotiated (and the trade can expire)."""
 
 ACCEPT, DECLINE, COUNTER, CANCEL, COMPLETE = "accept", "decline", "counter", "cancel", "complete"
+RECEIVED, EXTEND, RETURN = "received", "extend", "returned"
+DAY_MS = 86_400_000
+DEFAULT_LOAN_DAYS = 14
+"""A loan's term when none of its lend offers sets ``max_days``."""
+LOAN_GRACE_MS = 7 * DAY_MS
+"""How long a loan may be overdue before it weakens the borrower's trade edge."""
 ANSWERS: frozenset[str] = frozenset({ACCEPT, DECLINE, COUNTER})
 """The moves of the awaiting party in an open trade."""
 NO_MOVES: frozenset[str] = frozenset({CANCEL, DECLINE})
@@ -230,6 +278,7 @@ class OfferInfo:
     author: bytes
     kind: str  # lend | give | swap | service
     withdrawn_at: int | None = None
+    max_days: int | None = None  # a lend offer's term (LendTerms.max_days)
 
 
 @dataclass(frozen=True)
@@ -245,7 +294,9 @@ class Trade:
     be applied (0 unless replies of a higher rank there were refused, see the
     module docstring). ``closed_because`` says why an ``unavailable`` trade
     closed (which offer, withdrawn when or given away), ``unavailable_offer``
-    is that offer; both empty otherwise.
+    is that offer; both empty otherwise. A loan, once handed over, has its
+    ``lender``, its ``due`` date (ms) and when it was handed over
+    (``handed_over_ts``); all ``None`` otherwise.
     """
 
     proposal_id: bytes
@@ -264,6 +315,9 @@ class Trade:
     floor: int = 0
     closed_because: str = ""
     unavailable_offer: bytes | None = None
+    lender: bytes | None = None
+    due: int | None = None
+    handed_over_ts: int | None = None
 
     @property
     def latest_move(self) -> bytes:
@@ -278,6 +332,11 @@ class Trade:
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def borrower(self) -> bytes | None:
+        """The party who borrowed, for a loan handed over (or returned); else ``None``."""
+        return None if self.lender is None else self.other(self.lender)
 
     def role(self, key: bytes) -> str | None:
         """``"proposer"``, ``"responder"`` or ``None`` for a key that is no party."""
@@ -314,10 +373,12 @@ class Trade:
             return frozenset()
         if self.state in OPEN_STATES:
             return frozenset({CANCEL}) if who == self.terms_by else ANSWERS
-        # accepted
+        if self.state in LOAN_STATES:
+            return frozenset({EXTEND, RETURN}) if who == self.lender else frozenset()
+        # accepted (a loan's borrower may also say ``received``: the offers decide)
         if who in self.completed_by:
             return frozenset()
-        return frozenset({COMPLETE}) if self.completed_by else frozenset({COMPLETE, CANCEL})
+        return frozenset({COMPLETE}) if self.completed_by else frozenset({COMPLETE, CANCEL, RECEIVED})
 
 
 def start_trade(proposal: Record) -> Trade:
@@ -545,10 +606,19 @@ def _move(
                     " (decline it instead)"
                 )
             return replace(moved, state=CANCELLED)
-        if action == COMPLETE:
-            raise TransitionError(f"{actor} cannot complete trade {tid}: it is {state}, not yet accepted")
+        if action in (COMPLETE, RECEIVED, EXTEND, RETURN):
+            raise TransitionError(f"{actor} cannot {action} trade {tid}: it is {state}, not yet accepted")
         raise ValidationError(f"unknown reply action {action!r}")
 
+    if state in LOAN_STATES:
+        return _loan_move(trade, moved, body, author, ts)
+    if action in (EXTEND, RETURN):
+        raise TransitionError(
+            f"{actor} cannot {action} trade {tid}: it is {state}; only a loan the borrower has"
+            " received can be extended or returned"
+        )
+    if action == RECEIVED:
+        return _received(trade, moved, author, ts, offers)
     # accepted
     if action in ANSWERS:
         raise TransitionError(
@@ -572,6 +642,80 @@ def _move(
         new_state = COMPLETED if done >= {trade.proposer, trade.responder} else ACCEPTED
         return replace(moved, state=new_state, completed_by=done)
     raise ValidationError(f"unknown reply action {action!r}")
+
+
+def lender_of(trade: Trade, offers: Mapping[bytes, OfferInfo] | None) -> bytes | None:
+    """The lender, if ``trade``'s current terms make it a loan (see Loans); else ``None``."""
+    if offers is None:
+        return None
+    sides = set()
+    for side, ids in (("give", trade.give), ("take", trade.take)):
+        for oid in ids:
+            info = offers.get(oid)
+            if info is not None and info.kind == "lend":
+                sides.add(side)
+    if len(sides) != 1:
+        return None
+    return trade.proposer if sides == {"give"} else trade.responder
+
+
+def loan_days(trade: Trade, offers: Mapping[bytes, OfferInfo]) -> int:
+    """A loan's term in days: the shortest ``max_days`` of its lend offers, else the default."""
+    days = [
+        info.max_days
+        for oid in trade.offers
+        if (info := offers.get(oid)) is not None and info.kind == "lend" and info.max_days is not None
+    ]
+    return min(days) if days else DEFAULT_LOAN_DAYS
+
+
+def _received(
+    trade: Trade, moved: Trade, author: bytes, ts: int, offers: Mapping[bytes, OfferInfo] | None
+) -> Trade:
+    """``received`` on an accepted trade: the borrower has the thing, the loan is handed over."""
+    actor, tid = _actor(trade, author), short_id(trade.proposal_id)
+    lender = lender_of(trade, offers)
+    if lender is None:
+        raise TransitionError(
+            f"{actor} cannot say received on trade {tid}: it is no loan (no known lend offer on one"
+            " side of its terms); complete it instead"
+        )
+    if author == lender:
+        raise TransitionError(
+            f"{actor} cannot say received on trade {tid}: they are the lender; the borrower"
+            f" {short_id(trade.other(lender))} confirms receipt"
+        )
+    if trade.completed_by:
+        raise TransitionError(f"{actor} cannot say received on trade {tid}: it was already marked complete")
+    assert offers is not None  # lender_of found one
+    due = ts + loan_days(trade, offers) * DAY_MS
+    return replace(moved, state=HANDED_OVER, lender=lender, due=due, handed_over_ts=ts)
+
+
+def _loan_move(trade: Trade, moved: Trade, body: ReplyBody, author: bytes, ts: int) -> Trade:
+    """``extend`` or ``returned`` by the lender on a loan handed over."""
+    actor, tid, action = _actor(trade, author), short_id(trade.proposal_id), body.action
+    assert trade.lender is not None and trade.due is not None
+    if action not in (EXTEND, RETURN):
+        raise TransitionError(
+            f"{actor} cannot {action} trade {tid}: the loan is {trade.state}; only the lender"
+            f" {short_id(trade.lender)} may extend it or say it is returned"
+        )
+    if author != trade.lender:
+        raise TransitionError(
+            f"{actor} cannot {action} trade {tid}: only the lender {short_id(trade.lender)} may"
+            f" {'extend the loan' if action == EXTEND else 'say the thing is back'}"
+        )
+    if action == RETURN:
+        return replace(moved, state=RETURNED)
+    until = body.until
+    assert until is not None  # records: an extend carries until
+    if until <= trade.due or until <= ts:
+        raise TransitionError(
+            f"{actor} cannot extend trade {tid} to {until}: the new due date must be later than"
+            f" the current one ({trade.due}) and than the extend itself ({ts})"
+        )
+    return replace(moved, state=HANDED_OVER, due=until)
 
 
 def _check_terms(
@@ -640,6 +784,8 @@ def _gone_offer(
 
 def _reopened(trade: Trade) -> Trade:
     """An ``unavailable`` trade as the fold's tree sees it (without what was consumed): still open."""
+    if trade.state == OVERDUE:
+        return replace(trade, state=HANDED_OVER)
     if trade.state != UNAVAILABLE:
         return trade
     state = COUNTERED if trade.applied else PROPOSED  # every move applied to an open trade is a counter
@@ -652,9 +798,12 @@ def close(
     """``trade`` closed as of ``now_ms`` if it is still open: ``expired``, else ``unavailable``.
 
     ``withdrawn``: offer id -> when it was withdrawn; ``consumed``: the offers
-    completed trades gave away (:attr:`TradeBook.consumed`). See the module
-    docstring; a trade that is not open is returned as it is.
+    completed trades gave away (:attr:`TradeBook.consumed`). A loan handed
+    over whose due date has come is ``overdue``. See the module docstring; any
+    other trade is returned as it is.
     """
+    if trade.state == HANDED_OVER and trade.due is not None and now_ms >= trade.due:
+        return replace(trade, state=OVERDUE)
     if trade.state not in OPEN_STATES:
         return trade
     if trade.expires is not None and now_ms >= trade.expires:
@@ -699,12 +848,24 @@ class TradeBook:
         return [t for t in self.trades.values() if key in (t.proposer, t.responder)]
 
     def completed_pairs(self) -> list[tuple[bytes, bytes, bytes]]:
-        """``(proposal_id, proposer, responder)`` of every completed trade, in completion order."""
+        """``(proposal_id, proposer, responder)`` of every completed trade and returned loan, in order."""
         done = sorted(
-            (t for t in self.trades.values() if t.state == COMPLETED),
+            (t for t in self.trades.values() if t.state in DONE_STATES),
             key=lambda t: (t.updated_ts, t.proposal_id),
         )
         return [(t.proposal_id, t.proposer, t.responder) for t in done]
+
+    def late_loans(self, now_ms: int) -> list[tuple[bytes, bytes, bytes]]:
+        """``(proposal_id, lender, borrower)`` of every loan overdue by more than :data:`LOAN_GRACE_MS`."""
+        late = sorted(
+            (
+                t
+                for t in self.trades.values()
+                if t.state == OVERDUE and t.due is not None and now_ms - t.due > LOAN_GRACE_MS
+            ),
+            key=lambda t: (t.due or 0, t.proposal_id),
+        )
+        return [(t.proposal_id, t.lender, t.other(t.lender)) for t in late if t.lender is not None]
 
     def check_reply(
         self,
@@ -911,11 +1072,11 @@ class _Fold:
         if after.state == ACCEPTED and before.state != ACCEPTED:
             for oid in after.offers:
                 self.reserved[oid] = pid
-        elif before.state == ACCEPTED and after.state in (CANCELLED, COMPLETED):
+        elif before.state in (ACCEPTED, HANDED_OVER) and after.state in (CANCELLED, *DONE_STATES):
             for oid in after.offers:
                 if self.reserved.get(oid) == pid:
                     del self.reserved[oid]
-                if after.state == COMPLETED and _is_consumed(self.offers.get(oid)):
+                if after.state in DONE_STATES and _is_consumed(self.offers.get(oid)):
                     self.consumed.add(oid)
         if crossing:
             # The tree judged its answers as if the other complete were not there; the

@@ -74,7 +74,9 @@ MAX_LEND_DAYS = 3650
 LEVEL_SCALE = 1000  # attest levels are integers in [-1000, 1000] (thousandths)
 
 ITEM_KINDS = ("lend", "give", "swap", "service")
-REPLY_ACTIONS = ("accept", "decline", "counter", "cancel", "complete")
+REPLY_ACTIONS = ("accept", "decline", "counter", "cancel", "complete", "received", "extend", "returned")
+#: The longest a loan may be extended at once, from the extend's own time (ms).
+MAX_EXTEND_MS = MAX_LEND_DAYS * 86_400_000
 
 #: What a tag may look like (after :func:`normalize_tags`): lowercase letters, digits, '-' and '_'.
 TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
@@ -175,6 +177,12 @@ class ReplyBody:
     For ``counter``, ``give`` and ``take`` are from the replying party's point
     of view (what the replier gives, what the replier takes).
 
+    The moves of a loan (an accepted trade of a ``lend`` offer, see
+    :mod:`meshnode.barter`): ``received`` (the borrower has the thing; ``note``
+    may say in what condition), ``extend`` (the lender moves the due date to
+    ``until``, ms since the epoch; only an extend carries ``until``) and
+    ``returned`` (the lender has it back).
+
     ``prev`` is the id of the move this reply answers: the proposal itself for
     the first reply, else the reply it follows. The replies of a trade thus form
     a hash chain from the proposal, and :mod:`meshnode.barter` orders a trade's
@@ -190,6 +198,7 @@ class ReplyBody:
     note: str = ""
     prev: bytes | None = None
     private: bytes = b""  # sealed for the two parties (meshnode.sealing); empty: none
+    until: int | None = None  # extend: the new due date (ms)
 
 
 @dataclass(frozen=True)
@@ -642,7 +651,7 @@ def _check_proposal_author(body: ProposalBody, author: bytes) -> None:
 
 
 def _reply_from_map(value: dict[str, Any], what: str) -> ReplyBody:
-    _only_keys(value, {"proposal", "action", "give", "take", "note", "prev", "private"}, what)
+    _only_keys(value, {"proposal", "action", "give", "take", "note", "prev", "private", "until"}, what)
     prev = value.get("prev")
     return ReplyBody(
         proposal=_bytes_field(value.get("proposal"), "proposal", ID_SIZE),
@@ -652,6 +661,7 @@ def _reply_from_map(value: dict[str, Any], what: str) -> ReplyBody:
         note=_text_field(value.get("note", ""), "note", MAX_NOTE),
         prev=None if prev is None else _bytes_field(prev, "prev", ID_SIZE),
         private=_private_field(value.get("private", b"")),
+        until=_opt_int(value.get("until"), "until"),
     )
 
 
@@ -664,9 +674,15 @@ def _check_reply_fields(body: ReplyBody) -> None:
     if body.prev is not None:
         _check_len(body.prev, ID_SIZE, "prev")
     _private_field(body.private)
+    _opt_int(body.until, "until")
 
 
 def _check_reply_rules(body: ReplyBody) -> None:
+    if (body.action == "extend") != (body.until is not None):
+        raise ValidationError(
+            "an extend must carry the new due date (until), and only an extend carries one"
+            f" (found {body.action} with until={body.until})"
+        )
     if body.action == "counter":
         if not body.give and not body.take:
             raise ValidationError("a counter must give or take at least one offer")
@@ -689,6 +705,98 @@ def _check_profile_fields(body: ProfileBody) -> None:
 
 def _no_author_rule(body: Any, author: bytes) -> None:
     """For body types that may name their own author."""
+
+
+# --- trade rings: the ring and ringmove bodies (see meshnode.ringtrade) --------
+
+MIN_RING_PARTIES = 3
+MAX_RING_PARTIES = 5
+RING_ACTIONS = ("accept", "decline", "complete")
+
+
+@dataclass(frozen=True)
+class RingBody:
+    """A trade ring proposed among ``parties``: party ``i`` gives ``offers[i]`` to party ``(i + 1) % n``.
+
+    ``n`` is 3 to 5; the parties are distinct keys, the offers distinct
+    offer ids, one per party; the author must be one of the parties. The
+    ring's moves are ``ringmove`` records (:mod:`meshnode.ringtrade`).
+    """
+
+    parties: tuple[bytes, ...]
+    offers: tuple[bytes, ...]
+    note: str = ""
+    expires: int | None = None
+
+
+@dataclass(frozen=True)
+class RingMoveBody:
+    """A party's move on the ring record ``ring``: accept, decline or complete."""
+
+    ring: bytes
+    action: str
+    note: str = ""
+
+
+def _keys_field(value: Any, name: str) -> tuple[bytes, ...]:
+    if not isinstance(value, list):
+        raise ValidationError(f"{name}: expected a list of keys, found {_describe(value)}")
+    return tuple(_bytes_field(v, name, KEY_SIZE) for v in value)
+
+
+def _ring_from_map(value: dict[str, Any], what: str) -> RingBody:
+    _only_keys(value, {"parties", "offers", "note", "expires"}, what)
+    return RingBody(
+        parties=_keys_field(value.get("parties"), "parties"),
+        offers=_ids_field(value.get("offers"), "offers"),
+        note=_text_field(value.get("note", ""), "note", MAX_NOTE),
+        expires=_opt_int(value.get("expires"), "expires"),
+    )
+
+
+def _check_ring_fields(body: RingBody) -> None:
+    if not isinstance(body.parties, tuple) or not isinstance(body.offers, tuple):
+        raise ValidationError("ring: parties and offers must be tuples")
+    for key in body.parties:
+        _check_len(key, KEY_SIZE, "parties")
+    _check_ids(body.offers, "offers")
+    _text_field(body.note, "note", MAX_NOTE)
+    _opt_int(body.expires, "expires")
+
+
+def _check_ring_rules(body: RingBody) -> None:
+    n = len(body.parties)
+    if not MIN_RING_PARTIES <= n <= MAX_RING_PARTIES:
+        raise ValidationError(
+            f"parties: a ring has {MIN_RING_PARTIES} to {MAX_RING_PARTIES} parties, found {n}"
+        )
+    if len(set(body.parties)) != n:
+        raise ValidationError("parties: the same key appears twice")
+    if len(body.offers) != n:
+        raise ValidationError(f"offers: expected one offer per party ({n}), found {len(body.offers)}")
+
+
+def _check_ring_author(body: RingBody, author: bytes) -> None:
+    if author not in body.parties:
+        raise ValidationError("a ring must be proposed by one of its parties")
+
+
+def _ringmove_from_map(value: dict[str, Any], what: str) -> RingMoveBody:
+    _only_keys(value, {"ring", "action", "note"}, what)
+    return RingMoveBody(
+        ring=_bytes_field(value.get("ring"), "ring", ID_SIZE),
+        action=_choice(value.get("action"), "action", RING_ACTIONS),
+        note=_text_field(value.get("note", ""), "note", MAX_NOTE),
+    )
+
+
+def _check_ringmove_fields(body: RingMoveBody) -> None:
+    _check_len(body.ring, ID_SIZE, "ring")
+    _choice(body.action, "action", RING_ACTIONS)
+    _text_field(body.note, "note", MAX_NOTE)
+
+
+# --- end of trade rings --------------------------------------------------------
 
 
 # --- the registry of body types -------------------------------------------------
@@ -761,6 +869,16 @@ BODY_TYPES: dict[str, BodyType] = {
             "reply", ReplyBody, _fields_to_map, _reply_from_map, _check_reply_fields, _check_reply_rules
         ),
         BodyType("profile", ProfileBody, _fields_to_map, _profile_from_map, _check_profile_fields),
+        BodyType(
+            "ring",
+            RingBody,
+            _fields_to_map,
+            _ring_from_map,
+            _check_ring_fields,
+            _check_ring_rules,
+            check_author=_check_ring_author,
+        ),
+        BodyType("ringmove", RingMoveBody, _fields_to_map, _ringmove_from_map, _check_ringmove_fields),
     )
 }
 RECORD_TYPES = tuple(BODY_TYPES)

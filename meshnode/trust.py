@@ -136,6 +136,9 @@ RESTART_PROBABILITY = 0.25
 TRADE_WEIGHT = 0.3
 #: Repeated trades between the same pair approach, but never reach, this weight.
 TRADE_CAP = 0.6
+#: Each loan a borrower keeps past its grace period multiplies the lender's
+#: trade edge to the borrower by this (the borrower's edge to the lender stays).
+LATE_LOAN_FACTOR = 0.5
 #: Upper bound on the trust still to come when the walk stops: every score is
 #: within this much (below) its exact value.
 TOLERANCE = 1e-6
@@ -205,6 +208,7 @@ class TrustEdge:
     ref: bytes | None = None
     attestations: tuple[Attestation, ...] = ()
     proposals: tuple[bytes, ...] = ()
+    late_loans: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         _check_key(self.source, "edge source")
@@ -237,6 +241,14 @@ class TrustEdge:
             raise BadValue("edge attestations: only an attest edge has attestations")
         if self.proposals and self.kind != "trade":
             raise BadValue("edge proposals: only a trade edge has proposals")
+        if not isinstance(self.late_loans, tuple) or not all(
+            isinstance(p, bytes) and len(p) == ID_SIZE for p in self.late_loans
+        ):
+            raise BadValue(
+                f"edge late loans: expected a tuple of {ID_SIZE}-byte ids, found {_describe(self.late_loans)}"
+            )
+        if self.late_loans and self.kind != "trade":
+            raise BadValue("edge late loans: only a trade edge has late loans")
 
 
 def edges_from_attestations(attests: Iterable[Record], now_ms: int) -> list[TrustEdge]:
@@ -308,8 +320,17 @@ def trade_weight(trades: int) -> float:
     return TRADE_CAP * (1.0 - (1.0 - TRADE_WEIGHT / TRADE_CAP) ** trades)
 
 
-def edges_from_trades(completed: Iterable[tuple[bytes, bytes, bytes]]) -> list[TrustEdge]:
+def edges_from_trades(
+    completed: Iterable[tuple[bytes, bytes, bytes]], late: Iterable[tuple[bytes, bytes, bytes]] = ()
+) -> list[TrustEdge]:
     """Turn completed trades ``(proposal_id, party_a, party_b)`` into ``"trade"`` edges.
+
+    ``late`` are loans kept past their grace period, ``(proposal_id, lender,
+    borrower)`` (:meth:`meshnode.barter.TradeBook.late_loans`): each distinct
+    one multiplies the lender's edge to the borrower by
+    :data:`LATE_LOAN_FACTOR` and is listed in its ``late_loans``. A late loan
+    creates no edge (there is nothing to weaken between strangers) and the
+    borrower's edge to the lender is left as it is.
 
     Each pair of parties gets one edge each way, of weight
     :func:`trade_weight` of the number of distinct proposals they completed
@@ -341,12 +362,29 @@ def edges_from_trades(completed: Iterable[tuple[bytes, bytes, bytes]]) -> list[T
         if len(pair) == 2:
             trades[pair].append(proposal)
 
+    kept: dict[tuple[bytes, bytes], list[bytes]] = defaultdict(list)
+    for proposal, lender, borrower in late:
+        _check_key(lender, "lender")
+        _check_key(borrower, "borrower")
+        if proposal not in kept[(lender, borrower)]:
+            kept[(lender, borrower)].append(proposal)
     edges = []
     for pair, proposals in trades.items():
         weight = trade_weight(len(proposals))
         a, b = sorted(pair)
-        edges.append(TrustEdge(a, b, weight, "trade", proposals[-1], proposals=tuple(proposals)))
-        edges.append(TrustEdge(b, a, weight, "trade", proposals[-1], proposals=tuple(proposals)))
+        for source, target in ((a, b), (b, a)):
+            overdue = tuple(kept.get((source, target), ()))
+            edges.append(
+                TrustEdge(
+                    source,
+                    target,
+                    weight * LATE_LOAN_FACTOR ** len(overdue),
+                    "trade",
+                    proposals[-1],
+                    proposals=tuple(proposals),
+                    late_loans=overdue,
+                )
+            )
     edges.sort(key=lambda e: (e.source, e.target))
     return edges
 

@@ -107,7 +107,13 @@ def offer_infos(store: Store, ids: set[bytes] | None = None) -> dict[bytes, bart
         for r in (*store.records_of_type("proposal"), *store.records_of_type("reply")):
             ids.update(r.body.give, r.body.take)
     return {
-        oid: barter.OfferInfo(id=oid, author=item.author, kind=item.kind, withdrawn_at=item.withdrawn_ts)
+        oid: barter.OfferInfo(
+            id=oid,
+            author=item.author,
+            kind=item.kind,
+            withdrawn_at=item.withdrawn_ts,
+            max_days=item.terms.max_days if item.terms is not None else None,
+        )
         for oid, item in store.items_by_id(ids).items()
         if item.type == "offer"
     }
@@ -198,7 +204,7 @@ class TrustView:
 
 def _trust_of(attests: list[Record], core: barter.TradeBook, source: bytes, now_ms: int) -> TrustView:
     edges = trust.edges_from_attestations(attests, now_ms)
-    edges += trust.edges_from_trades(core.completed_pairs())
+    edges += trust.edges_from_trades(core.completed_pairs(), core.late_loans(now_ms))
     graph = trust.TrustGraph(edges)
     return TrustView(source=source, graph=graph, scores=graph.scores(source))
 

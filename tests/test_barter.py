@@ -10,6 +10,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from meshnode.barter import (
+    DAY_MS,
     STATES,
     TERMINAL_STATES,
     OfferInfo,
@@ -91,16 +92,25 @@ def reply(
     swarm: bytes = SWARM,
     prev: Record | bytes | None = None,
     unchained: bool = False,
+    until: int | None = None,
 ) -> Record:
     """A reply by ``frm``; ``ts`` is an offset from NOW; counter terms from ``frm``'s side.
 
     It answers ``prev`` (default: the proposal itself); ``unchained`` makes a
-    reply that names no move, as releases before the chain made them.
+    reply that names no move, as releases before the chain made them. An
+    ``extend`` moves the due date to ``until`` (ms; default 30 days after it).
     """
     pid = proposal if isinstance(proposal, bytes) else proposal.id
     answers = pid if prev is None else prev if isinstance(prev, bytes) else prev.id
+    if action == "extend" and until is None:
+        until = NOW + ts + 30 * DAY_MS
     body = ReplyBody(
-        proposal=pid, action=action, give=tuple(give), take=tuple(take), prev=None if unchained else answers
+        proposal=pid,
+        action=action,
+        give=tuple(give),
+        take=tuple(take),
+        prev=None if unchained else answers,
+        until=until,
     )
     return frm.sign(body, ts=NOW + ts, seq=next(_seq) if seq is None else seq, swarm=swarm)
 
@@ -548,8 +558,11 @@ def test_book_helpers():
         "cancelled",
         "expired",
         "unavailable",
+        "handed over",
+        "overdue",
+        "returned",
     )
-    assert TERMINAL_STATES == {"completed", "declined", "cancelled", "expired", "unavailable"}
+    assert TERMINAL_STATES == {"completed", "declined", "cancelled", "expired", "unavailable", "returned"}
 
 
 # --- properties: any order, any duplication; check_reply agrees with the fold -----
@@ -590,9 +603,14 @@ def _author(key: bytes) -> Author:
 def scenarios(draw) -> Scenario:
     """Several trades with scripts of mostly legal (by the state machine alone) and some random moves."""
     gone = draw(st.dictionaries(st.sampled_from(WORLD_IDS), st.integers(0, 120), max_size=2))
+    terms = draw(st.lists(st.none() | st.integers(1, 20), min_size=len(WORLD_IDS), max_size=len(WORLD_IDS)))
     offers = {
-        oid: replace(info, withdrawn_at=None if oid not in gone else NOW + gone[oid])
-        for oid, info in OFFERS.items()
+        oid: replace(
+            info,
+            withdrawn_at=None if oid not in gone else NOW + gone[oid],
+            max_days=days if info.kind == "lend" else None,  # a loan's term (lend offers only)
+        )
+        for (oid, info), days in zip(OFFERS.items(), terms, strict=True)
     }
     seq = itertools.count(1)
     proposals: list[Record] = []
@@ -649,19 +667,21 @@ def scenarios(draw) -> Scenario:
                 prev = draw(
                     st.sampled_from([bytes([7]) * 32, *(r.id for r in replies), *(q.id for q in proposals)])
                 )
+            until = NOW + max(t, 0) + draw(st.integers(-2, 40)) * DAY_MS if action == "extend" else None
             rec = who.sign(
-                ReplyBody(proposal=prop.id, action=action, give=g, take=k, prev=prev),
+                ReplyBody(proposal=prop.id, action=action, give=g, take=k, prev=prev, until=until),
                 ts=NOW + max(t, 0),
                 seq=next(seq) if draw(st.integers(0, 5)) else 0,  # now and then, an equivocation
             )
             replies.append(rec)
             moves_made.append(rec.id)
             try:
-                trade = apply_reply(trade, rec)
+                trade = apply_reply(trade, rec, offers=offers)  # offers: a loan's moves need them
             except MeshError:
                 pass
         ends[prop.id] = t
-    return Scenario(tuple(proposals), tuple(replies), offers, NOW + draw(st.integers(0, 200)))
+    later = draw(st.sampled_from([0, 0, 15 * DAY_MS, 40 * DAY_MS]))  # now and then, loans are overdue
+    return Scenario(tuple(proposals), tuple(replies), offers, NOW + later + draw(st.integers(0, 200)))
 
 
 @settings(max_examples=150, deadline=None)
@@ -682,8 +702,9 @@ def test_any_order_and_any_duplication_give_the_same_book(sc, data):
     applied = {rid for t in got.trades.values() for rid in t.applied}
     assert applied | set(got.refused) | got.pending == {r.id for r in sc.replies}
     assert len(applied) + len(got.refused) + len(got.pending) == len({r.id for r in sc.replies})
-    # reservations are exactly the offers of the accepted trades
-    held = {oid: t.proposal_id for t in got.trades.values() if t.state == "accepted" for oid in t.offers}
+    # reservations are exactly the offers of the accepted trades and of the loans that are out
+    out = ("accepted", "handed over", "overdue")
+    held = {oid: t.proposal_id for t in got.trades.values() if t.state in out for oid in t.offers}
     assert got.reserved == held
 
 
@@ -712,8 +733,13 @@ def test_check_reply_agrees_with_the_fold_for_a_reply_at_the_end(sc, data):
     if not latest:
         prev = data.draw(st.sampled_from([prop.id, *(r.id for r in sc.replies)]), label="prev")
         latest = prev == trade.latest_move
+    until = None
+    if action == "extend":
+        until = (trade.due or ts) + data.draw(st.integers(-2, 40), label="extend by days") * DAY_MS
     new = who.sign(
-        ReplyBody(proposal=prop.id, action=action, give=g, take=k, prev=prev), ts=ts, seq=len(sc.replies) + 50
+        ReplyBody(proposal=prop.id, action=action, give=g, take=k, prev=prev, until=until),
+        ts=ts,
+        seq=len(sc.replies) + 50,
     )
     after = derive_trades(sc.proposals, [*sc.replies, new], sc.offers, ts)
     try:

@@ -909,6 +909,7 @@ def _said_json(edge: TrustEdge) -> dict[str, Any]:
         out |= {
             "proposal": edge.ref.hex() if edge.ref else None,
             "proposals": [p.hex() for p in edge.proposals],
+            "late_loans": [p.hex() for p in edge.late_loans],
         }
     return out
 

@@ -657,7 +657,13 @@ def edge_text(edge: Mapping[str, Any]) -> str:
         proposals = edge.get("proposals") or [edge["proposal"]]
         times = f" {len(proposals)} times" if len(proposals) > 1 else ""
         latest = "latest proposal" if len(proposals) > 1 else "proposal"
-        return f"traded{times} ({latest} {short_id(proposals[-1])})"
+        late = edge.get("late_loans") or []
+        kept = (
+            f", weakened: kept {len(late)} loan{'s' if len(late) > 1 else ''} past the due date"
+            if late
+            else ""
+        )
+        return f"traded{times} ({latest} {short_id(proposals[-1])}{kept})"
     return f"{'vouched' if edge['level'] > 0 else 'warned'} {_said(edge)}"
 
 
