@@ -65,6 +65,11 @@ FOREGROUND_COMMAND = [sys.executable, "-m", "meshnode.cli.main", "daemon"]
 """What ``--detach`` runs in the background: the same command, in the foreground."""
 
 CHILD_ERROR = "error: "
+#: Shifts the daemon's clock by this many milliseconds (a whole number, may be
+#: negative). For trying what time does (loan reminders, expiry) and for tests;
+#: records the node signs carry the shifted time, so never set it on a node
+#: whose neighbours run at the real time.
+ENV_CLOCK_OFFSET = "MESHNODE_CLOCK_OFFSET_MS"
 """How the foreground command's one error line begins (``meshnode.cli.main.fail``)."""
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -222,7 +227,8 @@ async def run_daemon(
             node = Node(
                 identity,
                 store,
-                NodeConfig(
+                clock=clock_from_env(),
+                config=NodeConfig(
                     listen=listen or config.listen,
                     bootstrap=config.bootstrap,
                     announce=config.announce,
@@ -292,3 +298,19 @@ def check_socket(home: Home) -> None:
         raise ConfigError(
             f"API socket {home.socket} has mode {mode:04o}; refusing to serve it (expected 0600)"
         )
+
+
+def clock_from_env() -> Callable[[], int]:
+    """The node's clock (ms): the wall clock, shifted by :data:`ENV_CLOCK_OFFSET` if it is set."""
+    from meshnode.ingest import wall_clock_ms
+
+    text = os.environ.get(ENV_CLOCK_OFFSET, "").strip()
+    if not text:
+        return wall_clock_ms
+    try:
+        offset = int(text)
+    except ValueError:
+        raise ConfigError(
+            f"{ENV_CLOCK_OFFSET}: expected a whole number of milliseconds, found {text!r}"
+        ) from None
+    return lambda: wall_clock_ms() + offset

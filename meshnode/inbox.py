@@ -23,10 +23,16 @@ A :class:`Notice` says that one record matters to ``me`` and why:
 ``offer``     an offer from someone I trust at least
               :data:`TRUSTED_OFFER_LEVEL` (``record`` the offer), unless it
               is already a ``match``.
+``due``       a loan I lent or borrowed is due within :data:`REMIND_BEFORE_MS`
+              (``record`` the loan's latest move, ``about`` the proposal).
+``overdue``   a loan I lent or borrowed is past its due date (the same ids).
 
 Nothing I signed myself is a notice, except through the match it finds. A
 notice is identified by ``(kind, record, about)``: a record stored twice, or
-a match found from both sides, is one notice.
+a match found from both sides, is one notice. The loan reminders come from
+time, not from a record arriving: :func:`loan_reminders` says which are due
+``now_ms``; the same loan reminds once per due date (an extend is a new
+latest move, so it reminds again).
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from meshnode.barter import DAY_MS, LOAN_STATES, Trade
 from meshnode.records import AttestBody, ProposalBody, Record, ReplyBody
 
 #: The kinds of notice, in the order the inbox explains them.
-KINDS: tuple[str, ...] = ("proposal", "move", "vouch", "match", "offer")
+KINDS: tuple[str, ...] = ("proposal", "move", "vouch", "match", "offer", "due", "overdue")
+#: A loan reminds both parties this long before its due date.
+REMIND_BEFORE_MS = DAY_MS
 #: An offer from a neighbour trusted at least this much is a notice.
 TRUSTED_OFFER_LEVEL = 0.5
 
@@ -103,6 +112,25 @@ def notices_for(
     elif isinstance(body, AttestBody) and body.subject == me:
         out.append(Notice("vouch", record.id, record.author))
     return _unique(out)
+
+
+def loan_reminders(trades: Iterable[Trade], *, me: bytes, now_ms: int) -> list[Notice]:
+    """The ``due`` and ``overdue`` notices of my loans that are out, as of ``now_ms``.
+
+    A loan handed over (or overdue, :mod:`meshnode.barter`) that I lent or
+    borrowed gives ``overdue`` once ``now_ms`` reaches its due date, else
+    ``due`` once it is within :data:`REMIND_BEFORE_MS` of it; ``peer`` is
+    the other party. Other trades give nothing.
+    """
+    out: list[Notice] = []
+    for t in trades:
+        if t.state not in LOAN_STATES or t.due is None or t.role(me) is None:
+            continue
+        if now_ms >= t.due:
+            out.append(Notice("overdue", t.latest_move, t.other(me), t.proposal_id))
+        elif now_ms >= t.due - REMIND_BEFORE_MS:
+            out.append(Notice("due", t.latest_move, t.other(me), t.proposal_id))
+    return out
 
 
 def _unique(notices: list[Notice]) -> list[Notice]:

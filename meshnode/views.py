@@ -289,6 +289,11 @@ def derive(store: Store, source: bytes, now_ms: int) -> Derived:
         for a in attests
         if a.body.expires is not None and (a.author == source or a.author in view.scores)
     ]
+    for t in core.trades.values():  # a loan falls overdue, then late, with time alone
+        if t.due is not None and t.state == barter.HANDED_OVER:
+            expiries.append(t.due)
+        elif t.due is not None and t.state == barter.OVERDUE:
+            expiries.append(t.due + barter.LOAN_GRACE_MS + 1)
     open_ = open_trades(store, answered)
     return Derived(
         core=core,

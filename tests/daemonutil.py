@@ -32,6 +32,7 @@ class Daemon:
     prefix: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", ns]
     listen: str | None = "/ip4/127.0.0.1/tcp/0"  # None: the default config (0.0.0.0:4001, mDNS, UPnP)
     args: list[str] = field(default_factory=list)  # more daemon arguments, e.g. ["--log-level", "info"]
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the daemon process
     proc: subprocess.Popen[str] | None = None
     peer_id: str = ""
     addrs: list[str] = field(default_factory=list)
@@ -45,7 +46,7 @@ class Daemon:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            env=env_for(self.home),
+            env=env_for(self.home) | self.env,
         )
         lines: queue.Queue[str | None] = queue.Queue()
 

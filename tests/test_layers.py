@@ -34,6 +34,7 @@ CORE = [
     "meshnode.people",
     "meshnode.matching",
     "meshnode.rings",
+    "meshnode.ringtrade",
     "meshnode.inbox",
     "meshnode.sealing",
     "meshnode.rules",

@@ -194,3 +194,30 @@ def test_a_late_loan_weakens_only_the_lenders_trade_edge_to_the_borrower():
     assert edges_from_trades([], late.late_loans(now)) == []
     twice = edges_from_trades(late.completed_pairs(), late.late_loans(now) * 2)
     assert {(e.source, e.target): e for e in twice} == edges
+
+
+def test_loan_reminders_say_due_a_day_before_and_overdue_after():
+    from meshnode.inbox import REMIND_BEFORE_MS, Notice, loan_reminders
+
+    p, replies = _loan()
+    due = NOW + 20 + 7 * DAY_MS
+
+    def at(now: int, me: bytes = BOB.public) -> list[Notice]:
+        trades = book([p], replies, offers=TERMS, now=now - NOW).trades.values()
+        return loan_reminders(trades, me=me, now_ms=now)
+
+    assert at(due - REMIND_BEFORE_MS - 1) == []
+    assert at(due - REMIND_BEFORE_MS) == [Notice("due", replies[-1].id, ALICE.public, p.id)]
+    assert at(due - 1, ALICE.public) == [Notice("due", replies[-1].id, BOB.public, p.id)]
+    assert at(due) == [Notice("overdue", replies[-1].id, ALICE.public, p.id)]
+    assert at(due, CAROL.public) == []  # no party: nothing
+    # an extend is a new latest move: it reminds again for the new due date
+    ext = reply(ALICE, p, "extend", ts=30, prev=replies[-1], until=due + 5 * DAY_MS)
+    trades = book([p], [*replies, ext], offers=TERMS, now=due + 5 * DAY_MS - NOW).trades.values()
+    assert loan_reminders(trades, me=BOB.public, now_ms=due + 5 * DAY_MS) == [
+        Notice("overdue", ext.id, ALICE.public, p.id)
+    ]
+    # a returned loan reminds nobody
+    back = reply(ALICE, p, "returned", ts=40, prev=ext)
+    trades = book([p], [*replies, ext, back], offers=TERMS, now=40 * DAY_MS).trades.values()
+    assert loan_reminders(trades, me=BOB.public, now_ms=NOW + 40 * DAY_MS) == []

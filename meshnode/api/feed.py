@@ -22,13 +22,14 @@ it saw (the stream's ``Last-Event-ID``), losing nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 
 import trio
 
 from meshnode import matching
-from meshnode.inbox import ItemMatch, Notice, notices_for
+from meshnode.barter import Trade
+from meshnode.inbox import ItemMatch, Notice, loan_reminders, notices_for
 from meshnode.records import ItemBody, ProposalBody, Record, ReplyBody
 from meshnode.store import LiveItem, Store
 from meshnode.store.inbox import StoredNotice
@@ -137,6 +138,21 @@ class InboxFeed:
             self.found += len(added)
             for stored in added:
                 self._tell(stored)
+
+    async def remind(self, trades: Iterable[Trade]) -> int:
+        """Keep and tell the loan reminders due now (:func:`meshnode.inbox.loan_reminders`); how many are new.
+
+        A reminder kept before is not kept or told again.
+        """
+        now = self._clock()
+        found = loan_reminders(trades, me=self._me, now_ms=now)
+        if not found:
+            return 0
+        added = await trio.to_thread.run_sync(lambda: self._store.add_notices(found, at=now))
+        self.found += len(added)
+        for stored in added:
+            self._tell(stored)
+        return len(added)
 
     @asynccontextmanager
     async def watch(self) -> AsyncIterator[trio.MemoryReceiveChannel[StoredNotice]]:

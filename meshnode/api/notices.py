@@ -28,6 +28,9 @@ _DONE = {
     "decline": "declined",
     "cancel": "cancelled",
     "complete": "completed their side of",
+    "received": "received what you lent in",
+    "extend": "extended the loan of",
+    "returned": "got back what they lent in",
 }
 
 
@@ -85,6 +88,12 @@ def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
             out["action"] = action
         if trade is not None:
             out["state"] = trade.state
+    elif n.kind in ("due", "overdue"):
+        trade = known.trades.get(n.about)
+        out["text"] = _loan_reminder(n.kind, trade, name, known, short(n.about))
+        if trade is not None:
+            out["state"] = trade.state
+            out["due"] = _iso(trade.due)
     elif n.kind == "vouch":
         level = record.body.level / rec.LEVEL_SCALE
         out["level"] = level
@@ -101,6 +110,27 @@ def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
         out["text"] = f"{name} (trust {known.trust(n.peer):.2f}) offers {known.title(n.record)}"
         out["item"] = n.record.hex()
     return out
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _loan_reminder(kind: str, trade: Trade | None, name: str, known: Known, pid: str) -> str:
+    """ "Ladder you borrowed from Bob (x7k2q9) is due back 2026-12-03 (proposal …)"."""
+    if trade is None or trade.lender is None or trade.due is None:
+        return f"a loan with {name} is {'overdue' if kind == 'overdue' else 'due soon'} (proposal {pid})"
+    lent = trade.give if trade.lender == trade.proposer else trade.take
+    what = known.titles(lent)
+    day = _iso(trade.due)[:10]  # type: ignore[index]
+    if trade.lender == known.me:
+        whose = f"your {what}, lent to {name},"
+    else:
+        whose = f"{what}, which you borrowed from {name},"
+    when = f"was due back {day}: it is overdue" if kind == "overdue" else f"is due back {day}"
+    return f"{whose} {when} (proposal {pid})"
 
 
 def _trade_phrase(trade: Trade, name: str, known: Known) -> str:

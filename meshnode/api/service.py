@@ -15,8 +15,8 @@ from typing import Any
 
 import trio
 
+from meshnode import barter, sealing, views
 from meshnode import records as rec
-from meshnode import sealing, views
 from meshnode.api.feed import InboxFeed
 from meshnode.api.notices import Known, notice_json
 from meshnode.api.peoplebook import PeopleBook
@@ -44,6 +44,7 @@ PROPOSAL_DAYS = 14  # a proposal nobody accepts closes (expired) after this many
 MAX_PROPOSAL_DAYS = 90
 DEFAULT_INBOX = 100  # notices 'inbox' shows at once
 MAX_INBOX = 1000
+REMIND_EVERY_S = 60  # how often the loan reminders are looked for (a due date is noticed this late at most)
 
 
 def iso(ms: int | None) -> str | None:
@@ -76,6 +77,8 @@ class ApiService:
         )
         node.ingest.on_stored.append(self.feed.on_stored)
         self.inbox = InboxView(self)
+        self._moved = trio.Event()  # set when a reply is stored: look at the loan reminders again
+        node.ingest.on_stored.append(self._on_stored_move)
 
     def close(self) -> None:
         self.people.detach(self.node)
@@ -85,6 +88,8 @@ class ApiService:
             self.node.on_removed.remove(self.views.invalidate)
         if self.feed.on_stored in self.node.ingest.on_stored:
             self.node.ingest.on_stored.remove(self.feed.on_stored)
+        if self._on_stored_move in self.node.ingest.on_stored:
+            self.node.ingest.on_stored.remove(self._on_stored_move)
         self._feed_reader.close()
         self._views_reader.close()
         self.reader.close()
@@ -93,8 +98,27 @@ class ApiService:
         return (await self.views.trust()).score
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The service's background work (the inbox feed) until cancelled; start it in a nursery."""
-        await self.feed.run(task_status=task_status)
+        """The background work (the inbox feed, loan reminders) until cancelled; start it in a nursery."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.feed.run)
+            nursery.start_soon(self._remind_loans)
+            task_status.started()
+
+    async def _remind_loans(self) -> None:
+        """Put the reminders of loans due soon or overdue in the inbox: at start, on a move, every minute."""
+        while True:
+            self._moved = trio.Event()
+            try:
+                await self.feed.remind((await self._book()).trades.values())
+            except MeshError as exc:  # a store error must not stop the reminders
+                log.warning("loan reminders failed: %s", exc)
+            with trio.move_on_after(REMIND_EVERY_S):
+                await self._moved.wait()
+
+    def _on_stored_move(self, record: rec.Record) -> None:
+        """A reply was stored (an ingest listener): a loan may have been handed over or extended."""
+        if record.type == "reply":
+            self._moved.set()
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args)
@@ -304,11 +328,14 @@ class ApiService:
         expires_days: float | None = None,
         where: str = "",
         swarm: str | None = None,
+        max_days: object = None,
+        deposit: object = "",
     ) -> dict[str, Any]:
         target = self._pick_swarm(swarm)
         now = self.node.clock()
         expires = None if expires_days is None else _expires_at(expires_days, now, MAX_EXPIRES_DAYS)
         cls = rec.OfferBody if type_ == "offer" else rec.WantBody
+        terms = _lend_terms(kind, max_days, deposit)
         body = cls(
             title=_text(title, "title", rec.MAX_TITLE).strip(),
             kind=_text(kind, "kind", 10),
@@ -316,6 +343,7 @@ class ApiService:
             tags=rec.normalize_tags(_list_of_text(tags or [], "tags")),
             where=_text(where, "where", rec.MAX_GEOHASH).strip().lower(),
             expires=expires,
+            terms=terms,
         )
         rec.check_body(body)
         record = await self.node.publish(body, target)
@@ -377,7 +405,8 @@ class ApiService:
         elif it.id in book.consumed:
             state = "given"
         elif it.id in book.reserved:
-            state = "reserved"
+            holder = book.trades.get(book.reserved[it.id])
+            state = "lent out" if holder is not None and holder.state in barter.LOAN_STATES else "reserved"
         else:
             state = "available"
         names = {s.id: s.name for s in self.node.swarms()}
@@ -394,6 +423,8 @@ class ApiService:
             "trust": round(trust, 4),
             "expires": iso(it.expires),
         }
+        if it.terms is not None:
+            out["terms"] = {"max_days": it.terms.max_days, "deposit": it.terms.deposit}
         if full:
             out |= {
                 "type": it.type,
@@ -565,6 +596,41 @@ class ApiService:
         items, notes = await self._read(read)
         return [self._trade_json(t) | self._as_seen(t, items, notes[t.proposal_id]) for t in trades]
 
+    async def loans(self, all_: bool = False) -> list[dict[str, Any]]:
+        """What I lent and borrowed: loans out (handed over, overdue) and accepted ones not yet handed over.
+
+        Soonest due first; ``all_`` adds the returned ones (newest first, after them).
+        """
+        book = await self._book()
+        joined = self._joined()
+        mine = [t for t in book.involving(self.me) if t.swarm in joined]
+        accepted = [t for t in mine if t.state == barter.ACCEPTED and not t.completed_by]
+        infos = await self._read(views.offer_infos, self.reader, {o for t in accepted for o in t.offers})
+        lenders = {t.proposal_id: barter.lender_of(t, infos) for t in accepted}
+        out_now = [t for t in mine if t.state in barter.LOAN_STATES]
+        waiting = [t for t in accepted if lenders[t.proposal_id] is not None]
+        returned = [t for t in mine if t.state == barter.RETURNED] if all_ else []
+        out_now.sort(key=lambda t: (t.due or 0, t.proposal_id))
+        returned.sort(key=_newest_first)
+        trades = out_now + waiting + returned
+        items = await self._read(self.reader.items_by_id, {o for t in trades for o in t.offers})
+        now = self.node.clock()
+        rows = []
+        for t in trades:
+            lender = t.lender if t.lender is not None else lenders.get(t.proposal_id)
+            assert lender is not None
+            lent = t.give if lender == t.proposer else t.take
+            row = self._trade_json(t) | {
+                "role": "lent" if lender == self.me else "borrowed",
+                "with": peer_id_of(t.other(self.me)),
+                "with_name": self.name_of(t.other(self.me)),
+                "items": [_title(items, o) for o in lent],
+                "handed_over": iso(t.handed_over_ts),
+                "days_overdue": (now - t.due) // DAY_MS if t.state == barter.OVERDUE and t.due else None,
+            }
+            rows.append(row)
+        return rows
+
     async def proposal(self, text_id: object) -> dict[str, Any]:
         """One of my trades with its whole history, as :meth:`proposals` shows it plus ``moves``.
 
@@ -659,6 +725,8 @@ class ApiService:
         waiting: bytes | None = t.awaiting()
         if t.state == "accepted":
             waiting = self.me if self.me not in t.completed_by else t.other(self.me)
+        elif t.state in barter.LOAN_STATES:
+            waiting = t.lender  # only the lender moves: extend, or say it is back
 
         def titles(ids: tuple[bytes, ...]) -> list[str]:
             return [items[i].title if i in items else short_id(i) for i in ids]
@@ -691,6 +759,8 @@ class ApiService:
             "give": [g.hex() for g in t.give],
             "take": [g.hex() for g in t.take],
             "expires": iso(t.expires),
+            "lender": peer_id_of(t.lender) if t.lender is not None else None,
+            "due": iso(t.due),
         }
 
     async def reply(
@@ -702,13 +772,32 @@ class ApiService:
         take: list[str] | None = None,
         note: str = "",
         private: object = "",
+        days: object = None,
     ) -> dict[str, Any]:
         if action not in rec.REPLY_ACTIONS:
             raise BadValue(f"action: expected one of {list(rec.REPLY_ACTIONS)}, found {action!r}")
+        if (action == "extend") != (days is not None):
+            raise BadValue(
+                "days: an extend needs the days to add to the due date, and only an extend takes them"
+            )
         async with self._lock:
             pid = await self._read(views.parse_id, _text(proposal, "id", 64), self.reader)
             book = await self._book()
             trade = views.find_trade(book, pid)
+            until = None
+            if days is not None:
+                if trade.due is None:
+                    raise NotAllowed(
+                        f"trade {short_id(pid)} is {trade.state}: only a loan the borrower has received can"
+                        " be extended"
+                    )
+                if (
+                    isinstance(days, bool)
+                    or not isinstance(days, int | float)
+                    or not 0 < days <= rec.MAX_LEND_DAYS
+                ):
+                    raise BadValue(f"days: expected 0 < days <= {rec.MAX_LEND_DAYS}, found {days!r}")
+                until = trade.due + int(days * DAY_MS)  # from the current due date
             give_ids = [
                 await self._read(views.parse_id, g, self.reader) for g in _list_of_text(give or [], "give")
             ]
@@ -727,6 +816,7 @@ class ApiService:
                     trade.other(self.me) if trade.role(self.me) else self.me,
                     sealing.reply_context(pid),
                 ),
+                until=until,
             )
             named = set(trade.offers) | set(give_ids) | set(take_ids)  # all the check reads
             offers = await self._read(views.offer_infos, self.reader, named)
@@ -936,6 +1026,21 @@ def _trade_swarm(trade: Any, store: Any) -> bytes:
     if record is None:  # pragma: no cover - a trade always has its proposal
         raise NotFound("the proposal record is missing")
     return record.swarm
+
+
+def _lend_terms(kind: object, max_days: object, deposit: object) -> rec.LendTerms | None:
+    """An item's lending terms from the request, or None when it sets none (only lend items may)."""
+    if max_days is None and deposit in ("", None):
+        return None
+    if kind != "lend":
+        raise BadValue(f"max_days and deposit are lending terms: only a lend item has them, not {kind!r}")
+    if max_days is not None and (
+        isinstance(max_days, bool) or not isinstance(max_days, int) or not 1 <= max_days <= rec.MAX_LEND_DAYS
+    ):
+        raise BadValue(
+            f"max_days: expected a whole number of days from 1 to {rec.MAX_LEND_DAYS}, found {max_days!r}"
+        )
+    return rec.LendTerms(max_days=max_days, deposit=_text(deposit or "", "deposit", rec.MAX_DEPOSIT).strip())
 
 
 def _expires_at(days: object, now: int, most: float) -> int:

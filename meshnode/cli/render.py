@@ -461,13 +461,24 @@ def items(rows: Sequence[Mapping[str, Any]], plural: str) -> Shown:
 
 
 def item(data: Mapping[str, Any]) -> str:
-    """One offer or want, a ``key: value`` line per field, lists joined."""
+    """One offer or want, a ``key: value`` line per field, lists joined; a lend item's terms too."""
     out = []
     for key in ITEM_FIELDS:
         value = data.get(f"{key}_name", data.get(key))
         text = ", ".join(value) if isinstance(value, list) else value
         out.append(f"{key + ':':10} {printable(text) if isinstance(text, str) else text}")
+    if data.get("terms"):
+        out.append(f"{'terms:':10} {lend_terms(data['terms'])}")
     return lines(out)
+
+
+def lend_terms(terms: Mapping[str, Any]) -> str:
+    """``for up to 7 days, deposit "20 EUR"``: a lend item's terms (the deposit is remote text)."""
+    days = terms.get("max_days")
+    said = [f"for up to {days} day{'s' if days != 1 else ''}" if days else "no set term (14 days)"]
+    if terms.get("deposit"):
+        said.append(f"deposit {_quoted(terms['deposit']).strip()}")
+    return ", ".join(said)
 
 
 def withdrawn(data: Mapping[str, Any]) -> str:
@@ -510,6 +521,8 @@ def trade_state(row: Mapping[str, Any]) -> str:
     if waiting == "them":
         waiting = row.get("with_name", waiting)
     state = f"{row['state']}, waiting for {waiting}" if waiting else row["state"]
+    if row.get("due") and row["state"] in ("handed over", "overdue"):
+        state += f", due back {_day(row['due'])}"
     if row.get("closed_because"):
         state += f" ({row['closed_because']})"
     return printable(state)
@@ -562,6 +575,9 @@ MOVE_DONE = {
     "decline": "declined",
     "cancel": "cancelled",
     "complete": "completed",
+    "received": "received it",
+    "extend": "extended the loan",
+    "returned": "got it back",
 }
 
 
@@ -592,11 +608,39 @@ def trade_history(data: Mapping[str, Any]) -> str:
 
 
 def replied(action: str, data: Mapping[str, Any]) -> str:
-    """A trade after ``action`` (accept, decline, cancel, complete, counter) on it."""
+    """A trade after ``action`` (accept, decline, cancel, complete, counter, or a loan's move) on it."""
     note = ""
     if action == "complete" and data["state"] == "accepted":
         note = " (done on your side; completed once the other side runs 'meshnode complete' too)"
+    elif data.get("due") and data["state"] in ("handed over", "overdue"):
+        note = f", due back {_day(data['due'])}"
     return f"{short_id(data['id'])} is now {data['state']}{note}"
+
+
+def loans(rows: Sequence[Mapping[str, Any]], width: int = TABLE_MIN_WIDTH) -> str:
+    """``GET /loans``: per loan, its id, what was lent to or by whom, its state and due date.
+
+    ``7cadb1b30e78  you lent Ladder to Bob (x7k2q9) — handed over, due back 2026-12-07``
+    """
+    if not rows:
+        return "no loans (a loan starts when a trade for a lend offer is accepted)"
+    out = []
+    for row in rows:
+        what = ", ".join(row["items"])
+        who = row.get("with_name") or row["with"]
+        said = f"you lent {what} to {who}" if row["role"] == "lent" else f"you borrowed {what} from {who}"
+        if row["state"] == "accepted":
+            state = "accepted, not handed over yet"
+            if row["role"] == "borrowed":
+                state += ": run 'meshnode received' once you have it"
+        else:
+            state = trade_state({**row, "waiting_for": None})
+            if row.get("days_overdue"):
+                state += f" ({row['days_overdue']} days late)"
+        head = f"{short_id(row['id'])}  "
+        tail = f" — {printable(state)}"
+        out.append(head + _fit(printable(said), width - len(head) - _cells(tail)) + tail)
+    return lines(out)
 
 
 def vouched(peer_id: str, level: float, replaces: Mapping[str, Any] | None = None) -> str:
