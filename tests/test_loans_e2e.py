@@ -86,6 +86,9 @@ def test_lend_hand_over_extend_return(daemons):
         what="the extend in Bob's inbox",
     )
 
+    new_due = (due + dt.timedelta(days=3)).isoformat()
+    assert f'extended the loan to {new_due} "keep it for the weekend"' in bob.cli("proposal", proposal).stdout
+
     alice.cli("returned", proposal, "--note", "thanks!")
     wait_for(lambda: _state(bob, proposal) == "returned", timeout=30, what="Bob to see the return")
     assert alice.json("loans") == [] and bob.json("loans") == []

@@ -5,7 +5,7 @@ Alice offers her ladder and goes offline. Bob proposes for it with
 stored the proposal. Alice comes back, gets the proposal from Carol (the only
 one online) and reads Bob's private text; Carol stores it but cannot read it
 (the plaintext is not in her store, and she is no party). Alice accepts with a
-private answer, which Bob reads when he is back.
+private answer and goes away again; Bob reads it when he is back, from Carol.
 """
 
 from __future__ import annotations
@@ -64,10 +64,15 @@ def test_a_private_part_is_read_by_the_two_parties_only_after_a_third_node_carri
     refused = carol.cli("proposal", proposal, check=False)
     assert refused.returncode == 77 and "no party" in refused.stderr
 
-    # Alice answers privately; Bob reads it when he is back.
-    alice.cli("accept", proposal, "--private", ANSWER)
+    # Alice answers with her address and goes away again; Bob, the borrower, reads it when he
+    # is back, from Carol, the only one online, who carried the accept without reading it.
+    accepted = alice.json("accept", proposal, "--private", ANSWER)
+    assert accepted["state"] == "accepted"
+    accept_id = alice.json("proposal", proposal)["moves"][-1]["id"]
+    wait_for(lambda: stored_raw(carol, accept_id) is not None, timeout=30, what="Carol to store the accept")
+    assert ANSWER.encode() not in (stored_raw(carol, accept_id) or b"")
+    alice.stop()
     bob.start()
-    wait_for(lambda: alice.peer_id in {p["peer_id"] for p in bob.json("peers")}, timeout=60, what="Bob back")
     wait_for(
         lambda: bob.json("proposal", proposal)["state"] == "accepted", timeout=60, what="Bob: the accept"
     )

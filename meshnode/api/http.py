@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from meshnode.api.ringservice import DEFAULT_SUGGESTIONS, RingService
 from meshnode.api.service import DEFAULT_INBOX, DEFAULT_TRUSTED, DEFAULT_VOUCH, ApiService
 from meshnode.errors import (
     BadValue,
@@ -154,7 +155,10 @@ async def post_join(request: Request, s: ApiService) -> Any:
 
 def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
     async def add(request: Request, s: ApiService) -> Any:
-        b = await body(request, {"title", "kind", "tags", "desc", "expires_days", "where", "swarm"})
+        b = await body(
+            request,
+            {"title", "kind", "tags", "desc", "expires_days", "where", "swarm", "max_days", "deposit"},
+        )
         return await s.item_add(
             type_,
             title=b.get("title"),
@@ -164,6 +168,8 @@ def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
             expires_days=b.get("expires_days"),
             where=b.get("where", ""),
             swarm=b.get("swarm"),
+            max_days=b.get("max_days"),
+            deposit=b.get("deposit", ""),
         )
 
     async def listing(request: Request, s: ApiService) -> Any:
@@ -208,7 +214,7 @@ async def post_proposal(request: Request, s: ApiService) -> Any:
 
 
 async def post_reply(request: Request, s: ApiService) -> Any:
-    b = await body(request, {"give", "take", "note", "private"})
+    b = await body(request, {"give", "take", "note", "private", "days"})
     return await s.reply(
         request.path_params["id"],
         request.path_params["action"],
@@ -216,7 +222,12 @@ async def post_reply(request: Request, s: ApiService) -> Any:
         take=b.get("take", []),
         note=b.get("note", ""),
         private=b.get("private", ""),
+        days=b.get("days"),
     )
+
+
+async def get_loans(request: Request, s: ApiService) -> Any:
+    return await s.loans(all_=qbool(request, "all"))
 
 
 async def post_vouch(request: Request, s: ApiService) -> Any:
@@ -244,6 +255,36 @@ async def get_trusted(request: Request, s: ApiService) -> Any:
 
 async def get_inbox(request: Request, s: ApiService) -> Any:
     return await s.inbox.inbox(qbool(request, "all"), qint(request, "limit", DEFAULT_INBOX))
+
+
+# Trade rings (meshnode.api.ringservice).
+
+
+async def get_ring_suggestions(request: Request, s: ApiService) -> Any:
+    limit = qint(request, "limit", DEFAULT_SUGGESTIONS)
+    return await RingService(s).suggest(limit, request.query_params.get("swarm"))
+
+
+async def post_ring(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"suggestion", "offers", "note", "expires_days"})
+    return await RingService(s).propose(
+        b.get("suggestion"), b.get("offers"), b.get("note", ""), b.get("expires_days")
+    )
+
+
+async def get_rings(request: Request, s: ApiService) -> Any:
+    return await RingService(s).mine()
+
+
+async def get_ring(request: Request, s: ApiService) -> Any:
+    return await RingService(s).show(request.path_params["id"])
+
+
+async def post_ring_move(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"note"})
+    return await RingService(s).move(
+        request.path_params["id"], request.path_params["action"], b.get("note", "")
+    )
 
 
 #: The event stream says something at least this often (a comment line), so a dead client is noticed.
@@ -328,6 +369,12 @@ def build_app(service: ApiService) -> Starlette:
         r("/trust/{peer}", calls_with_path(ApiService.trust, "peer"), "GET"),
         r("/trusted", get_trusted, "GET"),
         r("/inbox", get_inbox, "GET"),
+        r("/rings/suggested", get_ring_suggestions, "GET"),
+        r("/rings", post_ring, "POST"),
+        r("/rings", get_rings, "GET"),
+        r("/rings/{id}", get_ring, "GET"),
+        r("/rings/{id}/{action}", post_ring_move, "POST"),
+        r("/loans", get_loans, "GET"),
         Route(API_PREFIX + "/events", events, methods=["GET"]),
     ]
     for type_, plural in (("offer", "offers"), ("want", "wants")):

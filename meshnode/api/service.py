@@ -686,6 +686,7 @@ class ApiService:
             "you_get": [_title(items, i) for i in gets] if stated else None,
             "note": r.body.note,
             "date": iso(r.ts),
+            "until": iso(getattr(r.body, "until", None)),  # an extend's new due date
         } | self._private_json(r, trade)
 
     def _sealed(self, text: object, other: bytes, context: bytes) -> bytes:

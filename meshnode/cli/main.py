@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import typer
 
-from meshnode.cli import quicktyper, render
+from meshnode.cli import quicktyper, render, ringcmds
 from meshnode.errors import BadValue, MeshError
 
 if TYPE_CHECKING:
@@ -338,6 +338,12 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
         expires: Annotated[float | None, typer.Option("--expires", help="Expire after DAYS.")] = None,
         where: Annotated[str, typer.Option("--where", help="Coarse location: a geohash of up to 6.")] = "",
         swarm: Annotated[str | None, typer.Option("--swarm", help="Which swarm (if in several).")] = None,
+        max_days: Annotated[
+            int | None, typer.Option("--max-days", help="Lend for at most DAYS (--kind lend; default 14).")
+        ] = None,
+        deposit: Annotated[
+            str, typer.Option("--deposit", help='A deposit you ask for, in words: "20 EUR" (--kind lend).')
+        ] = "",
         home: HomeOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -348,6 +354,10 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
             "desc": desc,
             "where": where,
         }
+        if max_days is not None:
+            body["max_days"] = max_days
+        if deposit:
+            body["deposit"] = deposit
         if expires is not None:
             body["expires_days"] = finite(expires, "--expires")
         if swarm:
@@ -534,6 +544,54 @@ def complete(proposal_id: str, home: HomeOption = None, json_out: JsonOption = F
 
 @app.command()
 @mesh_errors
+def received(
+    proposal_id: str,
+    note: Annotated[
+        str, typer.Option("--note", help="In what condition it came (shown to the lender).")
+    ] = "",
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Say you have what you borrowed: the loan is handed over and its due date starts."""
+    _reply("received", proposal_id, home, json_out, {"note": note})
+
+
+@app.command()
+@mesh_errors
+def extend(
+    proposal_id: str,
+    days: Annotated[float, typer.Option("--days", help="Days to add to the due date.")],
+    note: NoteOption = "",
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Give the borrower more time: move the due date of something you lent."""
+    _reply("extend", proposal_id, home, json_out, {"days": finite(days, "--days"), "note": note})
+
+
+@app.command()
+@mesh_errors
+def returned(
+    proposal_id: str, note: NoteOption = "", home: HomeOption = None, json_out: JsonOption = False
+) -> None:
+    """Say you have back what you lent: the loan ends (and counts as a trade for trust)."""
+    _reply("returned", proposal_id, home, json_out, {"note": note})
+
+
+@app.command()
+@mesh_errors
+def loans(
+    all_: Annotated[bool, typer.Option("--all", help="Also the loans already returned.")] = False,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """What you lent and borrowed, soonest due first, with due dates."""
+    data = client(home).get("/loans", all=str(all_).lower())
+    show(render.pretty_json(data) if json_out else render.loans(data, terminal_width()))
+
+
+@app.command()
+@mesh_errors
 def counter(
     proposal_id: str,
     give: Annotated[list[str] | None, typer.Option("--give", help="An offer of yours you give.")] = None,
@@ -681,6 +739,9 @@ def watch(
             typer.echo(render.compact_json(notice) if json_out else render.notice_line(notice))
     except KeyboardInterrupt:
         return
+
+
+ringcmds.register(app)  # rings, propose-ring, ring
 
 
 def main() -> None:  # pragma: no cover - console script entry

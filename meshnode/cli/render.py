@@ -588,6 +588,8 @@ def move_line(move: Mapping[str, Any]) -> str:
         give, get = ", ".join(move["you_give"]), ", ".join(move["you_get"])
         terms = f": you give {give or 'nothing'}, you get {get or 'nothing'}"
     did = MOVE_DONE.get(move["action"], move["action"])
+    if move.get("until"):
+        did += f" to {_day(move['until'])}"
     said = f"{named(move, 'who')} {did}{printable(terms)}{_quoted(move['note'])}"
     if "private" in move:
         private = move["private"]
