@@ -63,6 +63,17 @@ def test_three_neighbours_close_a_ring_through_the_cli(daemons):
         wait_for(lambda d=d: ring_state(d, ring_id) == "proposed", timeout=30, what=f"{d.home.name} sees it")
     assert any(s["proposed"] == ring_id for s in alice.json("rings")), "the suggestion says it is proposed"
 
+    # Refusals change nothing: a ring of two, the same ring again, an unknown suggestion, a bad word.
+    for args, words in (
+        (("propose-ring", drill, ladder), "3 to 5"),
+        (("propose-ring", sewing, drill, ladder), "with these offers is already proposed"),
+        (("propose-ring", "abcdef0123"), "no ring suggestion"),
+        (("ring", "maybe", ring_id), "expected 'meshnode ring ID'"),
+    ):
+        out = alice.cli(*args, check=False)
+        assert out.returncode != 0 and words in out.stderr, (args, out.stderr)
+    assert [r["id"] for r in alice.json("rings", "--mine")] == [ring_id]
+
     for d in (alice, bob, carol):
         shown = d.json("ring", "accept", ring_id)
         assert next(p for p in shown["parties"] if p["name"] == "you")["accepted"]
