@@ -148,7 +148,7 @@ def _state(data: Mapping[str, Any]) -> str:
         state += f", waiting for {who} to {verb}"
     if data.get("closed_because"):
         state += f" ({printable(data['closed_because'])})"
-    elif state == "proposed" and data.get("expires"):
+    elif data["state"] == "proposed" and data.get("expires"):
         state += f"; expires {data['expires']}"
     return state
 
