@@ -300,7 +300,8 @@ def check_move(
     barter trades hold; an accept naming such an offer is refused, as is
     anything the fold would refuse, so a move that passes is counted.
     Refuses moves on a final ring, a second move of the same kind, a
-    complete before everyone accepted and an accept after the deadline.
+    complete before everyone accepted, and an accept or a decline of a ring
+    not accepted once its deadline has come.
     """
     if not isinstance(body, RingMoveBody):
         raise ValidationError(f"expected a ring move, found {type(body).__name__}")
@@ -333,6 +334,9 @@ def check_move(
                     f"cannot accept ring {rid}: offer {short_id(oid)} is held by accepted"
                     f" trade or ring {short_id(holder)}"
                 )
+    elif action == DECLINE:
+        if trade.state != ACCEPTED and trade.expires is not None and now_ms >= trade.expires:
+            raise TransitionError(f"cannot decline ring {rid}: it expired at {trade.expires}")
     elif action == COMPLETE:
         if trade.state != ACCEPTED:
             waiting = ", ".join(short_id(p) for p in trade.waiting_for())

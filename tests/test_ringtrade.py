@@ -96,6 +96,13 @@ def test_expiry_an_unaccepted_ring_expires_and_late_moves_do_not_count():
     assert b.ring(ring.id).state == rt.EXPIRED
     late_no = move(PEOPLE[2], ring, "decline", ts=deadline + 1)
     assert book([ring], [late_no], now=deadline + 5).ring(ring.id).state == rt.EXPIRED
+    # Checked after the deadline (the book was derived before it): neither accept nor decline is signed.
+    before = book([ring], on_time, now=NOW + 2_000).ring(ring.id)
+    for action in ("accept", "decline"):
+        with pytest.raises(TransitionError, match="expired"):
+            rt.check_move(
+                before, r.RingMoveBody(ring=ring.id, action=action), PEOPLE[2].public, now_ms=deadline
+            )
     # Accepted in time: it never expires.
     all_in = [*on_time, move(PEOPLE[2], ring, "accept", ts=deadline - 1)]
     assert book([ring], all_in, now=deadline + 10**9).ring(ring.id).state == rt.ACCEPTED
