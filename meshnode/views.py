@@ -55,11 +55,12 @@ one already running): what it gets holds every record stored before it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 
 import trio
 
-from meshnode import barter, trust
+from meshnode import barter, ringtrade, trust
 from meshnode.errors import BadValue, NotFound
 from meshnode.identity import key_of_peer_id
 from meshnode.ids import short_id
@@ -117,6 +118,16 @@ def offer_infos(store: Store, ids: set[bytes] | None = None) -> dict[bytes, bart
         for oid, item in store.items_by_id(ids).items()
         if item.type == "offer"
     }
+
+
+def ring_book(
+    store: Store, swarms: AbstractSet[bytes], now_ms: int, consumed: AbstractSet[bytes] = frozenset()
+) -> tuple[ringtrade.RingBook, dict[bytes, barter.OfferInfo]]:
+    """The rings of ``swarms`` folded (``consumed``: what completed trades gave away), and their offers."""
+    rings = [r for r in store.records_of_type("ring") if r.swarm in swarms]
+    moves = [r for r in store.records_of_type("ringmove") if r.swarm in swarms]
+    offers = offer_infos(store, {oid for r in rings for oid in r.body.offers})
+    return ringtrade.derive_rings(rings, moves, offers, now_ms, consumed=consumed), offers
 
 
 def named_offers(records: Iterable[Record]) -> set[bytes]:

@@ -100,6 +100,8 @@ def test_three_neighbours_trade_and_vouch(daemons):
         "to": a.peer_id,
         "give": [ladder],
         "take": [drill],
+        "lender": None,  # a swap, not a loan
+        "due": None,
     }
 
     # C vouches for A, A vouches for B: C trusts B through A; a stranger scores 0.

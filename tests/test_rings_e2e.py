@@ -84,10 +84,26 @@ def test_three_neighbours_close_a_ring_through_the_cli(daemons):
     shown = bob.cli("ring", ring_id).stdout
     assert "accepted, waiting for" in shown and "you can: complete, decline" in shown, shown
 
+    # The accepted ring holds its offers: off the default lists, "reserved" with --all, and a
+    # two-party trade for one of them cannot be accepted.
+    for d in (alice, bob, carol):
+        wait_for(
+            lambda d=d: drill not in {o["id"] for o in d.json("offer", "list")}, timeout=30, what="drill held"
+        )
+    assert {o["id"]: o["state"] for o in bob.json("offer", "list", "--all")}[drill] == "reserved"
+    side = bob.json("propose", drill, "--note", "or just to me?")["id"]
+    wait_for(lambda: side in {p["id"] for p in alice.json("proposals")}, timeout=30, what="the side deal")
+    refused = alice.cli("accept", side, check=False)
+    assert refused.returncode != 0 and "reserved or given away by a ring" in refused.stderr, refused.stderr
+    assert alice.json("proposal", side)["state"] == "proposed"
+
     for d in (alice, bob, carol):
         d.cli("ring", "complete", ring_id, "--note", "thanks")
     for d in (alice, bob, carol):
         wait_for(lambda d=d: ring_state(d, ring_id) == "completed", timeout=30, what=f"{d.home.name}: done")
+    for d in (alice, bob, carol):  # given away: stays off every list, "given" with --all
+        states = {o["id"]: o["state"] for o in d.json("offer", "list", "--all")}
+        assert {states[drill], states[ladder], states[sewing]} == {"given"}, states
     mine = alice.json("rings", "--mine")
     assert [r["state"] for r in mine if r["id"] == ring_id] == ["completed"]
     refused = carol.cli("ring", "decline", ring_id, check=False)

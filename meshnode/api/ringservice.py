@@ -83,13 +83,8 @@ class RingService:
         now = api.node.clock()
 
         def read() -> _Rings:
-            reader = api.reader
-            ring_records = [r for r in reader.records_of_type("ring") if r.swarm in joined]
-            moves = [r for r in reader.records_of_type("ringmove") if r.swarm in joined]
-            named = {oid for r in ring_records for oid in r.body.offers}
-            offers = views.offer_infos(reader, named)
-            book = ringtrade.derive_rings(ring_records, moves, offers, now, consumed=trades.consumed)
-            return _Rings(book, trades, offers, reader.items_by_id(named))
+            book, offers = views.ring_book(api.reader, joined, now, trades.consumed)
+            return _Rings(book, trades, offers, api.reader.items_by_id(set(offers)))
 
         result: _Rings = await api._read(read)
         return result

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -51,6 +52,15 @@ def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Held:
+    """What trades and rings hold at one moment: the trade ``book``, every reservation, what is given away."""
+
+    book: TradeBook
+    reserved: Mapping[bytes, bytes]  # offer id -> the accepted trade or ring holding it
+    consumed: frozenset[bytes]
 
 
 class ApiService:
@@ -376,7 +386,8 @@ class ApiService:
             raise BadValue("limit: expected 1..1000")
         trust = await self.views.trust()
         book = await self.views.book()
-        unavailable = set(book.reserved) | book.consumed if type_ == "offer" and not all_ else set()
+        held = await self._held(book)
+        unavailable = set(held.reserved) | held.consumed if type_ == "offer" and not all_ else set()
         # Ranked by trust in the author inside the query, before its limit.
         found: list[LiveItem] = await self._read(
             lambda: self.reader.items(
@@ -396,16 +407,22 @@ class ApiService:
                 swarms=self._joined(),
             )
         )
-        return [self._item_json(it, trust.score(it.author)) | self._where_and_state(it, book) for it in found]
+        return [self._item_json(it, trust.score(it.author)) | self._where_and_state(it, held) for it in found]
 
-    def _where_and_state(self, it: LiveItem, book: TradeBook) -> dict[str, Any]:
+    async def _held(self, book: TradeBook) -> Held:
+        """What trades and rings hold: reserved (offer id -> the trade or ring) and given away."""
+        joined, now = self._joined(), self.node.clock()
+        rings, _ = await self._read(views.ring_book, self.reader, joined, now, book.consumed)
+        return Held(book, {**rings.reserved, **book.reserved}, book.consumed | rings.consumed)
+
+    def _where_and_state(self, it: LiveItem, held: Held) -> dict[str, Any]:
         """An item's swarm (by name) and whether it can be had: available, reserved, given or withdrawn."""
         if it.withdrawn:
             state = "withdrawn"
-        elif it.id in book.consumed:
+        elif it.id in held.consumed:
             state = "given"
-        elif it.id in book.reserved:
-            holder = book.trades.get(book.reserved[it.id])
+        elif it.id in held.reserved:
+            holder = held.book.trades.get(held.reserved[it.id])
             state = "lent out" if holder is not None and holder.state in barter.LOAN_STATES else "reserved"
         else:
             state = "available"
@@ -440,8 +457,8 @@ class ApiService:
     async def item_show(self, text_id: str) -> dict[str, Any]:
         item = await self._item(text_id)
         trust = await self.views.trust()
-        book = await self.views.book()
-        return self._item_json(item, trust.score(item.author), full=True) | self._where_and_state(item, book)
+        held = await self._held(await self.views.book())
+        return self._item_json(item, trust.score(item.author), full=True) | self._where_and_state(item, held)
 
     async def _item(self, text_id: object) -> LiveItem:
         rid = await self._read(views.parse_id, _text(text_id, "id", 64), self.reader)
@@ -822,6 +839,14 @@ class ApiService:
             named = set(trade.offers) | set(give_ids) | set(take_ids)  # all the check reads
             offers = await self._read(views.offer_infos, self.reader, named)
             book.check_reply(body, self.me, now_ms=self.node.clock(), offers=offers)
+            if action == "accept":  # barter knows its own reservations, not the rings'
+                held = await self._held(book)
+                for oid in trade.offers:
+                    if oid in held.consumed or held.reserved.get(oid, pid) != pid:
+                        raise NotAllowed(
+                            f"cannot accept trade {short_id(pid)}: offer {short_id(oid)} is reserved or"
+                            " given away by a ring ('meshnode rings --mine' shows it)"
+                        )
             await self.node.publish(body, self._swarm_of(_trade_swarm(trade, self.reader)))
             after = views.find_trade(await self._book(), pid)
         return self._trade_json(after)
