@@ -23,6 +23,10 @@ A :class:`Notice` says that one record matters to ``me`` and why:
 ``offer``     an offer from someone I trust at least
               :data:`TRUSTED_OFFER_LEVEL` (``record`` the offer), unless it
               is already a ``match``.
+``ring``      someone proposed a trade ring I am a party to (``record`` the
+              ring, ``about`` the same id).
+``ringmove``  another party moved in one of my rings (accept, decline,
+              complete): ``record`` the move, ``about`` the ring.
 ``due``       a loan I lent or borrowed is due within :data:`REMIND_BEFORE_MS`
               (``record`` the loan's latest move, ``about`` the proposal).
 ``overdue``   a loan I lent or borrowed is past its due date (the same ids).
@@ -41,10 +45,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from meshnode.barter import DAY_MS, LOAN_STATES, Trade
-from meshnode.records import AttestBody, ProposalBody, Record, ReplyBody
+from meshnode.records import AttestBody, ProposalBody, Record, ReplyBody, RingBody, RingMoveBody
 
 #: The kinds of notice, in the order the inbox explains them.
-KINDS: tuple[str, ...] = ("proposal", "move", "vouch", "match", "offer", "due", "overdue")
+KINDS: tuple[str, ...] = ("proposal", "move", "ring", "ringmove", "vouch", "match", "offer", "due", "overdue")
 #: A loan reminds both parties this long before its due date.
 REMIND_BEFORE_MS = DAY_MS
 #: An offer from a neighbour trusted at least this much is a notice.
@@ -79,14 +83,15 @@ def notices_for(
     record: Record,
     *,
     me: bytes,
-    trade_parties: tuple[bytes, bytes] | None = None,
+    trade_parties: tuple[bytes, ...] | None = None,
     author_trust: float = 0.0,
     matches: Iterable[ItemMatch] = (),
 ) -> list[Notice]:
     """The notices one stored ``record`` gives ``me``.
 
     ``trade_parties``: for a reply, the (proposer, responder) of its trade,
-    if the proposal is known. ``author_trust``: my trust in the record's
+    if the proposal is known; for a ring move, the ring's parties, if the
+    ring is known. ``author_trust``: my trust in the record's
     author. ``matches``: for an offer or a want, the matches the store found
     between it and items on the other side (mine if the record is not;
     neighbours' if it is mine); the others are ignored.
@@ -109,6 +114,11 @@ def notices_for(
     elif isinstance(body, ReplyBody) and trade_parties is not None and me in trade_parties:
         if record.author in trade_parties:
             out.append(Notice("move", record.id, record.author, body.proposal))
+    elif isinstance(body, RingBody) and me in body.parties:
+        out.append(Notice("ring", record.id, record.author, record.id))
+    elif isinstance(body, RingMoveBody) and trade_parties is not None and me in trade_parties:
+        if record.author in trade_parties:
+            out.append(Notice("ringmove", record.id, record.author, body.ring))
     elif isinstance(body, AttestBody) and body.subject == me:
         out.append(Notice("vouch", record.id, record.author))
     return _unique(out)

@@ -46,6 +46,26 @@ def test_a_move_is_a_notice_only_in_my_trades_and_only_by_the_other_party():
     assert notices_for(own, me=ME, trade_parties=(ME, BOB_KEY)) == []
 
 
+def test_a_ring_i_am_in_and_the_other_parties_moves_in_it_are_notices():
+    offers = tuple(offer(t, k).id for t, k in (("Drill", ALICE), ("Ladder", BOB), ("Sewing", CAROL)))
+    parties = (ME, BOB_KEY, CAROL_KEY)
+    ring = signed(rec.RingBody(parties=parties, offers=offers), BOB)
+    assert notices_for(ring, me=ME) == [Notice("ring", ring.id, BOB_KEY, ring.id)]
+    assert notices_for(ring, me=ME, trade_parties=parties) == [Notice("ring", ring.id, BOB_KEY, ring.id)]
+    outside = signed(rec.RingBody(parties=(BOB_KEY, CAROL_KEY, b"\x07" * 32), offers=offers), BOB)
+    assert notices_for(outside, me=ME) == []  # a ring without me
+    own = signed(rec.RingBody(parties=parties, offers=offers), ALICE)
+    assert notices_for(own, me=ME) == []
+    move = signed(rec.RingMoveBody(ring=ring.id, action="accept"), CAROL)
+    assert notices_for(move, me=ME, trade_parties=parties) == [
+        Notice("ringmove", move.id, CAROL_KEY, ring.id)
+    ]
+    assert notices_for(move, me=ME, trade_parties=None) == []  # the ring is not known here
+    assert notices_for(move, me=ME, trade_parties=(BOB_KEY, CAROL_KEY, b"\x07" * 32)) == []
+    mine = signed(rec.RingMoveBody(ring=ring.id, action="accept"), ALICE)
+    assert notices_for(mine, me=ME, trade_parties=parties) == []
+
+
 def test_a_vouch_or_warning_about_me_is_a_notice():
     vouch = signed(rec.AttestBody(subject=ME, level=800, note="kind"), CAROL)
     assert notices_for(vouch, me=ME) == [Notice("vouch", vouch.id, CAROL_KEY)]

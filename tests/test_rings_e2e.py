@@ -74,6 +74,16 @@ def test_three_neighbours_close_a_ring_through_the_cli(daemons):
         assert out.returncode != 0 and words in out.stderr, (args, out.stderr)
     assert [r["id"] for r in alice.json("rings", "--mine")] == [ring_id]
 
+    # Bob and Carol hear of it in their inbox, with their part in it.
+    for d in (bob, carol):
+        wait_for(
+            lambda d=d: any(n["kind"] == "ring" for n in d.json("inbox", "--all")["notices"]),
+            timeout=30,
+            what=f"the ring in {d.home.name}'s inbox",
+        )
+    told = [n for n in bob.json("inbox", "--all")["notices"] if n["kind"] == "ring"][0]["text"]
+    assert "proposes a ring: you give Aluminium ladder to " in told and "you get Sewing machine from" in told
+
     for d in (alice, bob, carol):
         shown = d.json("ring", "accept", ring_id)
         assert next(p for p in shown["parties"] if p["name"] == "you")["accepted"]
@@ -81,6 +91,11 @@ def test_three_neighbours_close_a_ring_through_the_cli(daemons):
         wait_for(
             lambda d=d: ring_state(d, ring_id) == "accepted", timeout=30, what=f"{d.home.name}: accepted"
         )
+    wait_for(
+        lambda: any("accepted ring" in n["text"] for n in alice.json("inbox", "--all")["notices"]),
+        timeout=30,
+        what="the others' accepts in Alice's inbox",
+    )
     shown = bob.cli("ring", ring_id).stdout
     assert "accepted, waiting for" in shown and "you can: complete, decline" in shown, shown
 

@@ -30,7 +30,7 @@ import trio
 from meshnode import matching
 from meshnode.barter import Trade
 from meshnode.inbox import ItemMatch, Notice, loan_reminders, notices_for
-from meshnode.records import ItemBody, ProposalBody, Record, ReplyBody
+from meshnode.records import ItemBody, ProposalBody, Record, ReplyBody, RingBody, RingMoveBody
 from meshnode.store import LiveItem, Store
 from meshnode.store.inbox import StoredNotice
 
@@ -43,7 +43,7 @@ MAX_OWN_ITEMS = 1000
 #: How many neighbours' items a new item of the owner's is matched with at most.
 MAX_MATCHES = 20
 _ITEM_TYPES = frozenset({"offer", "want", "update", "withdraw"})
-_TYPES = _ITEM_TYPES | {"proposal", "reply", "attest"}
+_TYPES = _ITEM_TYPES | {"proposal", "reply", "attest", "ring", "ringmove"}
 
 
 def arrived_item(record: Record) -> matching.Item:
@@ -196,12 +196,16 @@ class InboxFeed:
 
     def _notices(self, record: Record, now: int, score: Callable[[bytes], float]) -> list[Notice]:
         body = record.body
-        parties = None
+        parties: tuple[bytes, ...] | None = None
         matches: list[ItemMatch] = []
         if isinstance(body, ReplyBody):
             proposal = self._reader.get(body.proposal)
             if proposal is not None and isinstance(proposal.body, ProposalBody):
                 parties = (proposal.author, proposal.body.to)
+        elif isinstance(body, RingMoveBody):
+            ring = self._reader.get(body.ring)
+            if ring is not None and isinstance(ring.body, RingBody):
+                parties = ring.body.parties
         elif record.type in ("offer", "want"):
             matches = self._matches(record, now)
         return notices_for(

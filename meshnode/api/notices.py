@@ -88,6 +88,15 @@ def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
             out["action"] = action
         if trade is not None:
             out["state"] = trade.state
+    elif n.kind in ("ring", "ringmove"):
+        ring = known.records.get(n.about)
+        what = _ring_phrase(ring.body, known) if ring is not None else "a trade ring"
+        if n.kind == "ring":
+            out["text"] = f"{name} proposes a ring: {what} (ring {short(n.about)})"
+        else:
+            action = getattr(record.body, "action", "")
+            out["text"] = f"{name} {_DONE.get(action, action)} ring {short(n.about)} ({what})"
+            out["action"] = action
     elif n.kind in ("due", "overdue"):
         trade = known.trades.get(n.about)
         out["text"] = _loan_reminder(n.kind, trade, name, known, short(n.about))
@@ -131,6 +140,17 @@ def _loan_reminder(kind: str, trade: Trade | None, name: str, known: Known, pid:
         whose = f"{what}, which you borrowed from {name},"
     when = f"was due back {day}: it is overdue" if kind == "overdue" else f"is due back {day}"
     return f"{whose} {when} (proposal {pid})"
+
+
+def _ring_phrase(ring: rec.RingBody, known: Known) -> str:
+    """ "you give Drill to Carol (q8h2c5), you get Ladder from Bob (k3d9x2)": my part in a ring."""
+    n = len(ring.parties)
+    if known.me not in ring.parties:
+        return f"a ring of {n}"
+    i = ring.parties.index(known.me)
+    giver, taker = ring.parties[(i - 1) % n], ring.parties[(i + 1) % n]
+    gives, gets = known.title(ring.offers[i]), known.title(ring.offers[(i - 1) % n])
+    return f"you give {gives} to {known.name_of(taker)}, you get {gets} from {known.name_of(giver)}"
 
 
 def _trade_phrase(trade: Trade, name: str, known: Known) -> str:

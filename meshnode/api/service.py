@@ -987,7 +987,8 @@ class InboxView:
 
         def read() -> tuple[dict[bytes, rec.Record], dict[bytes, LiveItem]]:
             found = {i: r for i in ids if (r := self.s.reader.get(i)) is not None}
-            return found, self.s.reader.items_by_id(ids | offers)
+            in_rings = {o for r in found.values() if isinstance(r.body, rec.RingBody) for o in r.body.offers}
+            return found, self.s.reader.items_by_id(ids | offers | in_rings)
 
         records, items = await self.s._read(read)
         joined = frozenset(s.id for s in self.s.node.swarms())
