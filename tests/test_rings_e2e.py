@@ -81,7 +81,7 @@ def test_three_neighbours_close_a_ring_through_the_cli(daemons):
             timeout=30,
             what=f"the ring in {d.home.name}'s inbox",
         )
-    told = [n for n in bob.json("inbox", "--all")["notices"] if n["kind"] == "ring"][0]["text"]
+    told = next(n for n in bob.json("inbox", "--all")["notices"] if n["kind"] == "ring")["text"]
     assert "proposes a ring: you give Aluminium ladder to " in told and "you get Sewing machine from" in told
 
     for d in (alice, bob, carol):
