@@ -316,3 +316,13 @@ async def test_replier_with_no_rules_returns_at_once():
     with trio.fail_after(5):
         await replier.run()
     assert service.replies == []
+
+
+async def test_after_a_restart_an_answered_trade_is_not_answered_again(offers_known):
+    p = _propose(BOB, ALICE, (), (A_GIVE,))
+    service = _Service((p,), {BOB.public: 0.9})
+    with trio.fail_after(5):
+        await AutoReplier(service, Rules(accept_give_from_trust=0.5)).look()  # type: ignore[arg-type]
+        again = AutoReplier(service, Rules(accept_give_from_trust=0.5))  # type: ignore[arg-type]
+        assert await again.look() == []  # a new replier remembers nothing: the records say it
+    assert len(service.replies) == 1

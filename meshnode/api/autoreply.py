@@ -24,7 +24,7 @@ a refused reply is not retried until the trade moves again, and the
 daemon's own reply never answers itself. Nothing is remembered on disk: a
 trade answered before a restart no longer awaits the owner (the book is
 derived from the records), and a trade in a swarm the node has not joined
-(yet) is left for a later look.
+(yet) is left for a later look (one every :data:`LOOK_EVERY_S` at least).
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: Records after which a trade may await an automatic answer.
 WAKING_TYPES = frozenset({"proposal", "reply", "attest", "withdraw"})
+#: Seconds between looks when no record wakes the replier (trust and time change too; at start the
+#: swarms are joined after the first look).
+LOOK_EVERY_S = 60.0
 #: Seconds one look (deriving the book, reading offers, sending replies) may take at most.
 LOOK_TIMEOUT_S = 60.0
 #: Seconds one reply may take at most (it is signed, stored and gossiped).
@@ -177,7 +180,8 @@ class AutoReplier:
         if not self.rules.any_on:
             return
         while True:
-            await self._woken.wait()
+            with trio.move_on_after(LOOK_EVERY_S):
+                await self._woken.wait()
             self._woken = trio.Event()
             with trio.move_on_after(LOOK_TIMEOUT_S) as scope:
                 try:
@@ -193,11 +197,9 @@ class AutoReplier:
         me = s.me
         book = await s.views.book()
         joined = frozenset(sw.id for sw in s.node.swarms())
-        waiting = [
-            t
-            for t in awaiting_me(book.trades.values(), me, joined)
-            if (t.proposal_id, t.latest_move) not in self.tried
-        ]
+        awaiting = awaiting_me(book.trades.values(), me, joined)
+        self.tried &= {(t.proposal_id, t.latest_move) for t in awaiting}  # forget what moved on
+        waiting = [t for t in awaiting if (t.proposal_id, t.latest_move) not in self.tried]
         if not waiting:
             return []
         mine = book.involving(me)
