@@ -186,7 +186,7 @@ def test_open_loans_count_accepted_and_handed_over_loans_per_borrower():
     assert open_loans_by(book.involving(BOB.public), BOB.public, OFFERS) == {}
 
 
-def test_a_loan_over_the_limit_is_held_back():
+def test_the_loan_limit_does_not_hold_back_a_give_request():
     first = _propose(BOB, ALICE, (), (A_LEND,))
     accepted = _reply(ALICE, first, first, "accept", 10)
     again = _propose(BOB, ALICE, (), (A_GIVE,))
