@@ -249,7 +249,7 @@ async def run_daemon(
                 ),
             )
             stop = trio.Event()
-            service = ApiService(node, home, request_stop=stop.set)
+            service = ApiService(node, home, request_stop=stop.set, rules=config.rules)
             try:
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async with trio.open_nursery() as nursery:

@@ -18,6 +18,7 @@ from meshnode.addrs import split_tcp, strip_peer
 from meshnode.errors import ConfigError, MeshError
 
 if TYPE_CHECKING:
+    from meshnode.rules import Rules
     from meshnode.swarm import Swarm
 
 # Every CLI command imports this module: what only some of them need (platformdirs, tomllib, the
@@ -153,6 +154,7 @@ class Config:
     max_connections: int = 64
     sync_interval: float = 60.0
     store: StoreLimits = field(default_factory=lambda: StoreLimits())
+    rules: Rules = field(default_factory=lambda: _no_rules())
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def load_config(home: Home) -> Config:
     }
     if unknown:
         raise ConfigError(f"{home.config}: unknown keys in [node]: {sorted(unknown)}")
-    unknown = set(data) - {"node", "swarms", "store"}
+    unknown = set(data) - {"node", "swarms", "store", "rules"}
     if unknown:
         raise ConfigError(f"{home.config}: unknown tables: {sorted(unknown)}")
     listen = node.get("listen", DEFAULT_LISTEN)
@@ -240,7 +242,21 @@ def load_config(home: Home) -> Config:
         max_connections=max_connections,
         sync_interval=float(sync_interval),
         store=_store_table(home, data.get("store", {})),
+        rules=_rules_table(home, data.get("rules")),
     )
+
+
+def _no_rules() -> Rules:
+    from meshnode.rules import Rules
+
+    return Rules()
+
+
+def _rules_table(home: Home, table: object) -> Rules:
+    """The ``[rules]`` table (answering while away, :mod:`meshnode.rules`); absent: every rule off."""
+    from meshnode.rules import parse_rules
+
+    return parse_rules(table, where=str(home.config))
 
 
 def _store_table(home: Home, table: object) -> StoreLimits:

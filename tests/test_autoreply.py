@@ -212,12 +212,14 @@ class _Views:
 
 
 @dataclass
-class _Store:
+class _Feed:
+    """The inbox feed: what the replier keeps there (and the feed tells watchers)."""
+
     notices: list[Any] = field(default_factory=list)
 
-    def add_notices(self, notices: list[Any], *, at: int) -> list[Any]:
+    async def keep(self, notices: list[Any]) -> int:
         self.notices += notices
-        return []
+        return len(notices)
 
 
 @dataclass
@@ -226,9 +228,6 @@ class _Swarm:
 
 
 class _Node:
-    def __init__(self) -> None:
-        self.store = _Store()
-
     def swarms(self) -> list[_Swarm]:
         return [_Swarm(SWARM)]
 
@@ -256,6 +255,7 @@ class _Service:
         self.views = _Views(_book(*records), trust)
         self.reader = _Reader({r.id: r for r in records})
         self.node = _Node()
+        self.feed = _Feed()
         self.replies: list[tuple[str, str, str]] = []
         self.refuse = refuse
 
@@ -292,7 +292,7 @@ async def test_replier_answers_once_and_tells_the_owners_inbox(offers_known):
         assert await replier.look() == []  # accepted now: nothing awaits me
     assert service.replies == [(p.id.hex(), "accept", sent[0].decision.note)]
     assert service.views.book_now.trade(p.id).state == barter.ACCEPTED
-    [notice] = service.node.store.notices
+    [notice] = service.feed.notices
     assert (notice.kind, notice.peer, notice.about) == ("move", ME, p.id)
     assert notice.record == service.views.book_now.trade(p.id).latest_move
     assert replier.sent == 1
@@ -307,7 +307,7 @@ async def test_a_refused_reply_is_logged_and_not_retried_until_the_trade_moves(o
         assert await replier.look() == []
     assert len(service.replies) == 1
     assert "offer is reserved" in caplog.text
-    assert service.node.store.notices == []
+    assert service.feed.notices == []
 
 
 async def test_replier_with_no_rules_returns_at_once():

@@ -254,7 +254,7 @@ class AutoReplier:
         self.sent += 1
         log.info("trade %s: %s", pid, d.note)
         if moved.applied and moved.latest_move != t.latest_move:
-            notice = Notice("move", moved.latest_move, s.me, t.proposal_id)
-            store, now = s.node.store, s.node.clock()
-            await trio.to_thread.run_sync(lambda: store.add_notices([notice], at=now))
+            await s.feed.keep(
+                [Notice("move", moved.latest_move, s.me, t.proposal_id)]
+            )  # told to watchers too
         return True

@@ -144,11 +144,17 @@ class InboxFeed:
 
         A reminder kept before is not kept or told again.
         """
-        now = self._clock()
-        found = loan_reminders(trades, me=self._me, now_ms=now)
-        if not found:
+        return await self.keep(loan_reminders(trades, me=self._me, now_ms=self._clock()))
+
+    async def keep(self, notices: list[Notice]) -> int:
+        """Keep ``notices`` not found in a stored record, and tell the watchers; how many are new.
+
+        A notice kept before (same ``(kind, record, about)``) is not kept or told again.
+        """
+        if not notices:
             return 0
-        added = await trio.to_thread.run_sync(lambda: self._store.add_notices(found, at=now))
+        now = self._clock()
+        added = await trio.to_thread.run_sync(lambda: self._store.add_notices(notices, at=now))
         self.found += len(added)
         for stored in added:
             self._tell(stored)

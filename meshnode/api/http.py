@@ -375,6 +375,7 @@ def build_app(service: ApiService) -> Starlette:
         r("/rings/{id}", get_ring, "GET"),
         r("/rings/{id}/{action}", post_ring_move, "POST"),
         r("/loans", get_loans, "GET"),
+        r("/rules", calls(ApiService.rules), "GET"),
         Route(API_PREFIX + "/events", events, methods=["GET"]),
     ]
     for type_, plural in (("offer", "offers"), ("want", "wants")):

@@ -18,6 +18,7 @@ import trio
 
 from meshnode import barter, sealing, views
 from meshnode import records as rec
+from meshnode.api.autoreply import AutoReplier
 from meshnode.api.feed import InboxFeed
 from meshnode.api.notices import Known, notice_json
 from meshnode.api.peoplebook import PeopleBook
@@ -29,6 +30,7 @@ from meshnode.ids import short_id
 from meshnode.lifetime import MAX_ITEM_DAYS
 from meshnode.node import Node
 from meshnode.people import MAX_PETNAME, check_bio, check_nickname
+from meshnode.rules import Rules, describe_rules
 from meshnode.store import LiveItem
 from meshnode.store.inbox import StoredNotice
 from meshnode.swarm import Swarm
@@ -66,7 +68,9 @@ class Held:
 class ApiService:
     """The daemon's operations, as the local API exposes them."""
 
-    def __init__(self, node: Node, home: Home, *, request_stop: Callable[[], None]) -> None:
+    def __init__(
+        self, node: Node, home: Home, *, request_stop: Callable[[], None], rules: Rules | None = None
+    ) -> None:
         self.node = node
         self.home = home
         self.reader = node.store.open_reader()  # reads never wait behind a write batch
@@ -89,6 +93,9 @@ class ApiService:
         self.inbox = InboxView(self)
         self._moved = trio.Event()  # set when a reply is stored: look at the loan reminders again
         node.ingest.on_stored.append(self._on_stored_move)
+        # Answering while away: replies by the owner's [rules] (config.toml).
+        self.autoreplier = AutoReplier(self, rules if rules is not None else Rules())
+        node.ingest.on_stored.append(self.autoreplier.on_stored)
 
     def close(self) -> None:
         self.people.detach(self.node)
@@ -100,6 +107,8 @@ class ApiService:
             self.node.ingest.on_stored.remove(self.feed.on_stored)
         if self._on_stored_move in self.node.ingest.on_stored:
             self.node.ingest.on_stored.remove(self._on_stored_move)
+        if self.autoreplier.on_stored in self.node.ingest.on_stored:
+            self.node.ingest.on_stored.remove(self.autoreplier.on_stored)
         self._feed_reader.close()
         self._views_reader.close()
         self.reader.close()
@@ -112,6 +121,7 @@ class ApiService:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.feed.run)
             nursery.start_soon(self._remind_loans)
+            await nursery.start(self.autoreplier.run)
             task_status.started()
 
     async def _remind_loans(self) -> None:
@@ -850,6 +860,10 @@ class ApiService:
             await self.node.publish(body, self._swarm_of(_trade_swarm(trade, self.reader)))
             after = views.find_trade(await self._book(), pid)
         return self._trade_json(after)
+
+    async def rules(self) -> dict[str, Any]:
+        """The rules that answer trades while the owner is away (config.toml ``[rules]``), a line each."""
+        return {"rules": list(describe_rules(self.autoreplier.rules)), "sent": self.autoreplier.sent}
 
     # --- trust ------------------------------------------------------------------
 

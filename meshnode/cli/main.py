@@ -722,6 +722,14 @@ def inbox(
 
 @app.command()
 @mesh_errors
+def rules(home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """The rules that answer trades while you are away (config.toml [rules])."""
+    data = client(home).get("/rules")
+    show(render.pretty_json(data) if json_out else render.rules(data))
+
+
+@app.command()
+@mesh_errors
 def watch(
     since: Annotated[
         int | None, typer.Option("--since", help="Start after notice number SEQ (default: from now on).")

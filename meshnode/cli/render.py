@@ -760,6 +760,16 @@ def trusted(rows: Sequence[Mapping[str, Any]]) -> str:
     return lines(out)
 
 
+def rules(data: Mapping[str, Any]) -> str:
+    """``GET /rules``: one line per rule in force, or how to set them."""
+    if not data["rules"]:
+        return (
+            "no rules are set: trades wait for you. Add a [rules] table to config.toml"
+            " (e.g. accept_give_from_trust = 0.7, decline_below_trust = 0.1) and restart the daemon"
+        )
+    return lines([f"- {line}" for line in data["rules"]])
+
+
 # --- the inbox -------------------------------------------------------------------
 
 
