@@ -517,41 +517,41 @@ def _move(
     latest = trade.latest_move
     if body.prev is None:
         raise TransitionError(
-            f"{actor} cannot {action} trade {tid}: the reply names no move it answers (made by a"
+            f"{actor} cannot {_doing(action)} trade {tid}: the reply names no move it answers (made by a"
             f" release before replies were chained); reply again, naming the latest move {short_id(latest)}"
         )
     if body.prev != latest and not _crossing_complete(trade, body, author):
         raise TransitionError(
-            f"{actor} cannot {action} trade {tid}: the reply answers move {short_id(body.prev)}, but"
+            f"{actor} cannot {_doing(action)} trade {tid}: the reply answers move {short_id(body.prev)}, but"
             f" the trade's latest move is {short_id(latest)}; look at the trade again and answer its"
             " latest move"
         )
     if state == EXPIRED or (state in OPEN_STATES and trade.expires is not None and ts >= trade.expires):
         raise TransitionError(
-            f"{actor} cannot {action} trade {tid}: it expired at {trade.expires}"
+            f"{actor} cannot {_doing(action)} trade {tid}: it expired at {trade.expires}"
             f" before being accepted (the reply is at {ts})"
         )
     gone = _gone_offer(trade, offers, consumed, ts) if state in OPEN_STATES else None
     if state == UNAVAILABLE or gone is not None:
         why = trade.closed_because if gone is None else gone[1]
         raise TransitionError(
-            f"{actor} cannot {action} trade {tid}: it is unavailable, a final state ({why})"
+            f"{actor} cannot {_doing(action)} trade {tid}: it is unavailable, a final state ({why})"
         )
     if state in TERMINAL_STATES:
-        raise TransitionError(f"{actor} cannot {action} trade {tid}: it is {state}, a final state")
+        raise TransitionError(f"{actor} cannot {_doing(action)} trade {tid}: it is {state}, a final state")
     if trade.role(author) is None:
         raise NotAllowed(
-            f"{actor} cannot {action} trade {tid} (state {state}): only the proposer"
+            f"{actor} cannot {_doing(action)} trade {tid} (state {state}): only the proposer"
             f" {short_id(trade.proposer)} and the responder {short_id(trade.responder)} may reply"
         )
     if ts < trade.created_ts:
         raise TransitionError(
-            f"{actor} cannot {action} trade {tid} (state {state}): the reply is timestamped {ts},"
+            f"{actor} cannot {_doing(action)} trade {tid} (state {state}): the reply is timestamped {ts},"
             f" before the proposal itself ({trade.created_ts})"
         )
     if ts < trade.updated_ts:
         raise TransitionError(
-            f"{actor} cannot {action} trade {tid} (state {state}) at {ts}: the trade's last move"
+            f"{actor} cannot {_doing(action)} trade {tid} (state {state}) at {ts}: the trade's last move"
             f" was at {trade.updated_ts}, and a reply cannot be ordered before it (check the clock)"
         )
 
@@ -563,7 +563,7 @@ def _move(
         if action in ANSWERS:
             if author != awaiting:
                 raise TransitionError(
-                    f"{actor} cannot {action} trade {tid}: it is {state} on terms they made"
+                    f"{actor} cannot {_doing(action)} trade {tid}: it is {state} on terms they made"
                     f" themselves; {_actor(trade, awaiting)} must answer (they may cancel instead)"
                 )
             if action == DECLINE:
@@ -607,14 +607,16 @@ def _move(
                 )
             return replace(moved, state=CANCELLED)
         if action in (COMPLETE, RECEIVED, EXTEND, RETURN):
-            raise TransitionError(f"{actor} cannot {action} trade {tid}: it is {state}, not yet accepted")
+            raise TransitionError(
+                f"{actor} cannot {_doing(action)} trade {tid}: it is {state}, not yet accepted"
+            )
         raise ValidationError(f"unknown reply action {action!r}")
 
     if state in LOAN_STATES:
         return _loan_move(trade, moved, body, author, ts)
     if action in (EXTEND, RETURN):
         raise TransitionError(
-            f"{actor} cannot {action} trade {tid}: it is {state}; only a loan the borrower has"
+            f"{actor} cannot {_doing(action)} trade {tid}: it is {state}; only a loan the borrower has"
             " received can be extended or returned"
         )
     if action == RECEIVED:
@@ -622,7 +624,7 @@ def _move(
     # accepted
     if action in ANSWERS:
         raise TransitionError(
-            f"{actor} cannot {action} trade {tid}: it is already accepted;"
+            f"{actor} cannot {_doing(action)} trade {tid}: it is already accepted;"
             " only complete (or cancel, before anyone completes) remain"
         )
     if action == CANCEL:
@@ -698,12 +700,12 @@ def _loan_move(trade: Trade, moved: Trade, body: ReplyBody, author: bytes, ts: i
     assert trade.lender is not None and trade.due is not None
     if action not in (EXTEND, RETURN):
         raise TransitionError(
-            f"{actor} cannot {action} trade {tid}: the loan is {trade.state}; only the lender"
+            f"{actor} cannot {_doing(action)} trade {tid}: the loan is {trade.state}; only the lender"
             f" {short_id(trade.lender)} may extend it or say it is returned"
         )
     if author != trade.lender:
         raise TransitionError(
-            f"{actor} cannot {action} trade {tid}: only the lender {short_id(trade.lender)} may"
+            f"{actor} cannot {_doing(action)} trade {tid}: only the lender {short_id(trade.lender)} may"
             f" {'extend the loan' if action == EXTEND else 'say the thing is back'}"
         )
     if action == RETURN:
@@ -1139,7 +1141,7 @@ def _refusal(trade: Trade, reply: Record) -> str:
 def _unchained(trade: Trade | None, reply: Record) -> str:
     actor = _actor(trade, reply.author) if trade is not None else f"key {short_id(reply.author)}"
     return (
-        f"{actor} cannot {reply.body.action} trade {short_id(reply.body.proposal)}: the reply names"
+        f"{actor} cannot {_doing(reply.body.action)} trade {short_id(reply.body.proposal)}: the reply names"
         " no move it answers (made by a release before replies were chained), so it is never applied;"
         " the party must reply again"
     )
@@ -1148,8 +1150,8 @@ def _unchained(trade: Trade | None, reply: Record) -> str:
 def _outranked(trade: Trade, author: bytes, action: str, move: bytes, rank: int) -> str:
     why = "that the other party has answered" if rank >= RANK_ANSWERED else "that cancels or declines"
     return (
-        f"{_actor(trade, author)} cannot {action} trade {short_id(trade.proposal_id)}: it answers move"
-        f" {short_id(move)}, where a reply {why} takes precedence (a fork is decided by answers,"
+        f"{_actor(trade, author)} cannot {_doing(action)} trade {short_id(trade.proposal_id)}: it"
+        f" answers move {short_id(move)}, where a reply {why} takes precedence (a fork is decided by answers,"
         " never by time)"
     )
 
@@ -1158,16 +1160,16 @@ def _fork_lost(trade: Trade, reply: Record, winner: bytes) -> str:
     prev = reply.body.prev
     assert prev is not None
     return (
-        f"{_actor(trade, reply.author)} cannot {reply.body.action} trade {short_id(trade.proposal_id)}:"
-        f" it answers move {short_id(prev)}, which reply {short_id(winner)} answered first (a fork);"
-        " the trade went on from there"
+        f"{_actor(trade, reply.author)} cannot {_doing(reply.body.action)} trade"
+        f" {short_id(trade.proposal_id)}: it answers move {short_id(prev)}, which reply"
+        f" {short_id(winner)} answered first (a fork); the trade went on from there"
     )
 
 
 def _detached(trade: Trade, reply: Record, reps: Mapping[bytes, Record]) -> str:
     prev = reply.body.prev
     assert prev is not None
-    actor, action, tid = _actor(trade, reply.author), reply.body.action, short_id(trade.proposal_id)
+    actor, action, tid = _actor(trade, reply.author), _doing(reply.body.action), short_id(trade.proposal_id)
     parent = reps.get(prev)
     if parent is not None and parent.body.proposal == trade.proposal_id:
         return (
@@ -1210,6 +1212,11 @@ def _order(record: Record) -> tuple[int, bytes, int, bytes]:
 def _is_consumed(info: OfferInfo | None) -> bool:
     """Whether completing a trade takes this offer out of circulation (unknown: yes)."""
     return info is None or info.kind not in RETURNING_KINDS
+
+
+def _doing(action: str) -> str:
+    """What a reply action does, as "X cannot ... trade" reads it ("say returned on", not "returned")."""
+    return {RECEIVED: "say received on", RETURN: "say returned on"}.get(action, action)
 
 
 def _actor(trade: Trade, key: bytes) -> str:

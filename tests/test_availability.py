@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from meshnode import records as r
 from meshnode import views
-from meshnode.api.service import ApiService
+from meshnode.api.service import ApiService, Held
 from meshnode.store import Store
 from tests.conftest import NOW, Author
 
@@ -90,8 +90,9 @@ POOL, OFFERS = _pool()
 
 def _states(store: Store, book) -> dict[str, str]:
     items = store.items_by_id(o.id for o in OFFERS.values())
+    held = Held(book, book.reserved, book.consumed)  # trades only: no rings here
     return {
-        name: ApiService._where_and_state(_API, items[o.id], book)["state"]  # type: ignore[arg-type]
+        name: ApiService._where_and_state(_API, items[o.id], held)["state"]  # type: ignore[arg-type]
         for name, o in OFFERS.items()
         if o.id in items
     }

@@ -638,7 +638,8 @@ def loans(rows: Sequence[Mapping[str, Any]], width: int = TABLE_MIN_WIDTH) -> st
         else:
             state = trade_state({**row, "waiting_for": None})
             if row.get("days_overdue"):
-                state += f" ({row['days_overdue']} days late)"
+                late = row["days_overdue"]
+                state += f" ({late} day{'s' if late != 1 else ''} late)"
         head = f"{short_id(row['id'])}  "
         tail = f" — {printable(state)}"
         out.append(head + _fit(printable(said), width - len(head) - _cells(tail)) + tail)
