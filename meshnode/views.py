@@ -41,6 +41,8 @@ record, the cache judges it against the snapshot (:meth:`Derived.absorb`):
 * an offer, update or withdraw matters if a trade with replies names it; a
   withdraw also if an open trade names its offer (else it is remembered,
   see the proposal rule above);
+* a ring or a ring move always matters (a completed ring gives offers away,
+  which closes the open trades naming them; rings are few);
 * and time: the snapshot is stale once a live attest of a reached key
   expires.
 
@@ -121,11 +123,11 @@ def offer_infos(store: Store, ids: set[bytes] | None = None) -> dict[bytes, bart
 
 
 def ring_book(
-    store: Store, swarms: AbstractSet[bytes], now_ms: int, consumed: AbstractSet[bytes] = frozenset()
+    store: Store, swarms: AbstractSet[bytes] | None, now_ms: int, consumed: AbstractSet[bytes] = frozenset()
 ) -> tuple[ringtrade.RingBook, dict[bytes, barter.OfferInfo]]:
-    """The rings of ``swarms`` folded (``consumed``: what completed trades gave away), and their offers."""
-    rings = [r for r in store.records_of_type("ring") if r.swarm in swarms]
-    moves = [r for r in store.records_of_type("ringmove") if r.swarm in swarms]
+    """The rings of ``swarms`` (None: all) folded, and their offers (``consumed``: given away by trades)."""
+    rings = [r for r in store.records_of_type("ring") if swarms is None or r.swarm in swarms]
+    moves = [r for r in store.records_of_type("ringmove") if swarms is None or r.swarm in swarms]
     offers = offer_infos(store, {oid for r in rings for oid in r.body.offers})
     return ringtrade.derive_rings(rings, moves, offers, now_ms, consumed=consumed), offers
 
@@ -166,17 +168,21 @@ def book_as_of(
     open_: dict[bytes, barter.Trade],
     now_ms: int,
     withdrawn: Mapping[bytes, int] | None = None,
+    given_by_rings: AbstractSet[bytes] = frozenset(),
 ) -> barter.TradeBook:
     """The trade book of ``core`` and the open trades ``open_``, closed as of ``now_ms``.
 
     A trade still open (proposed or countered) is expired or unavailable as
     :func:`meshnode.barter.derive_trades` does (:func:`meshnode.barter.close`;
-    ``withdrawn``: offer id -> withdrawal time, :meth:`Store.withdrawals`).
+    ``withdrawn``: offer id -> withdrawal time, :meth:`Store.withdrawals`),
+    and unavailable too when a completed ring gave one of its offers away
+    (``given_by_rings``: :attr:`meshnode.ringtrade.RingBook.consumed`).
     Trades come oldest first.
     """
     trades = {**open_, **core.trades}
+    consumed = core.consumed | given_by_rings
     for pid, t in trades.items():
-        trades[pid] = barter.close(t, now_ms=now_ms, withdrawn=withdrawn or {}, consumed=core.consumed)
+        trades[pid] = barter.close(t, now_ms=now_ms, withdrawn=withdrawn or {}, consumed=consumed)
     ordered = dict(sorted(trades.items(), key=lambda kv: (kv[1].created_ts, kv[1].proposer, kv[0])))
     return replace(core, trades=ordered)
 
@@ -184,7 +190,8 @@ def book_as_of(
 def trade_book(store: Store, now_ms: int) -> barter.TradeBook:
     """Every trade this node knows of, derived from its proposals and replies."""
     core = trade_core(store, now_ms)
-    return book_as_of(core, open_trades(store, set(core.trades)), now_ms, store.withdrawals())
+    rings, _ = ring_book(store, None, now_ms, core.consumed)
+    return book_as_of(core, open_trades(store, set(core.trades)), now_ms, store.withdrawals(), rings.consumed)
 
 
 @dataclass(frozen=True)
@@ -249,6 +256,7 @@ class Derived:
     withdrawn: dict[bytes, int] = field(default_factory=dict)
     open_offers: set[bytes] = field(default_factory=set)
     withdrawn_since: set[bytes] = field(default_factory=set)
+    given_by_rings: frozenset[bytes] = frozenset()
 
     def current_at(self, now_ms: int) -> bool:
         """Whether time alone leaves the snapshot as it is at ``now_ms``."""
@@ -260,6 +268,8 @@ class Derived:
         See the module docstring for which records matter.
         """
         kind = record.type
+        if kind in ("ring", "ringmove"):
+            return True  # a completed ring gives offers away (rings are few: derive again)
         if kind == "attest":
             return record.author == self.trust.source or record.author in self.trust.scores
         if kind == "reply":
@@ -287,7 +297,7 @@ class Derived:
 
     def book(self, open_: dict[bytes, barter.Trade], now_ms: int) -> barter.TradeBook:
         """The trade book at ``now_ms`` (``open_``: a copy of :attr:`open`, which may grow meanwhile)."""
-        return book_as_of(self.core, open_, now_ms, self.withdrawn)
+        return book_as_of(self.core, open_, now_ms, self.withdrawn, self.given_by_rings)
 
 
 def derive(store: Store, source: bytes, now_ms: int) -> Derived:
@@ -306,6 +316,7 @@ def derive(store: Store, source: bytes, now_ms: int) -> Derived:
         elif t.due is not None and t.state == barter.OVERDUE:
             expiries.append(t.due + barter.LOAN_GRACE_MS + 1)
     open_ = open_trades(store, answered)
+    rings, _ = ring_book(store, None, now_ms, core.consumed)
     return Derived(
         core=core,
         open=open_,
@@ -315,6 +326,7 @@ def derive(store: Store, source: bytes, now_ms: int) -> Derived:
         expires_at=min(expiries, default=None),
         withdrawn=store.withdrawals(),
         open_offers={oid for t in open_.values() for oid in t.offers},
+        given_by_rings=rings.consumed,
     )
 
 

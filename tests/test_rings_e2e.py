@@ -116,6 +116,13 @@ def test_three_neighbours_close_a_ring_through_the_cli(daemons):
         d.cli("ring", "complete", ring_id, "--note", "thanks")
     for d in (alice, bob, carol):
         wait_for(lambda d=d: ring_state(d, ring_id) == "completed", timeout=30, what=f"{d.home.name}: done")
+    # the side deal for the drill, never accepted, closes: the ring gave the drill away
+    for d in (alice, bob):
+        wait_for(
+            lambda d=d: d.json("proposal", side)["state"] == "unavailable",
+            timeout=30,
+            what="side deal closed",
+        )
     for d in (alice, bob, carol):  # given away: stays off every list, "given" with --all
         states = {o["id"]: o["state"] for o in d.json("offer", "list", "--all")}
         assert {states[drill], states[ladder], states[sewing]} == {"given"}, states
