@@ -80,8 +80,10 @@ Notes
 -----
 
 :attr:`Decision.note` is one sentence naming the rule, its setting and the
-fact it applied to, e.g. ``"accepted by your rule accept_give_from_trust
-(0.7): Bob is trusted 0.82"``. The other party is named by ``label``
+fact it applied to, e.g. ``"accepted automatically by my rule
+accept_give_from_trust (0.7): Bob is trusted 0.82"``. It is the note of a
+reply the owner signs, read by both parties, so it speaks as the owner
+("my rule", "what I receive"). The other party is named by ``label``
 (:func:`meshnode.people.label`), else its short peer id. Trust in a note is
 rounded *down* to two decimals, so it never reads as reaching a threshold
 it missed.
@@ -239,7 +241,7 @@ def decide(
         return Decision(
             "decline",
             DECLINE_BELOW_TRUST,
-            f"declined by your rule {DECLINE_BELOW_TRUST} ({rules.decline_below_trust:g}):"
+            f"declined automatically by my rule {DECLINE_BELOW_TRUST} ({rules.decline_below_trust:g}):"
             f" {who} is trusted {_shown(score)}",
         )
     accept = _accept_give(trade, me, offers, score, who, rules) or _accept_counter(
@@ -289,7 +291,8 @@ def _accept_give(
     return Decision(
         "accept",
         ACCEPT_GIVE_FROM_TRUST,
-        f"accepted by your rule {ACCEPT_GIVE_FROM_TRUST} ({threshold:g}): {who} is trusted {_shown(score)}",
+        f"accepted automatically by my rule {ACCEPT_GIVE_FROM_TRUST} ({threshold:g}):"
+        f" {who} is trusted {_shown(score)}",
     )
 
 
@@ -315,8 +318,8 @@ def _accept_counter(
     return Decision(
         "accept",
         ACCEPT_COUNTER_THAT_ONLY_ADDS,
-        f"accepted by your rule {ACCEPT_COUNTER_THAT_ONLY_ADDS}: {who}'s counter adds {added}"
-        f" offer{'' if added == 1 else 's'} to what you receive and asks for nothing more",
+        f"accepted automatically by my rule {ACCEPT_COUNTER_THAT_ONLY_ADDS}: {who}'s counter adds {added}"
+        f" offer{'' if added == 1 else 's'} to what I receive and asks for nothing more",
     )
 
 

@@ -127,7 +127,10 @@ def test_give_request_from_a_trusted_neighbour_is_accepted_naming_the_rule():
     [answer] = _choose(_book(p), Rules(accept_give_from_trust=0.5), {BOB.public: 0.8}, {})
     assert answer.trade.proposal_id == p.id
     assert answer.decision.action == "accept"
-    assert answer.decision.note == "accepted by your rule accept_give_from_trust (0.5): Bob is trusted 0.80"
+    assert (
+        answer.decision.note
+        == "accepted automatically by my rule accept_give_from_trust (0.5): Bob is trusted 0.80"
+    )
 
 
 def test_give_request_below_the_threshold_and_swaps_are_left_to_me():

@@ -113,7 +113,7 @@ def test_give_request_from_a_trusted_neighbour_is_accepted() -> None:
     assert decision == Decision(
         "accept",
         ACCEPT_GIVE_FROM_TRUST,
-        "accepted by your rule accept_give_from_trust (0.7): Bob is trusted 0.82",
+        "accepted automatically by my rule accept_give_from_trust (0.7): Bob is trusted 0.82",
     )
     # at the threshold exactly; several give offers; with something given in return
     assert _action(_decide(_trade(), only, trust=0.7)) == ("accept", ACCEPT_GIVE_FROM_TRUST)
@@ -144,7 +144,9 @@ def test_proposal_from_a_distrusted_neighbour_is_declined() -> None:
     only = Rules(decline_below_trust=0.1)
     decision = _decide(_trade(take=(MY_SWAP,), give=(BOB_SWAP,)), only, trust=0.05)
     assert decision == Decision(
-        "decline", DECLINE_BELOW_TRUST, "declined by your rule decline_below_trust (0.1): Bob is trusted 0.05"
+        "decline",
+        DECLINE_BELOW_TRUST,
+        "declined automatically by my rule decline_below_trust (0.1): Bob is trusted 0.05",
     )
     # a stranger (not in the trust scores at all) scores 0
     stranger = decide(_trade(), me=ME, offers=OFFERS, trust={}, open_loans_by={}, rules=only, label="Bob")
@@ -177,8 +179,8 @@ def test_counter_that_only_adds_is_accepted() -> None:
     assert decision == Decision(
         "accept",
         ACCEPT_COUNTER_THAT_ONLY_ADDS,
-        "accepted by your rule accept_counter_that_only_adds: Bob's counter adds 1 offer to what you"
-        " receive and asks for nothing more",
+        "accepted automatically by my rule accept_counter_that_only_adds: Bob's counter adds 1 offer to"
+        " what I receive and asks for nothing more",
     )
     # Bob proposed, I countered, Bob counters back adding to my side (terms from Bob's side: give)
     trade = _counter((BOB_SWAP, BOB_JAM), (MY_SWAP,), i_proposed=False)

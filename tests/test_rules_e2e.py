@@ -67,7 +67,7 @@ def test_alices_daemon_accepts_a_trusted_give_request_and_declines_a_stranger(da
     wait_for(lambda: state(bob, proposal) == "accepted", timeout=60, what="Alice's daemon to accept")
     last = bob.json("proposal", proposal)["moves"][-1]
     assert last["action"] == "accept" and last["who"] == alice.peer_id
-    assert last["note"].startswith("accepted by your rule accept_give_from_trust (0.5):")
+    assert last["note"].startswith("accepted automatically by my rule accept_give_from_trust (0.5):")
     assert "is trusted 0.80" in last["note"]
 
     # Both inboxes show the move: Bob's as Alice's accept, Alice's as her own automatic one.
@@ -88,5 +88,5 @@ def test_alices_daemon_accepts_a_trusted_give_request_and_declines_a_stranger(da
     wait_for(lambda: state(carol, declined) == "declined", timeout=60, what="Alice's daemon to decline")
     moves = carol.json("proposal", declined)["moves"]
     assert [m["action"] for m in moves] == ["propose", "decline"]
-    assert moves[-1]["note"].startswith("declined by your rule decline_below_trust (0.1):")
+    assert moves[-1]["note"].startswith("declined automatically by my rule decline_below_trust (0.1):")
     assert alice.json("rules")["sent"] == 2
