@@ -799,6 +799,213 @@ def _check_ringmove_fields(body: RingMoveBody) -> None:
 # --- end of trade rings --------------------------------------------------------
 
 
+# --- mutual credit: the transfer body (see meshnode.ledger) ---------------------
+
+#: The largest amount of one transfer, in hundredths of the swarm's unit.
+MAX_AMOUNT = 10**9
+#: The most incoming transfers one transfer may acknowledge.
+MAX_ACKS = 64
+
+
+@dataclass(frozen=True)
+class TransferBody:
+    """A payment of ``amount`` hundredths of the swarm's unit from the author to ``to``.
+
+    The author's transfers form one chain: ``seq`` is the place (1, 2, ...),
+    ``prev`` the id of the author's transfer at ``seq - 1`` (``None`` only,
+    and always, for ``seq`` 1). ``acks`` are ids of transfers paid *to* the
+    author that this link credits to the author's own chain (sorted, no
+    duplicates); ``trade`` optionally names the proposal paid for. See
+    :mod:`meshnode.ledger`.
+    """
+
+    to: bytes
+    amount: int
+    seq: int
+    prev: bytes | None = None
+    acks: tuple[bytes, ...] = ()
+    memo: str = ""
+    trade: bytes | None = None
+
+
+def _acks_field(value: Any) -> tuple[bytes, ...]:
+    if not isinstance(value, list):
+        raise ValidationError(f"acks: expected a list of ids, found {_describe(value)}")
+    return tuple(_bytes_field(v, "acks", ID_SIZE) for v in value)
+
+
+def _transfer_from_map(value: dict[str, Any], what: str) -> TransferBody:
+    _only_keys(value, {"to", "amount", "seq", "prev", "acks", "memo", "trade"}, what)
+    prev, trade = value.get("prev"), value.get("trade")
+    return TransferBody(
+        to=_bytes_field(value.get("to"), "to", KEY_SIZE),
+        amount=_int_field(value.get("amount"), "amount", 1, MAX_AMOUNT),
+        seq=_int_field(value.get("seq"), "seq", 1, 2**63 - 1),
+        prev=None if prev is None else _bytes_field(prev, "prev", ID_SIZE),
+        acks=_acks_field(value.get("acks", [])),
+        memo=_text_field(value.get("memo", ""), "memo", MAX_NOTE),
+        trade=None if trade is None else _bytes_field(trade, "trade", ID_SIZE),
+    )
+
+
+def _check_transfer_fields(body: TransferBody) -> None:
+    _check_len(body.to, KEY_SIZE, "to")
+    _int_field(body.amount, "amount", 1, MAX_AMOUNT)
+    _int_field(body.seq, "seq", 1, 2**63 - 1)
+    if body.prev is not None:
+        _check_len(body.prev, ID_SIZE, "prev")
+    if not isinstance(body.acks, tuple):
+        raise ValidationError("transfer: acks must be a tuple")
+    for ack in body.acks:
+        _check_len(ack, ID_SIZE, "acks")
+    _text_field(body.memo, "memo", MAX_NOTE)
+    if body.trade is not None:
+        _check_len(body.trade, ID_SIZE, "trade")
+
+
+def _check_transfer_rules(body: TransferBody) -> None:
+    if (body.seq == 1) != (body.prev is None):
+        raise ValidationError(
+            "prev: the first transfer of a chain (seq 1) names no previous one, and every later one does"
+            f" (found seq {body.seq} with {'no prev' if body.prev is None else 'a prev'})"
+        )
+    if len(body.acks) > MAX_ACKS:
+        raise ValidationError(f"acks: expected at most {MAX_ACKS} ids, found {len(body.acks)}")
+    if any(a >= b for a, b in zip(body.acks, body.acks[1:], strict=False)):
+        raise ValidationError("acks: expected ids sorted and without duplicates")
+
+
+def _check_transfer_author(body: TransferBody, author: bytes) -> None:
+    if body.to == author:
+        raise ValidationError("a transfer must pay someone else")
+
+
+# --- end of mutual credit -------------------------------------------------------
+
+
+# --- group buying: the pool, pledge and poolmove bodies (see meshnode.pools) ------
+
+#: The largest unit price of a pool, in hundredths of the swarm's unit.
+MAX_UNIT_PRICE = 10**9
+MAX_UNIT = 32
+POOL_ACTIONS = ("confirm", "cancel", "delivered")
+
+
+@dataclass(frozen=True)
+class PoolBody:
+    """A group purchase the author organises: ``title`` bought from ``supplier`` (``"from"`` on the wire).
+
+    Each unit costs ``unit_price`` hundredths of the swarm's unit; ``unit``
+    optionally names it ("20 kg crate"). The order is placed if at least
+    ``min`` units are pledged before ``closes`` (ms); at most ``max`` units
+    are bought. The fold is :mod:`meshnode.pools`.
+    """
+
+    title: str
+    supplier: str
+    unit_price: int
+    min: int
+    max: int
+    closes: int
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class PledgeBody:
+    """The author's pledge of ``quantity`` units to the pool record ``pool`` (0 withdraws).
+
+    The author's newest pledge to a pool replaces the earlier ones.
+    """
+
+    pool: bytes
+    quantity: int
+
+
+@dataclass(frozen=True)
+class PoolMoveBody:
+    """The organiser's move on the pool record ``pool``: confirm, cancel or delivered."""
+
+    pool: bytes
+    action: str
+    note: str = ""
+
+
+def _pool_to_map(body: PoolBody) -> dict[str, Any]:
+    out = {
+        "title": body.title,
+        "from": body.supplier,
+        "unit_price": body.unit_price,
+        "min": body.min,
+        "max": body.max,
+        "closes": body.closes,
+        "unit": body.unit,
+    }
+    return _without_defaults(out)
+
+
+def _pool_from_map(value: dict[str, Any], what: str) -> PoolBody:
+    _only_keys(value, {"title", "from", "unit_price", "min", "max", "closes", "unit"}, what)
+    return PoolBody(
+        title=_line_field(value.get("title"), "title", MAX_TITLE),
+        supplier=_line_field(value.get("from"), "from", MAX_TITLE),
+        unit_price=_int_field(value.get("unit_price"), "unit_price", 0, MAX_UNIT_PRICE),
+        min=_int_field(value.get("min"), "min", 1, MAX_QUANTITY),
+        max=_int_field(value.get("max"), "max", 1, MAX_QUANTITY),
+        closes=_int_field(value.get("closes"), "closes", 0, 2**63 - 1),
+        unit=_line_field(value.get("unit", ""), "unit", MAX_UNIT),
+    )
+
+
+def _check_pool_fields(body: PoolBody) -> None:
+    _line_field(body.title, "title", MAX_TITLE)
+    _line_field(body.supplier, "from", MAX_TITLE)
+    _int_field(body.unit_price, "unit_price", 0, MAX_UNIT_PRICE)
+    _int_field(body.min, "min", 1, MAX_QUANTITY)
+    _int_field(body.max, "max", 1, MAX_QUANTITY)
+    _int_field(body.closes, "closes", 0, 2**63 - 1)
+    _line_field(body.unit, "unit", MAX_UNIT)
+
+
+def _check_pool_rules(body: PoolBody) -> None:
+    if not body.title.strip():
+        raise ValidationError("title: expected some text, found only blanks")
+    if not body.supplier.strip():
+        raise ValidationError("from: expected the supplier's name, found only blanks")
+    if body.max < body.min:
+        raise ValidationError(f"max: expected at least min ({body.min}), found {body.max}")
+
+
+def _pledge_from_map(value: dict[str, Any], what: str) -> PledgeBody:
+    _only_keys(value, {"pool", "quantity"}, what)
+    return PledgeBody(
+        pool=_bytes_field(value.get("pool"), "pool", ID_SIZE),
+        quantity=_int_field(value.get("quantity"), "quantity", 0, MAX_QUANTITY),
+    )
+
+
+def _check_pledge_fields(body: PledgeBody) -> None:
+    _check_len(body.pool, ID_SIZE, "pool")
+    _int_field(body.quantity, "quantity", 0, MAX_QUANTITY)
+
+
+def _poolmove_from_map(value: dict[str, Any], what: str) -> PoolMoveBody:
+    _only_keys(value, {"pool", "action", "note"}, what)
+    return PoolMoveBody(
+        pool=_bytes_field(value.get("pool"), "pool", ID_SIZE),
+        action=_choice(value.get("action"), "action", POOL_ACTIONS),
+        note=_text_field(value.get("note", ""), "note", MAX_NOTE),
+    )
+
+
+def _check_poolmove_fields(body: PoolMoveBody) -> None:
+    _check_len(body.pool, ID_SIZE, "pool")
+    _choice(body.action, "action", POOL_ACTIONS)
+    _text_field(body.note, "note", MAX_NOTE)
+
+
+# --- end of group buying ---------------------------------------------------------
+
+
 # --- the registry of body types -------------------------------------------------
 
 
@@ -879,6 +1086,18 @@ BODY_TYPES: dict[str, BodyType] = {
             check_author=_check_ring_author,
         ),
         BodyType("ringmove", RingMoveBody, _fields_to_map, _ringmove_from_map, _check_ringmove_fields),
+        BodyType(
+            "transfer",
+            TransferBody,
+            _fields_to_map,
+            _transfer_from_map,
+            _check_transfer_fields,
+            _check_transfer_rules,
+            check_author=_check_transfer_author,
+        ),
+        BodyType("pool", PoolBody, _pool_to_map, _pool_from_map, _check_pool_fields, _check_pool_rules),
+        BodyType("pledge", PledgeBody, _fields_to_map, _pledge_from_map, _check_pledge_fields),
+        BodyType("poolmove", PoolMoveBody, _fields_to_map, _poolmove_from_map, _check_poolmove_fields),
     )
 }
 RECORD_TYPES = tuple(BODY_TYPES)

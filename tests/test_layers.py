@@ -38,6 +38,8 @@ CORE = [
     "meshnode.inbox",
     "meshnode.sealing",
     "meshnode.rules",
+    "meshnode.ledger",
+    "meshnode.pools",
     "meshnode.protocols.sync.limits",
     "meshnode.protocols.sync.messages",
     "meshnode.protocols.sync.session",
