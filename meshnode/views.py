@@ -244,7 +244,8 @@ class Derived:
     the offers the open trades name; ``withdrawn_since``: offers a withdraw
     absorbed since names (not yet in ``withdrawn``). ``expires_at``: when
     the first live attest of a reached key expires (the trust view changes
-    then), if any does.
+    then), if any does. ``ring_reserved`` and ``given_by_rings``: what the
+    rings hold (:attr:`meshnode.ringtrade.RingBook.reserved`, ``consumed``).
     """
 
     core: barter.TradeBook
@@ -256,6 +257,7 @@ class Derived:
     withdrawn: dict[bytes, int] = field(default_factory=dict)
     open_offers: set[bytes] = field(default_factory=set)
     withdrawn_since: set[bytes] = field(default_factory=set)
+    ring_reserved: Mapping[bytes, bytes] = field(default_factory=dict)
     given_by_rings: frozenset[bytes] = frozenset()
 
     def current_at(self, now_ms: int) -> bool:
@@ -326,6 +328,7 @@ def derive(store: Store, source: bytes, now_ms: int) -> Derived:
         expires_at=min(expiries, default=None),
         withdrawn=store.withdrawals(),
         open_offers={oid for t in open_.values() for oid in t.offers},
+        ring_reserved=rings.reserved,
         given_by_rings=rings.consumed,
     )
 
@@ -395,6 +398,15 @@ class ViewCache:
         """Trust as the latest snapshot has it, without waiting for a rebuild (0 for all before the first)."""
         derived = self._derived
         return derived.trust.score if derived is not None else (lambda key: 0.0)
+
+    async def ring_holds(self) -> tuple[Mapping[bytes, bytes], frozenset[bytes]]:
+        """What rings hold: offer id -> the accepted ring reserving it, and the offers completed rings gave.
+
+        Only accepted rings hold offers, and time never undoes an accept, so the snapshot's
+        rings stay right until a ring record arrives (which makes it stale).
+        """
+        derived = await self.derived()
+        return derived.ring_reserved, derived.given_by_rings
 
     async def book(self) -> barter.TradeBook:
         """Every trade this node knows of, as of now."""

@@ -421,9 +421,8 @@ class ApiService:
 
     async def _held(self, book: TradeBook) -> Held:
         """What trades and rings hold: reserved (offer id -> the trade or ring) and given away."""
-        joined, now = self._joined(), self.node.clock()
-        rings, _ = await self._read(views.ring_book, self.reader, joined, now, book.consumed)
-        return Held(book, {**rings.reserved, **book.reserved}, book.consumed | rings.consumed)
+        reserved, given = await self.views.ring_holds()  # derived with the trades, not per request
+        return Held(book, {**reserved, **book.reserved}, book.consumed | given)
 
     def _where_and_state(self, it: LiveItem, held: Held) -> dict[str, Any]:
         """An item's swarm (by name) and whether it can be had: available, reserved, given or withdrawn."""
