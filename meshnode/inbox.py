@@ -30,6 +30,15 @@ A :class:`Notice` says that one record matters to ``me`` and why:
 ``due``       a loan I lent or borrowed is due within :data:`REMIND_BEFORE_MS`
               (``record`` the loan's latest move, ``about`` the proposal).
 ``overdue``   a loan I lent or borrowed is past its due date (the same ids).
+``payment``   someone paid me in the swarm's currency (``record`` the
+              transfer, ``about`` the trade it names, if any; whether it
+              counts is the ledger's to say).
+``topay``     a trade I received a priced offer in is done and I have not
+              paid for it yet (``record`` the trade's latest move, ``about``
+              the proposal; kept by :mod:`meshnode.api.ledgerservice`).
+``fork``      someone signed two transfers at one place of their chain, a
+              proof of double spending (``record`` and ``about`` the two
+              transfers; kept by :mod:`meshnode.api.ledgerservice`).
 
 Nothing I signed myself is a notice, except through the match it finds. A
 notice is identified by ``(kind, record, about)``: a record stored twice, or
@@ -45,10 +54,31 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from meshnode.barter import DAY_MS, LOAN_STATES, Trade
-from meshnode.records import AttestBody, ProposalBody, Record, ReplyBody, RingBody, RingMoveBody
+from meshnode.records import (
+    AttestBody,
+    ProposalBody,
+    Record,
+    ReplyBody,
+    RingBody,
+    RingMoveBody,
+    TransferBody,
+)
 
 #: The kinds of notice, in the order the inbox explains them.
-KINDS: tuple[str, ...] = ("proposal", "move", "ring", "ringmove", "vouch", "match", "offer", "due", "overdue")
+KINDS: tuple[str, ...] = (
+    "proposal",
+    "move",
+    "ring",
+    "ringmove",
+    "vouch",
+    "match",
+    "offer",
+    "due",
+    "overdue",
+    "payment",
+    "topay",
+    "fork",
+)
 #: A loan reminds both parties this long before its due date.
 REMIND_BEFORE_MS = DAY_MS
 #: An offer from a neighbour trusted at least this much is a notice.
@@ -121,6 +151,8 @@ def notices_for(
             out.append(Notice("ringmove", record.id, record.author, body.ring))
     elif isinstance(body, AttestBody) and body.subject == me:
         out.append(Notice("vouch", record.id, record.author))
+    elif isinstance(body, TransferBody) and body.to == me:
+        out.append(Notice("payment", record.id, record.author, body.trade or b""))
     return _unique(out)
 
 

@@ -71,6 +71,8 @@ MAX_GEOHASH = 6
 MAX_DEPOSIT = 200
 MAX_QUANTITY = 1_000_000
 MAX_LEND_DAYS = 3650
+#: The largest amount of one transfer or price, in hundredths of the swarm's unit.
+MAX_AMOUNT = 10**9
 LEVEL_SCALE = 1000  # attest levels are integers in [-1000, 1000] (thousandths)
 
 ITEM_KINDS = ("lend", "give", "swap", "service")
@@ -116,6 +118,11 @@ class ItemBody:
     quantity: int | None = None
     terms: LendTerms | None = None
     expires: int | None = None  # ms since epoch
+    price: int | None = None  # hundredths of the swarm's currency (service and lend items only)
+
+
+#: The kinds of item that may carry a price in the swarm's currency.
+PRICED_KINDS = ("service", "lend")
 
 
 @dataclass(frozen=True)
@@ -492,13 +499,16 @@ def _item_to_map(item: ItemBody) -> dict[str, Any]:
             "quantity": item.quantity,
             "terms": terms,
             "expires": item.expires,
+            "price": item.price,
         },
         keep=("title", "kind"),
     )
 
 
 def _item_from_map(value: dict[str, Any], what: str, cls: type[ItemBody] = ItemBody) -> ItemBody:
-    _only_keys(value, {"title", "kind", "desc", "tags", "where", "quantity", "terms", "expires"}, what)
+    _only_keys(
+        value, {"title", "kind", "desc", "tags", "where", "quantity", "terms", "expires", "price"}, what
+    )
     terms_map = value.get("terms")
     terms = None
     if terms_map is not None:
@@ -521,6 +531,7 @@ def _item_from_map(value: dict[str, Any], what: str, cls: type[ItemBody] = ItemB
         quantity=_opt_int(value.get("quantity"), "quantity", 1, MAX_QUANTITY),
         terms=terms,
         expires=_opt_int(value.get("expires"), "expires"),
+        price=_opt_int(value.get("price"), "price", 1, MAX_AMOUNT),
     )
 
 
@@ -536,6 +547,7 @@ def _check_item_fields(item: ItemBody) -> None:
         _opt_int(item.terms.max_days, "terms.max_days", 1, MAX_LEND_DAYS)
         _text_field(item.terms.deposit, "terms.deposit", MAX_DEPOSIT)
     _opt_int(item.expires, "expires")
+    _opt_int(item.price, "price", 1, MAX_AMOUNT)
 
 
 def _check_item_rules(item: ItemBody) -> None:
@@ -552,6 +564,8 @@ def _check_item_rules(item: ItemBody) -> None:
         raise ValidationError(f"where: expected a geohash (base32, at most 6), found {item.where!r}")
     if item.terms is not None and item.kind != "lend":
         raise ValidationError(f"terms: only a lend item has lending terms, found kind {item.kind!r}")
+    if item.price is not None and item.kind not in PRICED_KINDS:
+        raise ValidationError(f"price: only a service or lend item has a price, found kind {item.kind!r}")
 
 
 def _update_to_map(body: UpdateBody) -> dict[str, Any]:
@@ -801,8 +815,6 @@ def _check_ringmove_fields(body: RingMoveBody) -> None:
 
 # --- mutual credit: the transfer body (see meshnode.ledger) ---------------------
 
-#: The largest amount of one transfer, in hundredths of the swarm's unit.
-MAX_AMOUNT = 10**9
 #: The most incoming transfers one transfer may acknowledge.
 MAX_ACKS = 64
 
@@ -1006,6 +1018,46 @@ def _check_poolmove_fields(body: PoolMoveBody) -> None:
 # --- end of group buying ---------------------------------------------------------
 
 
+# --- a swarm's currency: its name and unit (see meshnode.credit) ----------------
+
+MAX_CURRENCY_NAME = 40
+
+
+@dataclass(frozen=True)
+class CurrencyBody:
+    """The author proposes that the swarm's currency be called ``name``, counted in ``unit`` (e.g. hours).
+
+    Which proposal a node follows is :func:`meshnode.credit.swarm_currency`'s
+    choice; amounts are always hundredths of the unit, whatever it is called.
+    """
+
+    name: str
+    unit: str = "hours"
+
+
+def _currency_from_map(value: dict[str, Any], what: str) -> CurrencyBody:
+    _only_keys(value, {"name", "unit"}, what)
+    return CurrencyBody(
+        name=_line_field(value.get("name"), "name", MAX_CURRENCY_NAME),
+        unit=_line_field(value.get("unit"), "unit", MAX_UNIT),
+    )
+
+
+def _check_currency_fields(body: CurrencyBody) -> None:
+    _line_field(body.name, "name", MAX_CURRENCY_NAME)
+    _line_field(body.unit, "unit", MAX_UNIT)
+
+
+def _check_currency_rules(body: CurrencyBody) -> None:
+    if not body.name.strip():
+        raise ValidationError("name: expected the currency's name, found only blanks")
+    if not body.unit.strip():
+        raise ValidationError("unit: expected the unit's name (hours, say), found only blanks")
+
+
+# --- end of a swarm's currency ---------------------------------------------------
+
+
 # --- the registry of body types -------------------------------------------------
 
 
@@ -1098,6 +1150,14 @@ BODY_TYPES: dict[str, BodyType] = {
         BodyType("pool", PoolBody, _pool_to_map, _pool_from_map, _check_pool_fields, _check_pool_rules),
         BodyType("pledge", PledgeBody, _fields_to_map, _pledge_from_map, _check_pledge_fields),
         BodyType("poolmove", PoolMoveBody, _fields_to_map, _poolmove_from_map, _check_poolmove_fields),
+        BodyType(
+            "currency",
+            CurrencyBody,
+            _fields_to_map,
+            _currency_from_map,
+            _check_currency_fields,
+            _check_currency_rules,
+        ),
     )
 }
 RECORD_TYPES = tuple(BODY_TYPES)

@@ -111,6 +111,7 @@ def test_an_item_without_changes_is_its_original():
         cur_id=o.id,
         cur_seq=3,
         withdrawn_ts=None,
+        price=None,
     )
     item = live_item(o.id, row)
     assert item == LiveItem(
@@ -143,10 +144,16 @@ def test_a_want_without_terms_has_none():
 
 
 def test_the_row_has_the_columns_of_the_items_table():
-    """ItemRow's fields are the ``items`` columns of the schema, in order (read from the DDL text)."""
+    """ItemRow's fields are the ``items`` columns of the schema, in order (read from the DDL text).
+
+    The columns of ``CREATE TABLE items``, then those later migrations append with ``ALTER TABLE``.
+    """
     table = re.search(r"CREATE TABLE items \((.*?)\n\);", schema.MIGRATIONS[0], re.S)
     assert table is not None
     columns = [line.split()[0] for line in table.group(1).strip().splitlines()]
+    for step in schema.MIGRATIONS[1:]:
+        if isinstance(step, str):
+            columns += re.findall(r"ALTER TABLE items ADD COLUMN (\w+)", step)
     assert columns == list(ItemRow._fields)
     assert ITEM_COLUMNS == ", ".join(columns)
 

@@ -145,10 +145,13 @@ def test_a_version_2_store_upgrades_to_an_empty_inbox_and_keeps_its_records(tmp_
     with Store.open(path) as store:
         store.add_records([drill], now_ms=1_000)
     conn = sqlite3.connect(path)  # back to version 2, as issue 12 left it
-    conn.executescript("DROP TABLE inbox; DROP TABLE local_state; PRAGMA user_version = 2;")
+    conn.executescript(
+        "DROP TABLE inbox; DROP TABLE local_state; ALTER TABLE items DROP COLUMN price;"
+        " PRAGMA user_version = 2;"
+    )
     conn.close()
     with Store.open(path) as store:
-        assert store.schema_version == 3 and store.has(drill.id)
+        assert store.schema_version == 4 and store.has(drill.id)
         assert store.inbox_marks() == (0, 0) and store.notices() == []
         [added] = store.add_notices([Notice("offer", drill.id, BOB_KEY)], at=5)
         store.mark_inbox_seen(added.seq)

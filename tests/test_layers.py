@@ -39,6 +39,8 @@ CORE = [
     "meshnode.sealing",
     "meshnode.rules",
     "meshnode.ledger",
+    "meshnode.credit",
+    "meshnode.money",
     "meshnode.pools",
     "meshnode.protocols.sync.limits",
     "meshnode.protocols.sync.messages",

@@ -43,7 +43,7 @@ MAX_OWN_ITEMS = 1000
 #: How many neighbours' items a new item of the owner's is matched with at most.
 MAX_MATCHES = 20
 _ITEM_TYPES = frozenset({"offer", "want", "update", "withdraw"})
-_TYPES = _ITEM_TYPES | {"proposal", "reply", "attest", "ring", "ringmove"}
+_TYPES = _ITEM_TYPES | {"proposal", "reply", "attest", "ring", "ringmove", "transfer"}
 
 
 def arrived_item(record: Record) -> matching.Item:

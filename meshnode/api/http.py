@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from meshnode.api.ledgerservice import LedgerService
 from meshnode.api.ringservice import DEFAULT_SUGGESTIONS, RingService
 from meshnode.api.service import DEFAULT_INBOX, DEFAULT_TRUSTED, DEFAULT_VOUCH, ApiService
 from meshnode.errors import (
@@ -155,10 +156,8 @@ async def post_join(request: Request, s: ApiService) -> Any:
 
 def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
     async def add(request: Request, s: ApiService) -> Any:
-        b = await body(
-            request,
-            {"title", "kind", "tags", "desc", "expires_days", "where", "swarm", "max_days", "deposit"},
-        )
+        allowed = {"title", "kind", "tags", "desc", "expires_days", "where", "swarm", "max_days", "deposit"}
+        b = await body(request, allowed | {"price"})
         return await s.item_add(
             type_,
             title=b.get("title"),
@@ -170,6 +169,7 @@ def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
             swarm=b.get("swarm"),
             max_days=b.get("max_days"),
             deposit=b.get("deposit", ""),
+            price=b.get("price"),
         )
 
     async def listing(request: Request, s: ApiService) -> Any:
@@ -193,7 +193,7 @@ def item_routes(type_: str, plural: str) -> list[tuple[str, Handler, str]]:
         )
 
     async def edit(request: Request, s: ApiService) -> Any:
-        fields = ("title", "kind", "tags", "desc", "where", "expires_days")
+        fields = ("title", "kind", "tags", "desc", "where", "expires_days", "price")
         b = await body(request, set(fields))
         return await s.item_edit(type_, request.path_params["id"], **{f: b.get(f) for f in fields})
 
@@ -287,6 +287,34 @@ async def post_ring_move(request: Request, s: ApiService) -> Any:
     )
 
 
+# Mutual credit (meshnode.api.ledgerservice).
+
+
+async def post_pay(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"peer", "amount", "memo", "for", "swarm"})
+    return await LedgerService(s).pay(
+        b.get("peer"), b.get("amount"), b.get("memo", ""), b.get("for"), b.get("swarm")
+    )
+
+
+async def get_balance(request: Request, s: ApiService) -> Any:
+    q = request.query_params
+    return await LedgerService(s).balance(q.get("peer"), q.get("swarm"))
+
+
+async def get_ledger(request: Request, s: ApiService) -> Any:
+    return await LedgerService(s).ledger(request.query_params.get("swarm"))
+
+
+async def get_currency(request: Request, s: ApiService) -> Any:
+    return await LedgerService(s).show_currency(request.query_params.get("swarm"))
+
+
+async def post_currency(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"name", "unit", "swarm"})
+    return await LedgerService(s).set_currency(b.get("name"), b.get("unit"), b.get("swarm"))
+
+
 #: The event stream says something at least this often (a comment line), so a dead client is noticed.
 KEEPALIVE_S = 15.0
 
@@ -376,6 +404,11 @@ def build_app(service: ApiService) -> Starlette:
         r("/rings/{id}/{action}", post_ring_move, "POST"),
         r("/loans", get_loans, "GET"),
         r("/rules", calls(ApiService.rules), "GET"),
+        r("/pay", post_pay, "POST"),
+        r("/balance", get_balance, "GET"),
+        r("/ledger", get_ledger, "GET"),
+        r("/currency", get_currency, "GET"),
+        r("/currency", post_currency, "POST"),
         Route(API_PREFIX + "/events", events, methods=["GET"]),
     ]
     for type_, plural in (("offer", "offers"), ("want", "wants")):

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from meshnode import money
 from meshnode import records as rec
 from meshnode.barter import Trade
 from meshnode.identity import peer_id_of
@@ -45,6 +46,10 @@ class Known:
     name_of: Callable[[bytes], str]
     trust: Callable[[bytes], float]
     swarms: frozenset[bytes]  # the swarms the node is in: a left swarm's notices are hidden
+    units: Mapping[bytes, str] = field(default_factory=dict)  # swarm -> its currency's unit
+
+    def unit(self, swarm: bytes) -> str:
+        return self.units.get(swarm, "hours")
 
     def title(self, item_id: bytes) -> str:
         item = self.items.get(item_id)
@@ -115,10 +120,56 @@ def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
             out["text"] = f"{name} wants {theirs}: it matches your offer {mine}"
         out["item"] = n.record.hex()
         out["yours"] = n.about.hex()
+    elif n.kind == "payment":
+        body: rec.TransferBody = record.body
+        memo = f' "{body.memo}"' if body.memo else ""
+        what = f" for {_paid_for(body.trade, known)}" if body.trade is not None else ""
+        out["amount"] = money.format_amount(body.amount)
+        out["unit"] = known.unit(record.swarm)
+        out["note"] = body.memo
+        out["text"] = (
+            f"{name} paid you {out['amount']} {out['unit']}{memo}{what} (transfer {short(n.record)})"
+        )
+    elif n.kind == "topay":
+        trade = known.trades.get(n.about)
+        priced = [
+            known.items[o]
+            for o in (trade.offers if trade is not None else ())
+            if o in known.items and known.items[o].price is not None and known.items[o].author == n.peer
+        ]
+        amount = money.format_amount(sum(it.price or 0 for it in priced))
+        unit = known.unit(record.swarm)
+        titles = ", ".join(it.title for it in priced) or "their offer"
+        out["amount"], out["unit"] = amount, unit
+        out["text"] = (
+            f"you received {titles} from {name}: pay {amount} {unit} with"
+            f" 'meshnode pay {peer_id_of(n.peer)} {amount} --for {short(n.about)}'"
+        )
+    elif n.kind == "fork":
+        other = known.records.get(n.about)
+        a: rec.TransferBody = record.body
+        mine = (
+            " (one of them to you)"
+            if a.to == known.me or (other is not None and getattr(other.body, "to", None) == known.me)
+            else ""
+        )
+        out["text"] = (
+            f"{name} spent the same place of their chain twice (place {a.seq}): a double spend{mine};"
+            f" their credit limit is 0 and nothing they pay from there on counts"
+            f" (transfers {short(n.about)} and {short(n.record)}; 'meshnode trust {peer_id_of(n.peer)}')"
+        )
     else:  # offer from someone trusted
         out["text"] = f"{name} (trust {known.trust(n.peer):.2f}) offers {known.title(n.record)}"
         out["item"] = n.record.hex()
     return out
+
+
+def _paid_for(trade: bytes, known: Known) -> str:
+    """What a payment names: "proposal 1a2b3c4d5e6f (Garden help)" or "pool …"."""
+    t = known.trades.get(trade)
+    if t is not None:
+        return f"proposal {short(trade)} ({known.titles(t.offers)})"
+    return short(trade)
 
 
 def _iso(ms: int | None) -> str | None:

@@ -16,10 +16,11 @@ from typing import Any
 
 import trio
 
-from meshnode import barter, sealing, views
+from meshnode import barter, money, sealing, views
 from meshnode import records as rec
 from meshnode.api.autoreply import AutoReplier
 from meshnode.api.feed import InboxFeed
+from meshnode.api.ledgerservice import LedgerService, LedgerWatcher
 from meshnode.api.notices import Known, notice_json
 from meshnode.api.peoplebook import PeopleBook
 from meshnode.barter import TradeBook
@@ -96,6 +97,9 @@ class ApiService:
         # Answering while away: replies by the owner's [rules] (config.toml).
         self.autoreplier = AutoReplier(self, rules if rules is not None else Rules())
         node.ingest.on_stored.append(self.autoreplier.on_stored)
+        # Mutual credit: fork and to-pay notices, missing links fetched (meshnode.api.ledgerservice).
+        self.ledger_watcher = LedgerWatcher(self)
+        node.ingest.on_stored.append(self.ledger_watcher.on_stored)
 
     def close(self) -> None:
         self.people.detach(self.node)
@@ -109,6 +113,8 @@ class ApiService:
             self.node.ingest.on_stored.remove(self._on_stored_move)
         if self.autoreplier.on_stored in self.node.ingest.on_stored:
             self.node.ingest.on_stored.remove(self.autoreplier.on_stored)
+        if self.ledger_watcher.on_stored in self.node.ingest.on_stored:
+            self.node.ingest.on_stored.remove(self.ledger_watcher.on_stored)
         self._feed_reader.close()
         self._views_reader.close()
         self.reader.close()
@@ -122,6 +128,7 @@ class ApiService:
             await nursery.start(self.feed.run)
             nursery.start_soon(self._remind_loans)
             await nursery.start(self.autoreplier.run)
+            await nursery.start(self.ledger_watcher.run)
             task_status.started()
 
     async def _remind_loans(self) -> None:
@@ -350,6 +357,7 @@ class ApiService:
         swarm: str | None = None,
         max_days: object = None,
         deposit: object = "",
+        price: object = None,
     ) -> dict[str, Any]:
         target = self._pick_swarm(swarm)
         now = self.node.clock()
@@ -364,6 +372,7 @@ class ApiService:
             where=_text(where, "where", rec.MAX_GEOHASH).strip().lower(),
             expires=expires,
             terms=terms,
+            price=_price(kind, price),
         )
         rec.check_body(body)
         record = await self.node.publish(body, target)
@@ -451,6 +460,8 @@ class ApiService:
         }
         if it.terms is not None:
             out["terms"] = {"max_days": it.terms.max_days, "deposit": it.terms.deposit}
+        if it.price is not None:
+            out["price"] = money.format_amount(it.price)
         if full:
             out |= {
                 "type": it.type,
@@ -467,7 +478,10 @@ class ApiService:
         item = await self._item(text_id)
         trust = await self.views.trust()
         held = await self._held(await self.views.book())
-        return self._item_json(item, trust.score(item.author), full=True) | self._where_and_state(item, held)
+        out = self._item_json(item, trust.score(item.author), full=True) | self._where_and_state(item, held)
+        if item.price is not None:
+            out["price_unit"] = (await LedgerService(self).currency(item.swarm)).unit
+        return out
 
     async def _item(self, text_id: object) -> LiveItem:
         rid = await self._read(views.parse_id, _text(text_id, "id", 64), self.reader)
@@ -503,15 +517,18 @@ class ApiService:
         tags: object = None,
         where: object = None,
         expires_days: object = None,
+        price: object = None,
     ) -> dict[str, Any]:
         """Publish an update of one of your live offers or wants: the fields given replace theirs.
 
         ``expires_days`` counts from now. Nothing given: :class:`BadValue`;
         someone else's item, or one withdrawn: :class:`NotAllowed`.
         """
-        fields = (title, kind, desc, tags, where, expires_days)
+        fields = (title, kind, desc, tags, where, expires_days, price)
         if all(f is None for f in fields):
-            raise BadValue("nothing to change: give --title, --desc, --tags, --kind, --where or --expires")
+            raise BadValue(
+                "nothing to change: give --title, --desc, --tags, --kind, --where, --expires or --price"
+            )
         async with self._lock:
             item = await self._item(text_id)
             if item.type != type_:
@@ -525,15 +542,21 @@ class ApiService:
             if expires_days is not None:
                 expires = _expires_at(expires_days, now, MAX_EXPIRES_DAYS)
             original = await self._read(self.reader.get, item.id)
+            new_kind = item.kind if kind is None else _text(kind, "kind", 10)
+            if price is None:
+                new_price = item.price if new_kind in rec.PRICED_KINDS else None
+            else:
+                new_price = _price(new_kind, price, zero=True)
             body = rec.ItemBody(
                 title=item.title if title is None else _text(title, "title", rec.MAX_TITLE).strip(),
-                kind=item.kind if kind is None else _text(kind, "kind", 10),
+                kind=new_kind,
                 desc=item.desc if desc is None else _text(desc, "desc", rec.MAX_DESC),
                 tags=item.tags if tags is None else rec.normalize_tags(_list_of_text(tags, "tags")),
                 where=item.where if where is None else _text(where, "where", rec.MAX_GEOHASH).strip().lower(),
                 quantity=getattr(original.body, "quantity", None) if original is not None else None,
                 terms=getattr(original.body, "terms", None) if original is not None else None,
                 expires=expires,
+                price=new_price,
             )
             update = rec.UpdateBody(target=item.id, item=body)
             rec.check_body(update)
@@ -918,6 +941,7 @@ class ApiService:
                 | _said_json(edge)
                 for (by, weight), edge in zip(explanation.distrusted_by, explanation.warnings, strict=True)
             ],
+            "forks": await LedgerService(self).forks_of(subject),  # proofs of double spending
         }
 
     async def trusted(self, limit: int = DEFAULT_TRUSTED) -> list[dict[str, Any]]:
@@ -1005,7 +1029,8 @@ class InboxView:
 
         records, items = await self.s._read(read)
         joined = frozenset(s.id for s in self.s.node.swarms())
-        known = Known(self.s.me, records, items, trades, self.s.name_of, trust, joined)
+        units = {s: (await LedgerService(self.s).currency(s)).unit for s in joined}
+        known = Known(self.s.me, records, items, trades, self.s.name_of, trust, joined, units)
         out = [notice_json(r, known) for r in rows]
         return [o for o in out if o is not None]
 
@@ -1066,6 +1091,16 @@ def _trade_swarm(trade: Any, store: Any) -> bytes:
     if record is None:  # pragma: no cover - a trade always has its proposal
         raise NotFound("the proposal record is missing")
     return record.swarm
+
+
+def _price(kind: object, price: object, *, zero: bool = False) -> int | None:
+    """An item's price in hundredths from text like "2" or "1.5" (None: none; ``zero``: "0" removes it)."""
+    if price is None or price == "":
+        return None
+    if kind not in rec.PRICED_KINDS:
+        raise BadValue(f"price: only a service or lend item has a price, not a {kind!r} one")
+    hundredths = money.parse_amount(_text(price, "price", 20), "price", zero=zero)
+    return hundredths or None
 
 
 def _lend_terms(kind: object, max_days: object, deposit: object) -> rec.LendTerms | None:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import typer
 
-from meshnode.cli import quicktyper, render, ringcmds
+from meshnode.cli import ledgercmds, quicktyper, render, ringcmds
 from meshnode.errors import BadValue, MeshError
 
 if TYPE_CHECKING:
@@ -344,6 +344,10 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
         deposit: Annotated[
             str, typer.Option("--deposit", help='A deposit you ask for, in words: "20 EUR" (--kind lend).')
         ] = "",
+        price: Annotated[
+            str | None,
+            typer.Option("--price", help="A price in the swarm's currency: 2, 1.5 (--kind service or lend)."),
+        ] = None,
         home: HomeOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -358,6 +362,8 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
             body["max_days"] = max_days
         if deposit:
             body["deposit"] = deposit
+        if price is not None:
+            body["price"] = price
         if expires is not None:
             body["expires_days"] = finite(expires, "--expires")
         if swarm:
@@ -426,10 +432,13 @@ def item_app(type_: str, plural: str, what: str) -> typer.Typer:
         kind: Annotated[str | None, typer.Option("--kind", help="lend, give, swap or service.")] = None,
         where: Annotated[str | None, typer.Option("--where", help="A geohash of up to 6.")] = None,
         expires: Annotated[float | None, typer.Option("--expires", help="Expire DAYS from now.")] = None,
+        price: Annotated[
+            str | None, typer.Option("--price", help="A new price (service or lend; 0 removes it).")
+        ] = None,
         home: HomeOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        body: dict[str, object] = {"title": title, "desc": desc, "kind": kind, "where": where}
+        body: dict[str, object] = {"title": title, "desc": desc, "kind": kind, "where": where, "price": price}
         if tags is not None:
             body["tags"] = [t for t in (part.strip() for part in tags.split(",")) if t]
         if expires is not None:
@@ -750,6 +759,7 @@ def watch(
 
 
 ringcmds.register(app)  # rings, propose-ring, ring
+ledgercmds.register(app, swarm_app)  # pay, balance, ledger, swarm currency
 
 
 def main() -> None:  # pragma: no cover - console script entry

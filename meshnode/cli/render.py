@@ -469,6 +469,9 @@ def item(data: Mapping[str, Any]) -> str:
         out.append(f"{key + ':':10} {printable(text) if isinstance(text, str) else text}")
     if data.get("terms"):
         out.append(f"{'terms:':10} {lend_terms(data['terms'])}")
+    if data.get("price"):
+        unit = printable(data.get("price_unit") or "")
+        out.append(f"{'price:':10} {data['price']} {unit}".rstrip())
     return lines(out)
 
 

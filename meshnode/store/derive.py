@@ -128,6 +128,7 @@ class ItemRow(NamedTuple):
     cur_id: bytes
     cur_seq: int
     withdrawn_ts: int | None
+    price: int | None  # schema version 4 (appended by ALTER TABLE: last)
 
 
 #: The ``items`` columns, in :class:`ItemRow` order.
@@ -182,6 +183,7 @@ def derive_item(
             cur_id,
             seq,
             withdrawn_ts,
+            item.price,
         )
     )
 
@@ -207,6 +209,7 @@ class LiveItem:
     current_record_id: bytes
     terms: LendTerms | None = None
     withdrawn_ts: int | None = None
+    price: int | None = None  # hundredths of the swarm's currency
 
     def live(self, now_ms: int) -> bool:
         """Neither withdrawn nor expired at ``now_ms``."""
@@ -233,4 +236,5 @@ def live_item(item_id: bytes, row: ItemRow) -> LiveItem:
         current_record_id=row.cur_id,
         terms=LendTerms(max_days=row.max_days, deposit=row.deposit or "") if row.has_terms else None,
         withdrawn_ts=row.withdrawn_ts,
+        price=row.price,
     )

@@ -54,6 +54,10 @@ Tables
 ``local_state``
     Small facts of this node, by key: how far the owner has read the inbox
     (version 3).
+
+Version 4 adds ``items.price``: the price of a service or lend item in the
+swarm's currency (hundredths; NULL when it has none, as every item stored
+before had).
 """
 
 from __future__ import annotations
@@ -214,7 +218,11 @@ CREATE TABLE local_state (
 
 #: Ordered migration steps: ``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``:
 #: an SQL script, or a function that runs in the step's transaction.
-MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (_V1, _v2, _V3)
+_V4 = """
+ALTER TABLE items ADD COLUMN price INTEGER;
+"""
+
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (_V1, _v2, _V3, _V4)
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
