@@ -70,9 +70,7 @@ def test_alice_helps_bob_bob_pays_and_a_partitioned_double_spend_is_proven_every
     shown = bob.cli("offer", "show", help_).stdout
     assert "price:" in shown and "2.00 hours" in shown
     proposal = bob.json("propose", help_, "--note", "Saturday morning?")["id"]
-    wait_for(
-        lambda: proposal in {p["id"] for p in alice.json("proposals")}, timeout=30, what="the proposal"
-    )
+    wait_for(lambda: proposal in {p["id"] for p in alice.json("proposals")}, timeout=30, what="the proposal")
     alice.cli("accept", proposal)
     wait_for(lambda: bob.json("proposal", proposal)["state"] == "accepted", timeout=30, what="accepted")
     alice.cli("complete", proposal)
