@@ -1,4 +1,4 @@
-"""The swarm's currency and credit limits (meshnode.credit): derived from records and trust, no administrator."""
+"""The swarm's currency and credit limits (meshnode.credit): from records and trust, no administrator."""
 
 from __future__ import annotations
 
