@@ -418,16 +418,16 @@ class LedgerService:
         items, paid = await api._read(read)
         return prices_due(done, items, paid, api.me)
 
-    async def notices(self) -> tuple[list[Notice], dict[Swarm, frozenset[bytes]]]:
+    async def notices(self) -> tuple[list[Notice], list[tuple[Swarm, frozenset[bytes]]]]:
         """The ``fork`` and ``topay`` notices of every swarm's ledger, and each swarm's missing links."""
         notices: list[Notice] = []
-        missing: dict[Swarm, frozenset[bytes]] = {}
+        missing: list[tuple[Swarm, frozenset[bytes]]] = []
         for s in self.api.node.swarms():
             state = await self.state(s)
             for author, proof in state.ledger.forks.items():
                 notices.append(Notice("fork", proof.b.id, author, proof.a.id))
             if state.ledger.missing:
-                missing[s] = state.ledger.missing
+                missing.append((s, state.ledger.missing))
         for due in await self.to_pay():
             notices.append(Notice("topay", due.trade.latest_move, due.payee, due.trade.proposal_id))
         return notices, missing
@@ -494,7 +494,7 @@ class LedgerWatcher:
         notices, missing = await self.service.notices()
         await self.api.feed.keep(notices)
         now = trio.current_time()
-        for swarm, ids in missing.items():
+        for swarm, ids in missing:
             if now - self._fetched_at.get(swarm.id, -FETCH_EVERY_S) < FETCH_EVERY_S:
                 continue
             self._fetched_at[swarm.id] = now
