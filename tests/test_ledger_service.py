@@ -1,4 +1,4 @@
-"""The ledger's service and watcher without sockets: pay's checks, balances, to-pay and fork notices, fetching.
+"""The ledger's service and watcher without sockets: pay's checks, balances, notices, fetching links.
 
 A fake node (a real in-memory store, a key, a clock) stands in for the
 network; ``sync_with`` records who the watcher asked for missing links.
