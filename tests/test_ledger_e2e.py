@@ -96,7 +96,8 @@ def test_alice_helps_bob_bob_pays_and_a_partitioned_double_spend_is_proven_every
     assert balance(carol, carol)["balance"] == "0.00"
     wait_for(lambda: notices(alice, "payment"), timeout=30, what="the payment in Alice's inbox")
     [payment] = notices(alice, "payment")
-    assert payment["amount"] == "2.00" and "garden, thanks" in payment["text"]
+    assert payment["amount"] == "2.00" and payment["note"] == "garden, thanks"
+    assert f"paid you 2.00 hours for proposal {proposal[:12]} (Garden help)" in payment["text"]
     [mine] = alice.json("ledger")
     [row] = mine["transfers"]
     assert (row["direction"], row["amount"], row["status"], row["for"]) == ("in", "2.00", "counted", proposal)
@@ -145,6 +146,7 @@ def test_alice_helps_bob_bob_pays_and_a_partitioned_double_spend_is_proven_every
     assert "double spend (one of them to you)" in fork["text"] and fork["peer"] == bob.peer_id
     trust = carol.json("trust", bob.peer_id)
     assert [f["seq"] for f in trust["forks"]] == [2]
+    assert "double spent in Elm Street: two transfers at place 2" in carol.cli("trust", bob.peer_id).stdout
     assert "DOUBLE SPENDING" in carol.cli("balance", bob.peer_id).stdout
     refused = bob.cli("pay", carol.peer_id, "1", check=False)
     assert refused.returncode != 0 and "your own chain of transfers forks" in refused.stderr

@@ -122,14 +122,11 @@ def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
         out["yours"] = n.about.hex()
     elif n.kind == "payment":
         body: rec.TransferBody = record.body
-        memo = f' "{body.memo}"' if body.memo else ""
         what = f" for {_paid_for(body.trade, known)}" if body.trade is not None else ""
         out["amount"] = money.format_amount(body.amount)
         out["unit"] = known.unit(record.swarm)
         out["note"] = body.memo
-        out["text"] = (
-            f"{name} paid you {out['amount']} {out['unit']}{memo}{what} (transfer {short(n.record)})"
-        )
+        out["text"] = f"{name} paid you {out['amount']} {out['unit']}{what} (transfer {short(n.record)})"
     elif n.kind == "topay":
         trade = known.trades.get(n.about)
         priced = [

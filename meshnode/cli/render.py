@@ -742,6 +742,14 @@ def trust(data: Mapping[str, Any]) -> str:
     for warning in data.get("distrust", []):
         effect = "sets the score to 0" if warning["by"] == me else f"takes off {warning['takes_off']:.2f}"
         out.append(f"  warned about by {_who(named(warning, 'by'), me)}: {_said(warning)} ({effect})")
+    for fork in data.get("forks", []):
+        a, b = fork["transfers"]
+        out.append(
+            f"  double spent in {printable(fork['swarm'])}:"
+            f" two transfers at place {fork['seq']} of one chain,"
+            f" {a['amount']} to {printable(a['to_name'])} ({short_id(a['transfer'])}) and {b['amount']}"
+            f" to {printable(b['to_name'])} ({short_id(b['transfer'])}): their credit limit there is 0"
+        )
     if not data["paths"] and not data.get("distrust") and data["peer"] != me:
         out.append("  nobody you trust vouched for or traded with them")
     return lines(out)
