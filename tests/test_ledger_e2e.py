@@ -82,9 +82,11 @@ def test_alice_helps_bob_bob_pays_and_a_partitioned_double_spend_is_proven_every
     wait_for(lambda: notices(bob, "topay"), timeout=60, what="Bob's inbox asks him to pay")
     [topay] = notices(bob, "topay")
     assert topay["about"] == proposal and topay["amount"] == "2.00" and "Garden help" in topay["text"]
-    assert f"meshnode pay {alice.peer_id} 2.00 --for {proposal[:12]}" in topay["text"]
+    assert f"meshnode pay {alice.peer_id[-6:]} 2.00 --for {proposal[:12]}" in topay["text"]
 
-    paid = bob.json("pay", alice.peer_id, "2", "--memo", "garden, thanks", "--for", proposal)
+    command = topay["text"].split("'")[1].split()  # Bob runs what his inbox says
+    assert command[:2] == ["meshnode", "pay"]
+    paid = bob.json(*command[1:], "--memo", "garden, thanks")
     assert paid["amount"] == "2.00" and paid["unit"] == "hours" and paid["seq"] == 1
     assert paid["balance"] == "-2.00"
     for d in (alice, bob, carol):
@@ -101,6 +103,7 @@ def test_alice_helps_bob_bob_pays_and_a_partitioned_double_spend_is_proven_every
     [mine] = alice.json("ledger")
     [row] = mine["transfers"]
     assert (row["direction"], row["amount"], row["status"], row["for"]) == ("in", "2.00", "counted", proposal)
+    assert paid["for"] == proposal
     listed = bob.cli("balance").stdout
     assert "balance -2.00 hours" in listed and "base 5.00 hours" in listed
     bob.cli("inbox")  # reading the inbox does not bring the to-pay notice back

@@ -20,6 +20,8 @@ from meshnode import money
 from meshnode import records as rec
 from meshnode.barter import Trade
 from meshnode.identity import peer_id_of
+from meshnode.people import short_peer
+from meshnode.pools import Pool
 from meshnode.store import LiveItem
 from meshnode.store.inbox import StoredNotice
 
@@ -47,6 +49,7 @@ class Known:
     trust: Callable[[bytes], float]
     swarms: frozenset[bytes]  # the swarms the node is in: a left swarm's notices are hidden
     units: Mapping[bytes, str] = field(default_factory=dict)  # swarm -> its currency's unit
+    pools: Mapping[bytes, Pool] = field(default_factory=dict)  # pool id -> derived now (if read)
 
     def unit(self, swarm: bytes) -> str:
         return self.units.get(swarm, "hours")
@@ -108,6 +111,22 @@ def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
         if trade is not None:
             out["state"] = trade.state
             out["due"] = _iso(trade.due)
+    elif n.kind in ("poolreached", "poolclosed"):
+        pool = known.pools.get(n.about)
+        out["text"] = _pool_notice(n.kind, record, pool, name, known)
+        if pool is not None:
+            out["state"] = pool.state
+    elif n.kind == "poolmove":
+        pool_record = known.records.get(n.about)
+        title = pool_record.body.title if pool_record is not None else "a pool"
+        action = getattr(record.body, "action", "")
+        did = {
+            "confirm": f"confirmed the order of {title}",
+            "cancel": f"cancelled {title}: nothing is ordered",
+            "delivered": f"marked {title} delivered",
+        }.get(action, f"moved {title}")
+        out["text"] = f"{name} {did} (pool {short(n.about)})"
+        out["action"] = action
     elif n.kind == "vouch":
         level = record.body.level / rec.LEVEL_SCALE
         out["level"] = level
@@ -140,7 +159,7 @@ def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
         out["amount"], out["unit"] = amount, unit
         out["text"] = (
             f"you received {titles} from {name}: pay {amount} {unit} with"
-            f" 'meshnode pay {peer_id_of(n.peer)} {amount} --for {short(n.about)}'"
+            f" 'meshnode pay {short_peer(n.peer)} {amount} --for {short(n.about)}'"
         )
     elif n.kind == "fork":
         other = known.records.get(n.about)
@@ -153,12 +172,38 @@ def notice_json(stored: StoredNotice, known: Known) -> dict[str, Any] | None:
         out["text"] = (
             f"{name} spent the same place of their chain twice (place {a.seq}): a double spend{mine};"
             f" their credit limit is 0 and nothing they pay from there on counts"
-            f" (transfers {short(n.about)} and {short(n.record)}; 'meshnode trust {peer_id_of(n.peer)}')"
+            f" (transfers {short(n.about)} and {short(n.record)}; 'meshnode trust {short_peer(n.peer)}')"
         )
     else:  # offer from someone trusted
         out["text"] = f"{name} (trust {known.trust(n.peer):.2f}) offers {known.title(n.record)}"
         out["item"] = n.record.hex()
     return out
+
+
+def _pool_notice(kind: str, record: rec.Record, pool: Pool | None, name: str, known: Known) -> str:
+    """ "Organic apples (Alice's pool, 12 of min 10 pledged) reached its minimum (pool 1a2b…)"."""
+    body: rec.PoolBody = record.body
+    whose = "your pool" if record.author == known.me else f"{name}'s pool"
+    ref = f"(pool {short(record.id)})"
+    if pool is None:  # not derived here: what the pool record says
+        if kind == "poolreached":
+            return f"{body.title} ({whose}, min {body.min}) reached its minimum {ref}"
+        return f"{body.title} ({whose}) closed: see 'meshnode pool show {short(record.id)}' {ref}"
+    if kind == "poolreached":
+        return f"{body.title} ({whose}, {pool.pledged} of min {pool.min} pledged) reached its minimum {ref}"
+    if pool.state == "cancelled":
+        return f"{body.title} ({whose}) closed, then was cancelled: nothing is ordered {ref}"
+    if not pool.ordered:
+        return f"{body.title} ({whose}) closed without reaching its minimum: nothing is ordered {ref}"
+    share = pool.share_of(known.me)
+    unit = f" {pool.unit}" if pool.unit else ""
+    if share is None or share.quantity == 0:
+        got = "you get nothing" if share is None else f"you get nothing of the {share.pledged} you pledged"
+    else:
+        cost = f"{money.format_amount(share.cost)} {known.unit(record.swarm)}"
+        partly = f" (of {share.pledged} pledged)" if share.partly else ""
+        got = f"you get {share.quantity}{unit}{partly} for {cost}"
+    return f"{body.title} ({whose}, {pool.pledged} pledged) closed: {got} {ref}"
 
 
 def _paid_for(trade: bytes, known: Known) -> str:
