@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: The watcher looks at the ledgers at least this often (s), and after every transfer stored.
 WATCH_EVERY_S = 60.0
+#: The watcher waits this long after a change before looking (s): a burst of records is one look.
+WATCH_GAP_S = 0.5
 #: At most one round of syncs for missing links per swarm this often (s).
 FETCH_EVERY_S = 10.0
 #: How long one sync for missing links may take (s).
@@ -114,10 +116,23 @@ class LedgerService:
         return swarms[0]
 
     async def state(self, swarm: Swarm) -> SwarmLedger:
-        """``swarm``'s ledger now (derived in a worker thread)."""
+        """``swarm``'s ledger now: derived in a worker thread, or as derived before if nothing changed.
+
+        The last derivation per swarm is kept (:attr:`LedgerWatcher.derived`)
+        with the trust snapshot it used and the watcher's count of transfer
+        and currency records stored or records removed: it is reused while both are the same.
+        """
         api = self.api
         trust = await api.views.trust()
+        watcher: LedgerWatcher | None = getattr(api, "ledger_watcher", None)
+        version = watcher.version if watcher is not None else -1
+        if watcher is not None:
+            kept = watcher.derived.get(swarm.id)
+            if kept is not None and kept[0] == version and kept[1].trust is trust:
+                return kept[1]
         found: SwarmLedger = await api._read(derive_swarm_ledger, api.reader, swarm, trust, api.me)
+        if watcher is not None and watcher.version == version:
+            watcher.derived[swarm.id] = (version, found)
         return found
 
     async def currency(self, swarm_id: bytes) -> credit.Currency:
@@ -472,11 +487,22 @@ class LedgerWatcher:
         self._changed = trio.Event()
         self._fetched_at: dict[bytes, float] = {}
         self.fetch_rounds = 0
+        #: Bumped when a transfer or currency record is stored, or records are removed.
+        self.version = 0
+        #: The last ledger derived per swarm, with the version it was derived at.
+        self.derived: dict[bytes, tuple[int, SwarmLedger]] = {}
 
     def on_stored(self, record: rec.Record) -> None:
         """An ingest listener: a transfer, or trust that moves limits, may change the ledgers."""
+        if record.type in ("transfer", "currency"):
+            self.version += 1
         if record.type in ("transfer", "attest", "currency", "reply"):
             self._changed.set()
+
+    def on_removed(self) -> None:
+        """A node listener: records left the store (an eviction may have taken transfers)."""
+        self.version += 1
+        self._changed.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -488,6 +514,7 @@ class LedgerWatcher:
                 log.warning("ledger watch failed: %s", exc)
             with trio.move_on_after(WATCH_EVERY_S):
                 await self._changed.wait()
+            await trio.sleep(WATCH_GAP_S)  # a burst of records is one look, not one each
 
     async def look(self) -> None:
         """Keep the notices due now and ask peers for missing links."""

@@ -94,12 +94,15 @@ class ApiService:
         self.inbox = InboxView(self)
         self._moved = trio.Event()  # set when a reply is stored: look at the loan reminders again
         node.ingest.on_stored.append(self._on_stored_move)
+        self._pooled = trio.Event()  # set when a pool, pledge or pool move is stored: look at the pools
+        node.ingest.on_stored.append(self._on_stored_pool)
         # Answering while away: replies by the owner's [rules] (config.toml).
         self.autoreplier = AutoReplier(self, rules if rules is not None else Rules())
         node.ingest.on_stored.append(self.autoreplier.on_stored)
         # Mutual credit: fork and to-pay notices, missing links fetched (meshnode.api.ledgerservice).
         self.ledger_watcher = LedgerWatcher(self)
         node.ingest.on_stored.append(self.ledger_watcher.on_stored)
+        node.on_removed.append(self.ledger_watcher.on_removed)
 
     def close(self) -> None:
         self.people.detach(self.node)
@@ -111,10 +114,14 @@ class ApiService:
             self.node.ingest.on_stored.remove(self.feed.on_stored)
         if self._on_stored_move in self.node.ingest.on_stored:
             self.node.ingest.on_stored.remove(self._on_stored_move)
+        if self._on_stored_pool in self.node.ingest.on_stored:
+            self.node.ingest.on_stored.remove(self._on_stored_pool)
         if self.autoreplier.on_stored in self.node.ingest.on_stored:
             self.node.ingest.on_stored.remove(self.autoreplier.on_stored)
         if self.ledger_watcher.on_stored in self.node.ingest.on_stored:
             self.node.ingest.on_stored.remove(self.ledger_watcher.on_stored)
+        if self.ledger_watcher.on_removed in self.node.on_removed:
+            self.node.on_removed.remove(self.ledger_watcher.on_removed)
         self._feed_reader.close()
         self._views_reader.close()
         self.reader.close()
@@ -127,6 +134,7 @@ class ApiService:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.feed.run)
             nursery.start_soon(self._remind_loans)
+            nursery.start_soon(self._remind_pools)
             await nursery.start(self.autoreplier.run)
             await nursery.start(self.ledger_watcher.run)
             task_status.started()
@@ -146,6 +154,26 @@ class ApiService:
         """A reply was stored (an ingest listener): a loan may have been handed over or extended."""
         if record.type == "reply":
             self._moved.set()
+
+    async def _remind_pools(self) -> None:
+        """Keep the pool notices (reached, closed): at start, on a pool record, when a pool closes."""
+        from meshnode.api.poolservice import REMIND_EVERY_S as POOL_EVERY_S
+        from meshnode.api.poolservice import PoolService
+
+        while True:
+            self._pooled = trio.Event()
+            wait = POOL_EVERY_S
+            try:
+                wait = await PoolService(self).remind()
+            except MeshError as exc:  # a store error must not stop the reminders
+                log.warning("pool reminders failed: %s", exc)
+            with trio.move_on_after(wait):
+                await self._pooled.wait()
+
+    def _on_stored_pool(self, record: rec.Record) -> None:
+        """A pool, pledge or pool move was stored (an ingest listener): look at the pools again."""
+        if record.type in ("pool", "pledge", "poolmove"):
+            self._pooled.set()
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args)
