@@ -27,7 +27,7 @@ from meshnode.api.poolservice import (
 from meshnode.api.service import ApiService
 from meshnode.errors import BadValue, NotAllowed, NotFound, TransitionError
 from meshnode.home import Home
-from meshnode.inbox import KINDS, pool_reminders
+from meshnode.inbox import KINDS, notices_for, pool_reminders
 from meshnode.store import Store
 from meshnode.store.inbox import StoredNotice
 from tests.conftest import NOW, SWARM, Author
@@ -328,3 +328,39 @@ def test_next_look_and_you_can():
     assert you_can(open_pool, BOB.public, NOW) == ["pledge"]
     failed = derive([pool], NOW + 5_000).pool(pool.id)
     assert you_can(failed, ALICE.public, NOW + 5_000) == ["cancel"]
+
+
+def test_an_organiser_s_move_is_a_notice_for_the_pledgers_only():
+    pool = BOB.sign(
+        r.PoolBody(title="Honey", supplier="Rucher", unit_price=900, min=1, max=5, closes=NOW + 1_000)
+    )
+    confirm = BOB.sign(r.PoolMoveBody(pool=pool.id, action="confirm"), ts=NOW + 2_000)
+    parties = (BOB.public, ALICE.public, CAROL.public)
+    [told] = notices_for(confirm, me=ALICE.public, trade_parties=parties)
+    assert (told.kind, told.record, told.peer, told.about) == ("poolmove", confirm.id, BOB.public, pool.id)
+    assert notices_for(confirm, me=Author(41).public, trade_parties=parties) == []
+    assert notices_for(confirm, me=ALICE.public, trade_parties=None) == []
+    assert notices_for(confirm, me=BOB.public, trade_parties=parties) == []  # my own move
+    not_theirs = CAROL.sign(r.PoolMoveBody(pool=pool.id, action="cancel"), ts=NOW + 2_000)
+    assert notices_for(not_theirs, me=ALICE.public, trade_parties=parties) == []
+
+
+async def test_the_feed_finds_the_pledgers_of_a_moved_pool(api, node):
+    pool = BOB.sign(
+        r.PoolBody(title="Honey", supplier="Rucher", unit_price=900, min=1, max=5, closes=NOW + 1_000)
+    )
+    mine = ALICE.sign(r.PledgeBody(pool=pool.id, quantity=2), ts=NOW + 10)
+    confirm = BOB.sign(r.PoolMoveBody(pool=pool.id, action="confirm", note="Saturday"), ts=NOW + 2_000)
+    node.now = NOW + 3_000
+    node.stored(pool, mine, confirm)
+    kept = api.feed._keep([confirm], lambda key: 0.0)
+    assert [(k.notice.kind, k.notice.about) for k in kept] == [("poolmove", pool.id)]
+    with trio.fail_after(10):
+        shown = await api.inbox.inbox(all_=True)
+    [notice] = shown["notices"]
+    assert "confirmed the order of Honey (pool " in notice["text"] and notice["note"] == "Saturday"
+    withdrawn = ALICE.sign(r.PledgeBody(pool=pool.id, quantity=0), ts=NOW + 20)
+    node.stored(withdrawn)
+    again = BOB.sign(r.PoolMoveBody(pool=pool.id, action="delivered"), ts=NOW + 2_500)
+    node.stored(again)
+    assert api.feed._keep([again], lambda key: 0.0) == []  # Alice withdrew: no longer a pledger

@@ -6,7 +6,8 @@ each (Bob pledges 2 first and changes it to 4); all three nodes see it
 ``reached`` and the pledgers hear of it in their inbox; once the close time
 passes (waiting on the state, no fixed sleep) all three see it ``closed``
 and hear of that too; a pledge after the close is refused; Alice confirms
-the order and marks it delivered, and the shares are the same on every node.
+the order (the pledgers hear of it) and marks it delivered, and the shares
+are the same on every node.
 """
 
 from __future__ import annotations
@@ -123,6 +124,10 @@ def test_a_pool_reaches_its_minimum_and_closes_on_time(daemons):
     for d in (alice, bob, carol):
         wait_for(lambda d=d: "poolclosed" in kinds(d), timeout=30, what=f"poolclosed for {d.home.name}")
     assert kinds(carol).count("poolreached") == 1 and kinds(carol).count("poolclosed") == 1
+    for d in (alice, bob, carol):  # on time: the daemon looks again when the pool closes
+        [at] = [n["at"] for n in d.json("inbox", "--all")["notices"] if n["kind"] == "poolclosed"]
+        late_by = dt.datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC) - closes
+        assert dt.timedelta(0) <= late_by <= dt.timedelta(seconds=5), (d.home.name, at, closes)
     late = carol.cli("pledge", short, "6", check=False)
     assert late.returncode == 77 and "it closed at" in late.stderr, late.stderr
     assert "pledge" not in pool_of(carol, short)["you_can"]
@@ -131,6 +136,15 @@ def test_a_pool_reaches_its_minimum_and_closes_on_time(daemons):
     assert shown["state"] == "confirmed"
     for d in (bob, carol):
         wait_for(lambda d=d: state_of(d, short) == "confirmed", timeout=30, what=f"{d.home.name}: confirmed")
+    for d in (bob, carol):
+        wait_for(
+            lambda d=d: any(
+                n["kind"] == "poolmove" and "confirmed the order of Organic apples" in n["text"]
+                for n in d.json("inbox", "--all")["notices"]
+            ),
+            timeout=30,
+            what=f"the confirm in {d.home.name}'s inbox",
+        )
     alice.cli("pool", "delivered", short)
     for d in (alice, bob, carol):
         wait_for(lambda d=d: state_of(d, short) == "delivered", timeout=30, what=f"{d.home.name}: delivered")
@@ -146,4 +160,5 @@ def test_a_pool_reaches_its_minimum_and_closes_on_time(daemons):
     text = bob.cli("pool", "show", short).stdout
     assert "state: delivered" in text and "you pledged 4: you get 4 for 72.00 hours" in text, text
     assert bob.json("pools") == [], "a delivered pool is off the default list"
+    assert "poolmove" not in kinds(alice), "her own moves are no notice to the organiser"
     assert [p["id"] for p in bob.json("pools", "--all")] == [pool_id]
