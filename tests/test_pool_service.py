@@ -364,3 +364,23 @@ async def test_the_feed_finds_the_pledgers_of_a_moved_pool(api, node):
     again = BOB.sign(r.PoolMoveBody(pool=pool.id, action="delivered"), ts=NOW + 2_500)
     node.stored(again)
     assert api.feed._keep([again], lambda key: 0.0) == []  # Alice withdrew: no longer a pledger
+
+
+async def test_the_cli_prints_a_pool_in_words(api, node):
+    from meshnode.cli.poolcmds import pool_list, pool_text
+
+    service = PoolService(api)
+    pool = await add(service, title="Apples", unit="crate", closes=iso(NOW + 60_000))
+    node.now += 1_000
+    with trio.fail_after(10):
+        shown = await service.pledge(pool["id"], 3)
+        listed = await service.list_pools()
+    text = pool_text(shown)
+    assert f"pool {pool['id'][:12]}: Apples from Ferme du Coin, 18.00 hours a crate (by you)" in text
+    assert "state: open: pledges welcome" in text and "3 pledged (min 10, max 30)" in text
+    assert "  you: pledged 3, gets 3, 54.00 hours" in text
+    assert "you pledged 3: you get 3 for 54.00 hours" in text
+    assert f"meshnode pledge {pool['id'][:12]} N, meshnode pool cancel {pool['id'][:12]}" in text
+    lines = pool_list(listed).splitlines()
+    assert lines[0].startswith(pool["id"][:12]) and "; you pledged 3" in lines[1]
+    assert "no pools open" in pool_list([])
