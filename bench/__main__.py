@@ -19,6 +19,7 @@ FULL = [
     ["bench.lag"],
     ["bench.footprint"],
     ["bench.rings"],
+    ["bench.ledger"],
 ]
 QUICK = [
     ["bench.ingest", "--records", "3000"],
@@ -28,6 +29,7 @@ QUICK = [
     ["bench.lag", "--records", "3000", "--idle", "1"],
     ["bench.footprint", "--records", "5000", "--runs", "3"],
     ["bench.rings", "--records", "5000", "--runs", "1"],
+    ["bench.ledger", "--records", "2000", "--runs", "1"],
 ]
 
 
