@@ -39,13 +39,21 @@ A :class:`Notice` says that one record matters to ``me`` and why:
 ``fork``      someone signed two transfers at one place of their chain, a
               proof of double spending (``record`` and ``about`` the two
               transfers; kept by :mod:`meshnode.api.ledgerservice`).
+``poolreached`` a pool I pledged to (my newest pledge is more than 0) or
+              organise has reached its minimum and is still open
+              (``record`` and ``about`` the pool: once per pool).
+``poolclosed`` such a pool closed: ``closes`` has passed and it is closed,
+              failed, confirmed or delivered, not cancelled (the same ids).
+``poolmove``  the organiser of a pool I pledged to confirmed, cancelled or
+              marked it delivered (``record`` the move, ``about`` the pool).
 
 Nothing I signed myself is a notice, except through the match it finds. A
 notice is identified by ``(kind, record, about)``: a record stored twice, or
 a match found from both sides, is one notice. The loan reminders come from
 time, not from a record arriving: :func:`loan_reminders` says which are due
 ``now_ms``; the same loan reminds once per due date (an extend is a new
-latest move, so it reminds again).
+latest move, so it reminds again). The pool notices come from time too:
+:func:`pool_reminders` says which are due ``now_ms``.
 """
 
 from __future__ import annotations
@@ -54,8 +62,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from meshnode.barter import DAY_MS, LOAN_STATES, Trade
+from meshnode.pools import CANCELLED, REACHED, Pool
 from meshnode.records import (
     AttestBody,
+    PoolMoveBody,
     ProposalBody,
     Record,
     ReplyBody,
@@ -78,6 +88,9 @@ KINDS: tuple[str, ...] = (
     "payment",
     "topay",
     "fork",
+    "poolreached",
+    "poolclosed",
+    "poolmove",
 )
 #: A loan reminds both parties this long before its due date.
 REMIND_BEFORE_MS = DAY_MS
@@ -121,7 +134,8 @@ def notices_for(
 
     ``trade_parties``: for a reply, the (proposer, responder) of its trade,
     if the proposal is known; for a ring move, the ring's parties, if the
-    ring is known. ``author_trust``: my trust in the record's
+    ring is known; for a pool move, the pool's organiser then its pledgers
+    (newest pledge above 0), if the pool is known. ``author_trust``: my trust in the record's
     author. ``matches``: for an offer or a want, the matches the store found
     between it and items on the other side (mine if the record is not;
     neighbours' if it is mine); the others are ignored.
@@ -149,6 +163,9 @@ def notices_for(
     elif isinstance(body, RingMoveBody) and trade_parties is not None and me in trade_parties:
         if record.author in trade_parties:
             out.append(Notice("ringmove", record.id, record.author, body.ring))
+    elif isinstance(body, PoolMoveBody) and trade_parties and me in trade_parties[1:]:
+        if record.author == trade_parties[0]:
+            out.append(Notice("poolmove", record.id, record.author, body.pool))
     elif isinstance(body, AttestBody) and body.subject == me:
         out.append(Notice("vouch", record.id, record.author))
     elif isinstance(body, TransferBody) and body.to == me:
@@ -172,6 +189,26 @@ def loan_reminders(trades: Iterable[Trade], *, me: bytes, now_ms: int) -> list[N
             out.append(Notice("overdue", t.latest_move, t.other(me), t.proposal_id))
         elif now_ms >= t.due - REMIND_BEFORE_MS:
             out.append(Notice("due", t.latest_move, t.other(me), t.proposal_id))
+    return out
+
+
+def pool_reminders(pools: Iterable[Pool], *, me: bytes, now_ms: int) -> list[Notice]:
+    """The ``poolreached`` and ``poolclosed`` notices of the pools I pledged to or organise, as of ``now_ms``.
+
+    ``poolreached`` while a pool is ``reached`` (before ``closes``, at least
+    ``min`` pledged); ``poolclosed`` once ``now_ms`` reaches ``closes``,
+    unless the organiser cancelled it. ``record`` and ``about`` are the pool
+    id (each fires once per pool), ``peer`` the organiser.
+    """
+    out: list[Notice] = []
+    for p in pools:
+        if p.organiser != me and p.share_of(me) is None:
+            continue
+        if now_ms >= p.closes:
+            if p.state != CANCELLED:
+                out.append(Notice("poolclosed", p.pool_id, p.organiser, p.pool_id))
+        elif p.state == REACHED:
+            out.append(Notice("poolreached", p.pool_id, p.organiser, p.pool_id))
     return out
 
 

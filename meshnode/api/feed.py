@@ -30,7 +30,8 @@ import trio
 from meshnode import matching
 from meshnode.barter import Trade
 from meshnode.inbox import ItemMatch, Notice, loan_reminders, notices_for
-from meshnode.records import ItemBody, ProposalBody, Record, ReplyBody, RingBody, RingMoveBody
+from meshnode.pools import derive_pools
+from meshnode.records import ItemBody, PoolMoveBody, ProposalBody, Record, ReplyBody, RingBody, RingMoveBody
 from meshnode.store import LiveItem, Store
 from meshnode.store.inbox import StoredNotice
 
@@ -43,7 +44,7 @@ MAX_OWN_ITEMS = 1000
 #: How many neighbours' items a new item of the owner's is matched with at most.
 MAX_MATCHES = 20
 _ITEM_TYPES = frozenset({"offer", "want", "update", "withdraw"})
-_TYPES = _ITEM_TYPES | {"proposal", "reply", "attest", "ring", "ringmove", "transfer"}
+_TYPES = _ITEM_TYPES | {"proposal", "reply", "attest", "ring", "ringmove", "transfer", "poolmove"}
 
 
 def arrived_item(record: Record) -> matching.Item:
@@ -212,11 +213,23 @@ class InboxFeed:
             ring = self._reader.get(body.ring)
             if ring is not None and isinstance(ring.body, RingBody):
                 parties = ring.body.parties
+        elif isinstance(body, PoolMoveBody):
+            parties = self._pool_parties(body.pool, now)
         elif record.type in ("offer", "want"):
             matches = self._matches(record, now)
         return notices_for(
             record, me=self._me, trade_parties=parties, author_trust=score(record.author), matches=matches
         )
+
+    def _pool_parties(self, pool_id: bytes, now: int) -> tuple[bytes, ...] | None:
+        """A pool's organiser, then its pledgers (:func:`meshnode.pools.derive_pools`); None if unknown."""
+        pool = self._reader.get(pool_id)
+        if pool is None or pool.type != "pool":
+            return None
+        found = self._reader.records_of_type("pledge", swarm=pool.swarm)
+        pledges = [p for p in found if p.body.pool == pool_id]
+        derived = derive_pools([pool], pledges, [], now).pools.get(pool_id)
+        return (pool.author, *(s.member for s in derived.shares)) if derived is not None else None
 
     def _matches(self, record: Record, now: int) -> list[ItemMatch]:
         item = arrived_item(record)

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from meshnode.api.ledgerservice import LedgerService
+from meshnode.api.poolservice import PoolService
 from meshnode.api.ringservice import DEFAULT_SUGGESTIONS, RingService
 from meshnode.api.service import DEFAULT_INBOX, DEFAULT_TRUSTED, DEFAULT_VOUCH, ApiService
 from meshnode.errors import (
@@ -287,6 +288,43 @@ async def post_ring_move(request: Request, s: ApiService) -> Any:
     )
 
 
+# Group buying (meshnode.api.poolservice).
+
+
+async def post_pool(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"title", "from", "unit_price", "min", "max", "closes", "unit", "swarm"})
+    return await PoolService(s).add(
+        b.get("title"),
+        b.get("from"),
+        b.get("unit_price"),
+        b.get("min"),
+        b.get("max"),
+        b.get("closes"),
+        b.get("unit", ""),
+        b.get("swarm"),
+    )
+
+
+async def get_pools(request: Request, s: ApiService) -> Any:
+    return await PoolService(s).list_pools(qbool(request, "all"))
+
+
+async def get_pool(request: Request, s: ApiService) -> Any:
+    return await PoolService(s).show(request.path_params["id"])
+
+
+async def post_pledge(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"quantity"})
+    return await PoolService(s).pledge(request.path_params["id"], b.get("quantity"))
+
+
+async def post_pool_move(request: Request, s: ApiService) -> Any:
+    b = await body(request, {"note"})
+    return await PoolService(s).move(
+        request.path_params["id"], request.path_params["action"], b.get("note", "")
+    )
+
+
 # Mutual credit (meshnode.api.ledgerservice).
 
 
@@ -402,6 +440,11 @@ def build_app(service: ApiService) -> Starlette:
         r("/rings", get_rings, "GET"),
         r("/rings/{id}", get_ring, "GET"),
         r("/rings/{id}/{action}", post_ring_move, "POST"),
+        r("/pools", post_pool, "POST"),
+        r("/pools", get_pools, "GET"),
+        r("/pools/{id}", get_pool, "GET"),
+        r("/pools/{id}/pledge", post_pledge, "POST"),
+        r("/pools/{id}/{action}", post_pool_move, "POST"),
         r("/loans", get_loans, "GET"),
         r("/rules", calls(ApiService.rules), "GET"),
         r("/pay", post_pay, "POST"),

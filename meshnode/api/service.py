@@ -31,6 +31,7 @@ from meshnode.ids import short_id
 from meshnode.lifetime import MAX_ITEM_DAYS
 from meshnode.node import Node
 from meshnode.people import MAX_PETNAME, check_bio, check_nickname
+from meshnode.pools import Pool
 from meshnode.rules import Rules, describe_rules
 from meshnode.store import LiveItem
 from meshnode.store.inbox import StoredNotice
@@ -1058,7 +1059,12 @@ class InboxView:
         records, items = await self.s._read(read)
         joined = frozenset(s.id for s in self.s.node.swarms())
         units = {s: (await LedgerService(self.s).currency(s)).unit for s in joined}
-        known = Known(self.s.me, records, items, trades, self.s.name_of, trust, joined, units)
+        pools: Mapping[bytes, Pool] = {}
+        if any(r.notice.kind in ("poolreached", "poolclosed") for r in rows):
+            from meshnode.api.poolservice import PoolService  # it imports this module
+
+            pools = (await PoolService(self.s).book()).pools
+        known = Known(self.s.me, records, items, trades, self.s.name_of, trust, joined, units, pools)
         out = [notice_json(r, known) for r in rows]
         return [o for o in out if o is not None]
 

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import typer
 
-from meshnode.cli import ledgercmds, quicktyper, render, ringcmds
+from meshnode.cli import ledgercmds, poolcmds, quicktyper, render, ringcmds
 from meshnode.errors import BadValue, MeshError
 
 if TYPE_CHECKING:
@@ -760,6 +760,7 @@ def watch(
 
 ringcmds.register(app)  # rings, propose-ring, ring
 ledgercmds.register(app, swarm_app)  # pay, balance, ledger, swarm currency
+poolcmds.register(app)  # pool add|show|confirm|cancel|delivered, pledge, pools
 
 
 def main() -> None:  # pragma: no cover - console script entry

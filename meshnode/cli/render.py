@@ -788,7 +788,7 @@ def rules(data: Mapping[str, Any]) -> str:
 def notice_line(notice: Mapping[str, Any]) -> str:
     """One notice: when, what kind, the sentence, the note (remote text escaped)."""
     when = str(notice.get("at", ""))[:16].replace("T", " ")
-    return f"{when}  {notice['kind']:<8} {printable(notice['text'])}{_quoted(notice.get('note', ''))}"
+    return f"{when}  {notice['kind']:<11} {printable(notice['text'])}{_quoted(notice.get('note', ''))}"
 
 
 def inbox(data: Mapping[str, Any], all_: bool = False) -> str:
