@@ -162,3 +162,17 @@ def test_a_pool_reaches_its_minimum_and_closes_on_time(daemons):
     assert bob.json("pools") == [], "a delivered pool is off the default list"
     assert "poolmove" not in kinds(alice), "her own moves are no notice to the organiser"
     assert [p["id"] for p in bob.json("pools", "--all")] == [pool_id]
+
+    # Settling in the swarm's currency: Bob pays part of his share to Alice, naming the pool.
+    alice.cli("vouch", bob.peer_id, "--note", "neighbour")  # her trust gives Bob credit on her node
+    paid = bob.json("pay", alice.peer_id[-6:], "2.5", "--for", short, "--memo", "apples, first part")
+    assert paid["for"] == pool_id and paid["amount"] == "2.50"
+
+    def bobs_share_paid() -> str:
+        [share] = [s for s in pool_of(alice, short)["shares"] if s["member"] == bob.peer_id]
+        return share["paid_text"]
+
+    wait_for(lambda: bobs_share_paid() == "2.50", timeout=60, what="Alice sees Bob's payment for the pool")
+    assert "paid 2.50" in alice.cli("pool", "show", short).stdout
+    wrong = carol.cli("pay", bob.peer_id[-6:], "1", "--for", short, check=False)
+    assert wrong.returncode != 0 and "pay the organiser" in wrong.stderr

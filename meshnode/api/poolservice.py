@@ -55,6 +55,8 @@ MAX_POOL_DAYS = 365
 REQUEST_TIMEOUT_S = 30.0
 #: The daemon looks at the pools at least this often (s), and when a pool closes.
 REMIND_EVERY_S = 60.0
+#: After a pool record is stored the daemon waits this long before looking (s): a burst is one look.
+GAP_S = 0.5
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -221,10 +223,35 @@ class PoolService:
     async def _json(self, found: list[Pool], state: _Pools, *, detail: bool) -> list[dict[str, Any]]:
         units = await self._units({p.swarm for p in found})
         names = {s.id: s.name for s in self.api.node.swarms()}
-        return [self._pool_json(p, state, units[p.swarm], names.get(p.swarm), detail) for p in found]
+        paid = await self._paid(found) if detail else {}
+        return [self._pool_json(p, state, units[p.swarm], names.get(p.swarm), detail, paid) for p in found]
+
+    async def _paid(self, found: list[Pool]) -> dict[tuple[bytes, bytes], int]:
+        """(pool, member) -> what the member paid the organiser for it: counted transfers naming the pool."""
+        from meshnode.api.ledgerservice import LedgerService
+
+        ledger = LedgerService(self.api)
+        wanted = {p.pool_id: p.organiser for p in found}
+        out: dict[tuple[bytes, bytes], int] = {}
+        for swarm in self.api.node.swarms():
+            if not any(p.swarm == swarm.id for p in found):
+                continue
+            book = (await ledger.state(swarm)).ledger
+            for tid in book.counted:
+                t = book.transfers[tid]
+                body: rec.TransferBody = t.body
+                if body.trade in wanted and body.to == wanted[body.trade]:
+                    out[(body.trade, t.author)] = out.get((body.trade, t.author), 0) + body.amount
+        return out
 
     def _pool_json(
-        self, pool: Pool, state: _Pools, unit: tuple[str, str], swarm: str | None, detail: bool
+        self,
+        pool: Pool,
+        state: _Pools,
+        unit: tuple[str, str],
+        swarm: str | None,
+        detail: bool,
+        paid: Mapping[tuple[bytes, bytes], int],
     ) -> dict[str, Any]:
         api = self.api
         mine = pool.share_of(api.me)
@@ -266,6 +293,7 @@ class PoolService:
                     "cost": s.cost,
                     "cost_text": money.format_amount(s.cost),
                     "partly": s.partly,
+                    "paid_text": money.format_amount(paid.get((pool.pool_id, s.member), 0)),
                 }
                 for s in pool.shares
             ]

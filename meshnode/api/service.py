@@ -158,6 +158,7 @@ class ApiService:
 
     async def _remind_pools(self) -> None:
         """Keep the pool notices (reached, closed): at start, on a pool record, when a pool closes."""
+        from meshnode.api.poolservice import GAP_S as POOL_GAP_S
         from meshnode.api.poolservice import REMIND_EVERY_S as POOL_EVERY_S
         from meshnode.api.poolservice import PoolService
 
@@ -170,6 +171,8 @@ class ApiService:
                 log.warning("pool reminders failed: %s", exc)
             with trio.move_on_after(wait):
                 await self._pooled.wait()
+            if self._pooled.is_set():
+                await trio.sleep(POOL_GAP_S)  # a burst of pledges is one look, not one each
 
     def _on_stored_pool(self, record: rec.Record) -> None:
         """A pool, pledge or pool move was stored (an ingest listener): look at the pools again."""

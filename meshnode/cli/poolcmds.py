@@ -156,9 +156,10 @@ def pool_text(data: Mapping[str, Any]) -> str:
     out.append(f"{_progress(data)}; closes {data['closes']}")
     for share in data.get("shares", []):
         got = f"gets {share['quantity']}" + (" (partly)" if share["partly"] else "")
+        paid = f", paid {share['paid_text']}" if share.get("paid_text", "0.00") != "0.00" else ""
         out.append(
             f"  {printable(share['member_name'])}: pledged {share['pledged']}, {got},"
-            f" {share['cost_text']} {printable(data['currency'])}"
+            f" {share['cost_text']} {printable(data['currency'])}{paid}"
         )
     if data["my_pledge"]:
         out.append(
