@@ -87,31 +87,34 @@ class Detached:
 # --- meshnode daemon --------------------------------------------------------------
 
 
-def run_foreground(home: Home, listen: list[str], level: int) -> None:
+def run_foreground(home: Home, listen: list[str], level: int, web: str | None = None) -> None:
     """Run the daemon of ``home`` in this process until it stops (see the module docstring)."""
     ensure_home(home)
     lock = DaemonLock(home.lock)
     lock.acquire()  # before the slow imports, so 'meshnode' commands see a daemon starting
     try:
-        _run_locked(home, listen, level, lock)
+        _run_locked(home, listen, level, lock, web)
     finally:
         lock.release()
 
 
-def _run_locked(home: Home, listen: list[str], level: int, lock: DaemonLock) -> None:
+def _run_locked(home: Home, listen: list[str], level: int, lock: DaemonLock, web: str | None) -> None:
     import trio
 
     from meshnode.protocols.host import parse_multiaddr
+    from meshnode.web.auth import parse_web_address
 
     for addr in listen:
         parse_multiaddr(addr)
+    if web is not None:
+        parse_web_address(web, "--web")
     configure_logging(level)
 
     def announce(line: str) -> None:
         print(line, flush=True)
 
     try:
-        trio.run(functools.partial(run_daemon, home, listen=listen, announce=announce, lock=lock))
+        trio.run(functools.partial(run_daemon, home, listen=listen, web=web, announce=announce, lock=lock))
     except BaseExceptionGroup as group:
         leaves = list(_leaves(group))
         mesh = [e for e in leaves if isinstance(e, MeshError)]
@@ -152,13 +155,15 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
 
 
 def start_detached(
-    home: Home, listen: list[str], log_level: str, *, timeout: float = DETACH_TIMEOUT
+    home: Home, listen: list[str], log_level: str, *, web: str | None = None, timeout: float = DETACH_TIMEOUT
 ) -> Detached:
     """Start the daemon of ``home`` in the background, logging to the home; wait for ``ready``."""
     ensure_home(home)
     args = [*FOREGROUND_COMMAND, "--home", str(home.root), "--log-level", log_level]
     for addr in listen:
         args += ["--listen", addr]
+    if web is not None:
+        args += ["--web", web]
     # The log names peers, addresses and swarms: for the owner only (0600, also when it exists).
     fd = os.open(home.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.fchmod(fd, 0o600)
@@ -197,6 +202,7 @@ async def run_daemon(
     home: Home,
     *,
     listen: list[str] | None = None,
+    web: str | None = None,
     announce: Callable[[str], None] = print,
     lock: DaemonLock | None = None,
     task_status: trio.TaskStatus[Node] | None = None,
@@ -260,8 +266,10 @@ async def run_daemon(
                         await _publish_profile(service)  # e.g. set by 'init --nickname' before any swarm
                         await nursery.start(functools.partial(serve_api, service, home.socket, shutdown=stop))
                         check_socket(home)
+                        web_url = await _serve_web(nursery, service, web or config.web, stop)
                         nursery.start_soon(_wait_for_signal, signals, stop)
-                        announce(f"{READY}peer_id={node.peer_id} addrs={','.join(node.addrs())}")
+                        shown = f" web={web_url}" if web_url else ""
+                        announce(f"{READY}peer_id={node.peer_id} addrs={','.join(node.addrs())}{shown}")
                         if task_status is not None:
                             task_status.started(node)
                         await stop.wait()
@@ -274,6 +282,23 @@ async def run_daemon(
     finally:
         if own_lock:
             lock.release()
+
+
+async def _serve_web(
+    nursery: trio.Nursery, service: ApiService, address: str, stop: trio.Event
+) -> str | None:
+    """Start the web page on ``address`` (``"off"``: none); its URL, or None if it is not served."""
+    from meshnode.web.auth import parse_web_address
+    from meshnode.web.server import WebServer
+
+    parsed = parse_web_address(address)
+    if parsed is None:
+        return None
+    server = WebServer(service, *parsed)
+    url: str | None = await nursery.start(functools.partial(server.run, shutdown=stop))
+    if url is not None:
+        service.web = server
+    return url
 
 
 async def _publish_profile(service: ApiService) -> None:

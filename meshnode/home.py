@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 ENV_HOME = "MESHNODE_HOME"
 CONFIG_NAME = "config.toml"
 DEFAULT_LISTEN = ["/ip4/0.0.0.0/tcp/4001"]
+#: Where the daemon serves the web page (config.toml [node] web; "off" for none).
+DEFAULT_WEB = "127.0.0.1:8790"
 
 DEFAULT_CONFIG = """\
 # meshnode configuration. Edit, then restart the daemon.
@@ -54,6 +56,10 @@ relay = true
 max_connections = 64
 # Seconds between catch-up syncs with a random neighbour (also on every connect).
 sync_interval = 60
+# The web page ('meshnode web' prints a login link): this machine only by
+# default. "0.0.0.0:8790" lets phones on the home network reach it too;
+# "off" serves no page.
+web = "127.0.0.1:8790"
 
 # Peers to dial for one swarm (e.g. a private one), by swarm name:
 # [swarms."Elm Street"]
@@ -155,6 +161,7 @@ class Config:
     sync_interval: float = 60.0
     store: StoreLimits = field(default_factory=lambda: StoreLimits())
     rules: Rules = field(default_factory=lambda: _no_rules())
+    web: str = DEFAULT_WEB  # where the web page is served ("HOST:PORT"), or "off"
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,7 @@ def load_config(home: Home) -> Config:
         "relay",
         "max_connections",
         "sync_interval",
+        "web",
     }
     if unknown:
         raise ConfigError(f"{home.config}: unknown keys in [node]: {sorted(unknown)}")
@@ -243,7 +251,17 @@ def load_config(home: Home) -> Config:
         sync_interval=float(sync_interval),
         store=_store_table(home, data.get("store", {})),
         rules=_rules_table(home, data.get("rules")),
+        web=_web_address(home, node.get("web", DEFAULT_WEB)),
     )
+
+
+def _web_address(home: Home, value: object) -> str:
+    """``web`` in ``[node]``: where the web page is served ("HOST:PORT", an IP or localhost), or "off"."""
+    from meshnode.web.auth import parse_web_address
+
+    parse_web_address(value, f"{home.config}: web")
+    assert isinstance(value, str)
+    return value
 
 
 def _no_rules() -> Rules:

@@ -33,6 +33,11 @@ class Daemon:
     listen: str | None = "/ip4/127.0.0.1/tcp/0"  # None: the default config (0.0.0.0:4001, mDNS, UPnP)
     args: list[str] = field(default_factory=list)  # more daemon arguments, e.g. ["--log-level", "info"]
     env: dict[str, str] = field(default_factory=dict)  # more environment for the daemon process
+    # The web page: "127.0.0.1:0" on a free port; None: as config.toml says (default 127.0.0.1:8790).
+    # Left as "auto", a daemon on 127.0.0.1 (``listen`` set) takes a free port, one with the default config
+    # (in a namespace of its own) the default.
+    web: str | None = "auto"
+    web_url: str = ""
     proc: subprocess.Popen[str] | None = None
     peer_id: str = ""
     addrs: list[str] = field(default_factory=list)
@@ -40,6 +45,9 @@ class Daemon:
 
     def start(self, timeout: float = 30.0) -> Daemon:
         listen = ["--listen", self.listen] if self.listen else []
+        web = self.web if self.web != "auto" else ("127.0.0.1:0" if self.listen else None)
+        if web is not None:
+            listen += ["--web", web]
         self.proc = subprocess.Popen(
             [*self.prefix, *MESHNODE, "daemon", "--home", str(self.home), *listen, *self.args],
             stdout=subprocess.PIPE,
@@ -71,6 +79,7 @@ class Daemon:
                 fields = dict(part.split("=", 1) for part in line.split()[1:])
                 self.peer_id = fields["peer_id"]
                 self.addrs = fields["addrs"].split(",")
+                self.web_url = fields.get("web", "")
                 return self
 
     def cli(self, *args: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

@@ -212,14 +212,17 @@ def test_refusals_are_one_line_nonzero_and_change_nothing(daemons, tmp_path):
     assert "meshnode daemon --home" in result.stderr
 
     # No listener beyond what the config names: on 127.0.0.1, the announced port of the
-    # open host and the one port of the (private, the default) swarm's own host.
+    # open host and the one port of the (private, the default) swarm's own host, and the
+    # web page's port (--web 127.0.0.1:0).
     import psutil
 
     listening = [c for c in psutil.Process(a.proc.pid).net_connections(kind="inet") if c.status == "LISTEN"]
     announced = int(a.addrs[0].split("/")[4])
     ports = sorted(net["port"] for net in a.json("status")["networks"])
     assert len(ports) == 2 and announced in ports
-    assert sorted((c.laddr.ip, c.laddr.port) for c in listening) == [("127.0.0.1", p) for p in ports]
+    web_port = int(a.web_url.rsplit(":", 1)[1])
+    expected = sorted([("127.0.0.1", p) for p in ports] + [("127.0.0.1", web_port)])
+    assert sorted((c.laddr.ip, c.laddr.port) for c in listening) == expected
     udp = psutil.Process(a.proc.pid).net_connections(kind="udp")
     assert udp == []  # no mDNS when listening on loopback only
 

@@ -447,6 +447,7 @@ def build_app(service: ApiService) -> Starlette:
         r("/pools/{id}/{action}", post_pool_move, "POST"),
         r("/loans", get_loans, "GET"),
         r("/rules", calls(ApiService.rules), "GET"),
+        r("/web/login", calls(ApiService.web_login), "POST"),
         r("/pay", post_pay, "POST"),
         r("/balance", get_balance, "GET"),
         r("/ledger", get_ledger, "GET"),

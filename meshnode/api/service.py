@@ -100,6 +100,8 @@ class ApiService:
         # Answering while away: replies by the owner's [rules] (config.toml).
         self.autoreplier = AutoReplier(self, rules if rules is not None else Rules())
         node.ingest.on_stored.append(self.autoreplier.on_stored)
+        # The web page, once the daemon serves it (meshnode.web.server.WebServer).
+        self.web: Any = None
         # Mutual credit: fork and to-pay notices, missing links fetched (meshnode.api.ledgerservice).
         self.ledger_watcher = LedgerWatcher(self)
         node.ingest.on_stored.append(self.ledger_watcher.on_stored)
@@ -943,6 +945,15 @@ class ApiService:
         earlier = [a for a in (edge.attestations if edge else ()) if a.context == body.context]
         record = await self.node.publish(body, target)
         return {"id": record.id.hex(), "replaces": _attestation_json(earlier[0]) if earlier else None}
+
+    async def web_login(self) -> dict[str, Any]:
+        """A one-time login link for the web page (``meshnode web``): only the socket's owner can ask."""
+        if self.web is None:
+            raise NotFound(
+                'the daemon serves no web page: set web = "127.0.0.1:8790" in config.toml [node]'
+                " (it is off, or its port was in use: see the daemon's log) and restart the daemon"
+            )
+        return {"url": self.web.login_url(), "page": self.web.url}
 
     async def trust(self, peer: str) -> dict[str, Any]:
         """How much this node trusts ``peer``: the score, the paths with each edge's provenance, the warnings.

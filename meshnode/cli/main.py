@@ -179,6 +179,10 @@ def daemon(
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; return once it is ready.")
     ] = False,
+    web: Annotated[
+        str | None,
+        typer.Option("--web", help='Serve the web page on HOST:PORT, or "off"; overrides config.'),
+    ] = None,
 ) -> None:
     """Run the node until Ctrl-C (SIGINT), SIGTERM or 'meshnode stop'."""
     import logging
@@ -191,10 +195,32 @@ def daemon(
         raise BadValue(f"--log-level: expected debug, info, warning or error, found {log_level!r}")
     h = resolve_home(home)
     if detach:
-        started = start_detached(h, listen or [], log_level)
+        started = start_detached(h, listen or [], log_level, web=web)
         show(render.detached(started.ready_line, started.pid, str(started.log)))
     else:
-        run_foreground(h, listen or [], level)
+        run_foreground(h, listen or [], level, web)
+
+
+@app.command("web")
+@mesh_errors
+def web_cmd(
+    no_open: Annotated[bool, typer.Option("--no-open", help="Only print the link; open no browser.")] = False,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Open the web page: prints a login link that works once, and opens it in your browser."""
+    data = client(home).post("/web/login")
+    if json_out:
+        show(render.pretty_json(data))
+        return
+    show(render.web_login(data))
+    if not no_open:
+        import webbrowser
+
+        try:
+            webbrowser.open(data["url"])
+        except webbrowser.Error:
+            pass
 
 
 @app.command("id")

@@ -484,6 +484,13 @@ def lend_terms(terms: Mapping[str, Any]) -> str:
     return ", ".join(said)
 
 
+def web_login(data: Mapping[str, Any]) -> str:
+    """``POST /web/login``: the one-time link, alone on its line."""
+    return lines(
+        [data["url"], "(the link works once, for ten minutes; it opens your page at " + data["page"] + ")"]
+    )
+
+
 def withdrawn(data: Mapping[str, Any]) -> str:
     return f"withdrew {short_id(data['withdrawn'])}"
 
