@@ -65,6 +65,8 @@ NAV = [
     ("/mine", "common.nav_mine"),
     ("/inbox", "common.nav_inbox"),
     ("/trades", "common.nav_trades"),
+    ("/rings", "rings.nav"),
+    ("/pools", "pools.nav"),
     ("/neighbours", "common.nav_neighbours"),
     ("/swarms", "common.nav_swarms"),
     ("/node", "common.nav_node"),
