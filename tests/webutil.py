@@ -26,6 +26,7 @@ from meshnode import records as r
 from meshnode.api.service import ApiService
 from meshnode.errors import NotFound
 from meshnode.home import Home
+from meshnode.identity import Identity
 from meshnode.store import Store
 from meshnode.web.app import WebContext, build_web_app
 from meshnode.web.auth import WebAuth
@@ -42,7 +43,7 @@ class FakeNode:
     def __init__(self, store: Store, me: Author) -> None:
         self.store = store
         self.me = me
-        self.identity = SimpleNamespace(public_key=me.public)
+        self.identity = Identity(bytes(me.key))  # a real one: sealing private details needs the key
         self.now = NOW + 60_000
         self.ingest = SimpleNamespace(on_stored=[])
         self.on_removed: list = []
@@ -115,6 +116,7 @@ async def web_page(
     """The web app over a fake node of ``me``, and a client logged in to it (see the module docstring)."""
     with Store.open(":memory:") as store:
         node = node_class(store, me)
+        (tmp_path / "home").mkdir(parents=True, exist_ok=True)
         api = ApiService(node, Home(tmp_path / "home"), request_stop=lambda: None)  # type: ignore[arg-type]
         try:
             ctx = WebContext(service=api, auth=WebAuth(), text=Text("en"), host="127.0.0.1", port=8790)
