@@ -46,6 +46,7 @@ async def test_a_suggested_ring_is_proposed_accepted_and_completed(tmp_path):
             first = await page.get("/rings")
             assert first.status_code == 200 and first.text.count("<h1>") == 1
             assert "Propose this ring" in first.text and "Aluminium ladder" in first.text
+            assert "You give Cordless drill to " in first.text
             proposed = await page.post(
                 "/rings", {"suggestion": suggestion_of(first.text), "note": "a <b>ring</b>"}
             )

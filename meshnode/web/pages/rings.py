@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from meshnode.api.ringservice import RingService
 from meshnode.errors import BadValue
+from meshnode.identity import peer_id_of
 from meshnode.records import RING_ACTIONS
 from meshnode.web.app import WebContext, form, page
 from meshnode.web.auth import Session
@@ -32,6 +33,7 @@ async def rings(ctx: WebContext, request: Request, session: Session) -> Response
         session=session,
         suggested=suggested,
         mine=mine,
+        me=peer_id_of(ctx.service.me),
         actions=RING_ACTIONS,
         done=done,
     )
