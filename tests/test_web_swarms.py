@@ -10,7 +10,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-import pytest
 import segno
 import trio
 
@@ -23,11 +22,6 @@ from tests.webutil import ELM, FakeNode, web_page
 ME, BOB = Author(51), Author(52)
 STATIC = Path(__file__).parent.parent / "meshnode" / "web" / "static"
 SVG_NS = "{http://www.w3.org/2000/svg}"
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path) -> None:
-    (tmp_path / "home").mkdir()  # where the service saves the swarms list
 
 
 class SwarmNode(FakeNode):
