@@ -250,7 +250,8 @@ def test_upgrading_a_version_1_store_fills_usage_attest_keys_and_lifetimes(tmp_p
         store.add_records([offer(ALICE, "Drill"), attest(BOB, ALICE, seq=2)], now_ms=NOW)
     conn = sqlite3.connect(path)  # back to version 1, as the first release left it
     conn.executescript(
-        "DROP TABLE inbox; DROP TABLE local_state;"  # version 3's
+        "ALTER TABLE items DROP COLUMN price;"  # version 4's
+        " DROP TABLE inbox; DROP TABLE local_state;"  # version 3's
         " DROP TRIGGER usage_remove; DROP TABLE usage; DROP TABLE attest_keys;"
         " UPDATE items SET expires = NULL; UPDATE attestations SET expires = NULL;"
         " UPDATE records SET expires = NULL; PRAGMA user_version = 1;"
