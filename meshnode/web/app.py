@@ -65,6 +65,7 @@ NAV = [
     ("/mine", "common.nav_mine"),
     ("/inbox", "common.nav_inbox"),
     ("/trades", "common.nav_trades"),
+    ("/money", "money.nav"),
     ("/rings", "rings.nav"),
     ("/pools", "pools.nav"),
     ("/neighbours", "common.nav_neighbours"),
