@@ -161,3 +161,20 @@ async def test_a_stream_ends_when_its_client_goes_away(tmp_path, monkeypatch):
                 assert len(page.api.feed._watchers) == 1
                 gone.set()
             assert not page.api.feed._watchers
+
+
+async def test_the_stream_ends_when_its_session_does(tmp_path, monkeypatch):
+    monkeypatch.setattr(inbox, "STREAM_S", 30.0)
+    monkeypatch.setattr(inbox, "KEEPALIVE_S", 0.05)
+    async with web_page(tmp_path, ME) as page:
+        got: list[httpx.Response] = []
+
+        async def listen() -> None:
+            got.append(await page.get("/events"))
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(listen)
+                await trio.sleep(0.2)
+                assert (await page.post("/logout")).status_code == 303
+        assert got[0].status_code == 200 and ": keepalive" in got[0].text

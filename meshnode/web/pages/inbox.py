@@ -12,7 +12,8 @@ http.get_events`, over :meth:`meshnode.api.feed.InboxFeed.watch`) behind the
 page's session, each event only ``event: notice`` with its number (the page
 reloads what it shows, so no notice text travels twice). It says something
 every :data:`KEEPALIVE_S` (so a closed tab is noticed: the server stops
-when the client has gone), ends after :data:`STREAM_S` (EventSource then
+when the client has gone), ends when the session does (looked at with each
+keepalive), ends after :data:`STREAM_S` (EventSource then
 reconnects with ``Last-Event-ID``, through the session check again), and at
 most :data:`MAX_STREAMS` are open at once.
 """
@@ -104,6 +105,8 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
                             except trio.EndOfChannel:
                                 return  # fell behind: the browser reconnects with Last-Event-ID
                         if got is None:
+                            if ctx.auth.session(session.id, ctx.now()) is None:
+                                return  # logged out (or the session ended): so does the stream
                             yield ": keepalive\n\n"
                         elif got.seq > last:
                             last = got.seq
