@@ -230,3 +230,13 @@ async def test_a_trade_that_is_not_here_is_one_line(tmp_path):
         assert unknown.status_code == 404 and 'role="alert"' in unknown.text
         assert garbage.status_code == 400
         assert move_unknown.status_code == 404 and replies(page) == 0
+
+
+async def test_private_details_are_shown_to_the_parties(tmp_path):
+    async with web_page(tmp_path, ME) as page:
+        with trio.fail_after(10):
+            offer = BOB.sign(r.OfferBody(title="Ladder", kind="give"), ts=NOW)
+            page.node.stored(offer)
+            pid = (await page.api.propose(offer.id.hex(), [], "", None, "I live at <number 12>"))["id"]
+            shown = await page.get(f"/trades/{pid}")
+        assert "I live at &lt;number 12&gt;" in shown.text
