@@ -83,6 +83,7 @@ record they allow is counted.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -224,7 +225,8 @@ def derive_pools(
         body: PoolBody = record.body
         if body.closes <= record.ts:
             refused[pid] = (
-                f"pool {short_id(pid)} closes at {body.closes}, not after it was published ({record.ts})"
+                f"pool {short_id(pid)} closes at {_when(body.closes)},"
+                f" not after it was published ({_when(record.ts)})"
             )
     live = {pid for pid in pool_records if pid not in refused}
     pledges_of: dict[bytes, list[Record]] = {pid: [] for pid in live}
@@ -266,17 +268,18 @@ def check_pledge(pool: Pool, body: PledgeBody, author: bytes, *, now_ms: int) ->
         raise ValidationError(f"the pledge names pool {short_id(body.pool)}, expected pool {pid}")
     if now_ms < pool.created_ts:
         raise TransitionError(
-            f"cannot pledge to pool {pid} at {now_ms}: it was published at {pool.created_ts}"
+            f"cannot pledge to pool {pid} at {_when(now_ms)}: it was published at {_when(pool.created_ts)}"
             " (check the clock)"
         )
     if pool.state == CANCELLED:
         raise TransitionError(f"cannot pledge to pool {pid}: the organiser cancelled it")
     if now_ms >= pool.closes:
-        raise TransitionError(f"cannot pledge to pool {pid}: it closed at {pool.closes}")
+        raise TransitionError(f"cannot pledge to pool {pid}: it closed at {_when(pool.closes)}")
     latest = pool.latest.get(author)
     if latest is not None and now_ms < latest:
         raise TransitionError(
-            f"cannot pledge to pool {pid} at {now_ms}: your newest pledge there is timestamped {latest}"
+            f"cannot pledge to pool {pid} at {_when(now_ms)}:"
+            f" your newest pledge there is timestamped {_when(latest)}"
             " (check the clock)"
         )
     if body.quantity == 0 and pool.share_of(author) is None:
@@ -300,7 +303,8 @@ def check_move(pool: Pool, body: PoolMoveBody, author: bytes, *, now_ms: int) ->
         raise NotAllowed(f"key {short_id(author)} cannot {action} pool {pid}: only its organiser may")
     if now_ms < pool.created_ts:
         raise TransitionError(
-            f"cannot {action} pool {pid} at {now_ms}: it was published at {pool.created_ts} (check the clock)"
+            f"cannot {action} pool {pid} at {_when(now_ms)}:"
+            f" it was published at {_when(pool.created_ts)} (check the clock)"
         )
     if action == DELIVER:
         if pool.state == DELIVERED:
@@ -345,7 +349,8 @@ def _fold_pool(
             )
         elif pledge.ts >= body.closes:
             refused[pledge.id] = (
-                f"the pledge by {who} ({pledge.ts}) came after pool {pid} closed at {body.closes}"
+                f"the pledge by {who} ({_when(pledge.ts)}) came after pool {pid}"
+                f" closed at {_when(body.closes)}"
             )
         else:
             earlier = newest.get(pledge.author)
@@ -441,7 +446,10 @@ def _fold_pool(
 
 def _cannot_confirm(minimum: int, closes: int, pledged: int, ts: int, pid: str) -> str:
     if ts < closes:
-        return f"pool {pid} closes at {closes}; the order is confirmed at or after that, not at {ts}"
+        return (
+            f"pool {pid} closes at {_when(closes)};"
+            f" the order is confirmed at or after that, not at {_when(ts)}"
+        )
     if pledged < minimum:
         return f"only {pledged} of the minimum {minimum} were pledged before pool {pid} closed"
     return ""
@@ -464,3 +472,10 @@ def _key(record: Record) -> tuple[int, int, bytes]:
 def _order(record: Record) -> tuple[int, bytes, int, bytes]:
     """The serving order across members: ``(ts, author, seq, id)``."""
     return (record.ts, record.author, record.seq, record.id)
+
+
+def _when(ms: int) -> str:
+    """A time (ms since the epoch) as people read it: 2026-12-15 18:00:00 UTC (ms kept when not whole)."""
+    when = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    text = when.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{ms % 1000:03d} UTC" if ms % 1000 else f"{text} UTC"
