@@ -102,6 +102,11 @@ class WebAuth:
         s.used = now_ms
         return s
 
+    def is_open(self, session_id: str, now_ms: int) -> bool:
+        """Whether the session is still open, without counting this as a use (a stream's keepalive)."""
+        s = self._sessions.get(session_id)
+        return s is not None and now_ms - s.used <= SESSION_IDLE_MS and now_ms - s.started <= SESSION_MAX_MS
+
     def end(self, session_id: str | None) -> None:
         """Log out: forget the session."""
         if session_id:

@@ -105,7 +105,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
                             except trio.EndOfChannel:
                                 return  # fell behind: the browser reconnects with Last-Event-ID
                         if got is None:
-                            if ctx.auth.session(session.id, ctx.now()) is None:
+                            if not ctx.auth.is_open(session.id, ctx.now()):
                                 return  # logged out (or the session ended): so does the stream
                             yield ": keepalive\n\n"
                         elif got.seq > last:

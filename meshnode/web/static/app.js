@@ -23,7 +23,10 @@
     document.querySelectorAll("[data-live]").forEach(function (region) {
       if (!window.EventSource) return;
       var source = new EventSource(region.getAttribute("data-live"));
+      var news = document.querySelector("[data-live-news]");
       source.addEventListener("notice", function () {
+        // Tell screen readers once, briefly, instead of rereading the whole list.
+        if (news) news.textContent = news.getAttribute("data-live-news");
         if (window.htmx) {
           window.htmx.ajax("GET", region.getAttribute("data-refresh"), { target: region, swap: "innerHTML" });
         }
