@@ -89,7 +89,7 @@ async def test_accept_then_complete_through_the_forms(tmp_path):
             pid = await bob_proposes(page)
             shown = await page.get(f"/trades/{pid}")
             assert shown.status_code == 200
-            assert buttons(shown.text) == ["Accept", "Decline"]
+            assert buttons(shown.text) == ["Accept", "Propose other terms", "Decline"]
             assert f"{page.api.name_of(BOB.public)} proposed" in shown.text
             assert "hello &lt;b&gt;" in shown.text  # Bob's note, escaped
             accepted = await move(page, pid, "accept")
@@ -172,8 +172,10 @@ async def test_a_move_the_state_does_not_allow_is_one_line_and_signs_nothing(tmp
                 assert replies(page) == before
             extend = await move(page, pid, "extend", days="3")
             assert extend.status_code == 403 and "only a loan" in extend.text
-            unknown = await move(page, pid, "counter")
+            unknown = await move(page, pid, "explode")
             assert unknown.status_code == 404
+            not_mine = await move(page, pid, "counter")  # my own proposal: the move is Bob's
+            assert not_mine.status_code in (400, 403) and 'role="alert"' in not_mine.text
             assert replies(page) == before
             assert await state(page, pid) == "proposed"
 
@@ -240,3 +242,34 @@ async def test_private_details_are_shown_to_the_parties(tmp_path):
             pid = (await page.api.propose(offer.id.hex(), [], "", None, "I live at <number 12>"))["id"]
             shown = await page.get(f"/trades/{pid}")
         assert "I live at &lt;number 12&gt;" in shown.text
+
+
+async def test_counter_names_offers_by_checkboxes_and_changes_the_terms(tmp_path):
+    async with web_page(tmp_path, ME) as page:
+        with trio.fail_after(20):
+            pid = await bob_proposes(page, title="Drill")
+            ladder = BOB.sign(r.OfferBody(title="Ladder <tall>", kind="swap"), ts=NOW)
+            page.node.stored(ladder)
+            shown = await page.get(f"/trades/{pid}")
+            assert "What you give" in shown.text and "Ladder &lt;tall&gt;" in shown.text
+            drill = (await page.api.proposal(pid))["take"][0]
+            assert f'name="give" value="{drill}" checked' in shown.text  # the current terms are checked
+            before = replies(page)
+            page.node.now += 1000
+            body = f"csrf={page.csrf}&give={drill}&take={ladder.id.hex()}&note=and+your+ladder%3F"
+            got = await page.client.post(
+                f"/trades/{pid}/counter",
+                content=body,
+                headers={"origin": BASE, "content-type": "application/x-www-form-urlencoded"},
+            )
+            assert got.status_code == 303, got.text
+            assert replies(page) == before + 1
+            row = await page.api.proposal(pid)
+            assert row["state"] == "countered" and set(row["you_get"]) == {"Ladder <tall>"}
+            assert set(row["you_give"]) == {"Drill"}
+            nothing = await page.client.post(
+                f"/trades/{pid}/counter",
+                content=f"csrf={page.csrf}&note=x",
+                headers={"origin": BASE, "content-type": "application/x-www-form-urlencoded"},
+            )
+            assert nothing.status_code in (400, 403) and replies(page) == before + 1

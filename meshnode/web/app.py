@@ -157,22 +157,26 @@ async def form(request: Request) -> dict[str, str]:
 
     Read once per request (starlette keeps the body), so the CSRF check and the handler share it.
     """
+    return {k: v[-1] for k, v in (await form_lists(request)).items()}
+
+
+async def form_lists(request: Request) -> dict[str, list[str]]:
+    """Every value of each field of the form body (checkboxes sharing a name), read as :func:`form` does."""
     cached = request.scope.get("meshnode.form")
     if cached is not None:
-        return dict(cached)
+        return {k: list(v) for k, v in cached.items()}
     body = await request.body()
     if len(body) > MAX_FORM:
         raise BadValue(f"the form is too large: at most {MAX_FORM // 1024} KiB")
     kind = request.headers.get("content-type", "").split(";")[0].strip()
-    fields: dict[str, str] = {}
+    fields: dict[str, list[str]] = {}
     if kind == "application/x-www-form-urlencoded" and body:
         try:
-            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
             raise BadValue("the form is not UTF-8 text") from None
-        fields = {k: v[-1] for k, v in parsed.items()}
     request.scope["meshnode.form"] = fields
-    return dict(fields)
+    return {k: list(v) for k, v in fields.items()}
 
 
 def _same_origin(origin: str, ctx: WebContext) -> bool:

@@ -28,11 +28,13 @@ from meshnode import barter, money, views
 from meshnode.api.ledgerservice import LedgerService, ToPay
 from meshnode.errors import BadValue, NotAllowed, NotFound
 from meshnode.identity import peer_id_of
-from meshnode.web.app import WebContext, form, page
+from meshnode.web.app import WebContext, form, form_lists, page
 from meshnode.web.auth import Session
 
-#: The moves the trade page offers, in the order its buttons appear ("counter": later).
-ACTIONS = ("accept", "decline", "received", "extend", "returned", "complete", "cancel")
+#: The moves the trade page offers, in the order its forms appear.
+ACTIONS = ("accept", "counter", "decline", "received", "extend", "returned", "complete", "cancel")
+#: How many offers of each side a counter form lists at most.
+COUNTER_CHOICES = 200
 
 
 def trade_line(ctx: WebContext, row: dict[str, Any]) -> str:
@@ -101,11 +103,13 @@ async def trade(ctx: WebContext, request: Request, session: Session) -> Response
     for m in (*row["moves"], *row["not_counted"]):
         who = "you" if m["who"] == me else "they"
         m["text"] = ctx.text(f"trades.{who}_{m['action']}", name=m["who_name"])
+    actions = await _allowed(ctx, pid)
     values: dict[str, Any] = {
         "trade": row,
         "line": trade_line(ctx, row),
         "state_text": state_words(ctx, row),
-        "actions": await _allowed(ctx, pid),
+        "actions": actions,
+        "counter": await _counter_choices(ctx, row) if "counter" in actions else None,
         "to_pay": (
             {"amount": money.format_amount(due.amount), "name": ctx.service.name_of(due.payee)}
             if due is not None
@@ -116,11 +120,38 @@ async def trade(ctx: WebContext, request: Request, session: Session) -> Response
     return ctx.render(request, "trade.html", session=session, **values)
 
 
+async def _counter_choices(ctx: WebContext, row: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """What a counter may name: my and their available offers in the swarm, the current ones checked."""
+    api = ctx.service
+    trade = views.find_trade(await api.views.book(), bytes.fromhex(row["id"]))
+    swarm = next((s.name for s in api.node.swarms() if s.id == trade.swarm), None)
+    current = set(row["give"]) | set(row["take"])
+    mine = await api.items("offer", mine=True, swarm=swarm, limit=COUNTER_CHOICES)
+    everyone = await api.items("offer", swarm=swarm, limit=COUNTER_CHOICES * 5)
+    theirs = [o for o in everyone if o["author"] == row["with"]][:COUNTER_CHOICES]
+
+    def choice(o: dict[str, Any]) -> dict[str, Any]:
+        return {"id": o["id"], "title": o["title"], "checked": o["id"] in current}
+
+    return {"give": [choice(o) for o in mine], "take": [choice(o) for o in theirs]}
+
+
 async def move(ctx: WebContext, request: Request, session: Session) -> Response:
     action = request.path_params["action"]
     if action not in ACTIONS:
         raise NotFound(ctx.text("common.not_found"))
     fields = await form(request)
+    if action == "counter":
+        lists = await form_lists(request)
+        countered = await ctx.service.reply(
+            request.path_params["pid"],
+            "counter",
+            give=lists.get("give", []),
+            take=lists.get("take", []),
+            note=fields.get("note", ""),
+            private=fields.get("private", ""),
+        )
+        return RedirectResponse(f"/trades/{countered['id']}?done=1", status_code=303)
     days: int | None = None
     if action == "extend":
         text = fields.get("days", "").strip()
