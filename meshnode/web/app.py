@@ -206,7 +206,9 @@ class HostGuard:
                 message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        accept = dict(scope.get("headers", [])).get(b"accept-language", b"").decode("latin-1")
+        with self.ctx.text.use(self.ctx.text.choose(accept)):
+            await self.app(scope, receive, send_with_headers)
 
     def _with_headers(self, response: Response) -> Response:
         for name, value in SECURITY_HEADERS:

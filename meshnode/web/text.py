@@ -6,11 +6,17 @@ a template asks for ``t("area.key", name=...)`` and gets the text with its
 Jinja2 like any other). English (``en``) is complete; another language
 (French first) is a folder of the same files, and any key it lacks falls
 back to English. A key missing in English is an error (tests find it).
+Each request is answered in the first language of its ``Accept-Language``
+the page has (:meth:`Text.choose`, set by the app's guard), else in the
+node's default.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -18,22 +24,60 @@ from typing import Any
 DEFAULT = "en"
 
 
+#: The language of the request being answered (set by :meth:`Text.use` for each request).
+_current: ContextVar[str | None] = ContextVar("meshnode_web_lang", default=None)
+
+
 class Text:
-    """The words of one language, with English behind them."""
+    """The words of the languages the page has, English behind each; the request's language is used."""
 
     def __init__(self, lang: str = DEFAULT) -> None:
-        self.lang = lang
-        self._words = {**_load(DEFAULT), **(_load(lang) if lang != DEFAULT else {})}
+        self.default = lang if lang in languages() else DEFAULT
+
+    @property
+    def lang(self) -> str:
+        """The language of the request being answered (the default outside one)."""
+        return _current.get() or self.default
 
     def __call__(self, key: str, **fields: Any) -> str:
-        try:
-            text = self._words[key]
-        except KeyError:
-            raise KeyError(f"no text {key!r} in meshnode/web/text/{DEFAULT}/") from None
+        lang = self.lang
+        text = _load(lang).get(key) if lang != DEFAULT else None
+        if text is None:
+            try:
+                text = _load(DEFAULT)[key]
+            except KeyError:
+                raise KeyError(f"no text {key!r} in meshnode/web/text/{DEFAULT}/") from None
         return text.format(**fields) if fields else text
 
     def has(self, key: str) -> bool:
-        return key in self._words
+        return key in _load(DEFAULT)
+
+    def choose(self, accept_language: str | None) -> str:
+        """The first language of an ``Accept-Language`` header the page has (``fr-CH`` counts as ``fr``)."""
+        have = set(languages())
+        ranked = []
+        for i, part in enumerate((accept_language or "").split(",")):
+            tag, _, params = part.strip().partition(";")
+            q = 1.0
+            if params.strip().startswith("q="):
+                try:
+                    q = float(params.strip()[2:])
+                except ValueError:
+                    q = 0.0
+            ranked.append((-q, i, tag.strip().lower().split("-")[0]))
+        for _, _, tag in sorted(ranked):
+            if tag in have:
+                return tag
+        return self.default
+
+    @contextmanager
+    def use(self, lang: str) -> Iterator[None]:
+        """Answer one request in ``lang``."""
+        token = _current.set(lang)
+        try:
+            yield
+        finally:
+            _current.reset(token)
 
 
 @cache
@@ -54,6 +98,7 @@ def _load(lang: str) -> dict[str, str]:
     return out
 
 
+@cache
 def languages() -> list[str]:
     folder = resources.files("meshnode.web") / "text"
     return sorted(e.name for e in folder.iterdir() if e.is_dir() and not e.name.startswith("_"))
