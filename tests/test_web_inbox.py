@@ -178,3 +178,18 @@ async def test_the_stream_ends_when_its_session_does(tmp_path, monkeypatch):
                 await trio.sleep(0.2)
                 assert (await page.post("/logout")).status_code == 303
         assert got[0].status_code == 200 and ": keepalive" in got[0].text
+
+
+def test_the_page_says_notices_without_the_ids_the_cli_needs():
+    from meshnode.web.pages.inbox import plain
+
+    assert (
+        plain("Bob (okL49W) asks for your Ladder (proposal 788b8162b833)")
+        == "Bob (okL49W) asks for your Ladder"
+    )
+    assert plain("Alice accepted proposal 6bb86793aca2 (their Garden help)") == (
+        "Alice accepted the trade (their Garden help)"
+    )
+    said = "Bob spent it twice (place 2): a double spend (transfers 4d7b47f79445 and f6d2485b70a9; 'x')"
+    assert plain(said) == "Bob spent it twice (place 2): a double spend"
+    assert plain("Bob (okL49W) paid you 2.00 hours") == "Bob (okL49W) paid you 2.00 hours"

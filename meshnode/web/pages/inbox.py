@@ -20,6 +20,7 @@ most :data:`MAX_STREAMS` are open at once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,12 +47,25 @@ RETRY_MS = 5000
 MAX_STREAMS = 8
 
 
+#: The record ids the service's sentences carry for the CLI ("(proposal 1a2b3c4d5e6f)").
+_IDS = re.compile(
+    r"\s*\((?:proposal|transfer|transfers|ring|pool) [0-9a-f]{12}(?: and [0-9a-f]{12})?(?:;[^)]*)?\)"
+)
+_NAMED = re.compile(r"\b(proposal|ring|pool) [0-9a-f]{12}\b")
+_THE = {"proposal": "the trade", "ring": "the ring", "pool": "the pool"}
+
+
+def plain(text: str) -> str:
+    """A notice's sentence without the record ids the CLI needs (the page links to the trade instead)."""
+    return _NAMED.sub(lambda m: _THE[m.group(1)], _IDS.sub("", text))
+
+
 async def _notices(ctx: WebContext) -> list[dict[str, Any]]:
     shown = await ctx.service.inbox.inbox(all_=True, limit=LIMIT)
     out = []
     for n in reversed(shown["notices"]):  # newest first
         trade = n["about"] if n["kind"] in TRADE_KINDS and n.get("about") else None
-        out.append(n | {"trade": trade})
+        out.append(n | {"trade": trade, "text": plain(n["text"])})
     return out
 
 
