@@ -18,59 +18,26 @@ from meshnode.errors import BadValue, NotAllowed
 from meshnode.home import Home
 from meshnode.identity import peer_id_of
 from meshnode.store import Store
-from tests.conftest import NOW, SWARM, Author
+from tests.conftest import SWARM, Author
+from tests.webutil import FakeNode as SharedFakeNode
 
 ALICE, BOB, CAROL = Author(21), Author(22), Author(23)
 ELM = SimpleNamespace(id=SWARM, name="Elm Street")
 
 
-class FakeNode:
-    """What the ledger's service uses of a node: store, key, clock, swarms, publish, peers, sync."""
+class FakeNode(SharedFakeNode):
+    """The shared fake node (tests/webutil.py), with two swarm peers and a record of the syncs asked."""
 
     def __init__(self, store: Store, me: Author) -> None:
-        self.store = store
-        self.me = me
-        self.identity = SimpleNamespace(public_key=me.public)
-        self.now = NOW + 60_000
-        self.ingest = SimpleNamespace(on_stored=[])
-        self.on_removed: list = []
+        super().__init__(store, me)
         self.synced: list[str] = []
         self.peers = ["peer-a", "peer-b"]
-
-    def clock(self) -> int:
-        return self.now
-
-    def connected_peers(self) -> list[str]:
-        return []
-
-    def swarms(self) -> list:
-        return [ELM]
-
-    def swarm(self, name):
-        if name in ("Elm Street", SWARM):
-            return ELM
-        from meshnode.errors import NotFound
-
-        raise NotFound(f"no swarm named {name!r}")
 
     def swarm_peers(self, swarm) -> list[str]:
         return list(self.peers)
 
     async def sync_with(self, peer: str, swarm) -> None:
         self.synced.append(peer)
-
-    def stored(self, *records: r.Record) -> None:
-        result = self.store.add_records(records, now_ms=self.now)
-        assert not result.refused, result.refused
-        for record in records:
-            if record.id in result.added:
-                for callback in self.ingest.on_stored:
-                    callback(record)
-
-    async def publish(self, body, swarm) -> r.Record:
-        record = self.me.sign(body, ts=self.now)
-        self.stored(record)
-        return record
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from meshnode.inbox import KINDS, notices_for, pool_reminders
 from meshnode.store import Store
 from meshnode.store.inbox import StoredNotice
 from tests.conftest import NOW, SWARM, Author
+from tests.webutil import FakeNode as SharedFakeNode
 
 ALICE, BOB, CAROL = Author(31), Author(32), Author(33)
 ELM = SimpleNamespace(id=SWARM, name="Elm Street")
@@ -40,39 +41,12 @@ def iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeNode:
-    """What the pool service uses of a node: store, key, clock, swarms, publish."""
+class FakeNode(SharedFakeNode):
+    """The shared fake node (tests/webutil.py), its clock at NOW."""
 
     def __init__(self, store: Store, me: Author) -> None:
-        self.store = store
-        self.me = me
-        self.identity = SimpleNamespace(public_key=me.public)
+        super().__init__(store, me)
         self.now = NOW
-        self.ingest = SimpleNamespace(on_stored=[])
-        self.on_removed: list = []
-
-    def clock(self) -> int:
-        return self.now
-
-    def connected_peers(self) -> list[str]:
-        return []
-
-    def swarms(self) -> list:
-        return [ELM]
-
-    def swarm(self, name):
-        if name in ("Elm Street", SWARM):
-            return ELM
-        raise NotFound(f"no swarm named {name!r}")
-
-    def stored(self, *records: r.Record) -> None:
-        result = self.store.add_records(records, now_ms=self.now)
-        assert not result.refused, result.refused
-
-    async def publish(self, body, swarm) -> r.Record:
-        record = self.me.sign(body, ts=self.now)
-        self.stored(record)
-        return record
 
 
 @pytest.fixture

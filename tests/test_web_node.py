@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import trio
@@ -10,19 +9,18 @@ import trio
 from meshnode import records as r
 from meshnode.identity import peer_id_of
 from tests.conftest import Author
-from tests.webutil import FakeNode, web_page
+from tests.webutil import StatusNode, web_page
 
 ME, BOB, CAROL = Author(81), Author(82), Author(83)
 
 
-class NetNode(FakeNode):
-    """A fake node with what ApiService.status, peers and known_peers read of the network."""
+class NetNode(StatusNode):
+    """A fake node that reports a network: relayed, two neighbours connected, one more known."""
 
     reach = {"state": "relayed", "reason": "behind NAT (<dial-backs failed>); through relay 1.2.3.4"}
 
     def __init__(self, store: Any, me: Author) -> None:
         super().__init__(store, me)
-        self.ingest = SimpleNamespace(on_stored=[], stats=SimpleNamespace(accepted=0))
         self.connected = [peer_id_of(BOB.public), peer_id_of(CAROL.public)]
 
     def connected_peers(self) -> list[str]:
@@ -33,21 +31,6 @@ class NetNode(FakeNode):
 
     def reachability(self) -> dict[str, str]:
         return dict(self.reach)
-
-    def network_status(self) -> list[dict[str, Any]]:
-        return []
-
-    def storage(self) -> dict[str, Any]:
-        return {}
-
-    def gossip_stats(self) -> dict[str, int]:
-        return {}
-
-    def sync_stats(self) -> dict[str, int]:
-        return {}
-
-    def px_stats(self) -> dict[str, int]:
-        return {}
 
     def peer_details(self) -> list[dict[str, Any]]:
         return [{"peer_id": pid, "swarms": ["Elm Street"], "since": 1.0} for pid in self.connected]

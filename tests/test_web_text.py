@@ -21,7 +21,6 @@ import tomllib
 from html.parser import HTMLParser
 from importlib import resources
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import jinja2
@@ -36,7 +35,7 @@ from meshnode.web import app
 from meshnode.web.pages import node as node_page
 from meshnode.web.pages import trades as trades_page
 from tests.conftest import NOW, Author
-from tests.webutil import FakeNode, web_page
+from tests.webutil import StatusNode, web_page
 
 ME, BOB = Author(61), Author(62)
 DAY = 86_400_000
@@ -226,38 +225,6 @@ def test_french_keeps_the_command_names():
         commands = re.findall(r"“(meshnode[^”]*)”", text) + ([text] if text.startswith("meshnode") else [])
         for command in commands:
             assert command in french[key], (key, command)
-
-
-class StatusNode(FakeNode):
-    """A fake node that can also answer ``/node`` (nothing connected, behind a router)."""
-
-    def __init__(self, store: Any, me: Author) -> None:
-        super().__init__(store, me)
-        self.ingest = SimpleNamespace(on_stored=[], stats=SimpleNamespace(accepted=0))
-
-    def reachability(self) -> dict[str, str]:
-        return {"state": "private", "reason": "behind a router"}
-
-    def network_status(self) -> list[dict[str, Any]]:
-        return []
-
-    def storage(self) -> dict[str, Any]:
-        return {}
-
-    def gossip_stats(self) -> dict[str, int]:
-        return {}
-
-    def sync_stats(self) -> dict[str, int]:
-        return {}
-
-    def px_stats(self) -> dict[str, int]:
-        return {}
-
-    def peer_details(self) -> list[dict[str, Any]]:
-        return []
-
-    def known_peers(self) -> list[dict[str, Any]]:
-        return []
 
 
 class Forms(HTMLParser):

@@ -90,6 +90,38 @@ class FakeNode:
         return record
 
 
+class StatusNode(FakeNode):
+    """A fake node that can also answer ``/node``: nothing connected, behind a router, no network figures."""
+
+    def __init__(self, store: Store, me: Author) -> None:
+        super().__init__(store, me)
+        self.ingest = SimpleNamespace(on_stored=[], stats=SimpleNamespace(accepted=0))
+
+    def reachability(self) -> dict[str, str]:
+        return {"state": "private", "reason": "behind a router"}
+
+    def network_status(self) -> list[dict[str, Any]]:
+        return []
+
+    def storage(self) -> dict[str, Any]:
+        return {}
+
+    def gossip_stats(self) -> dict[str, int]:
+        return {}
+
+    def sync_stats(self) -> dict[str, int]:
+        return {}
+
+    def px_stats(self) -> dict[str, int]:
+        return {}
+
+    def peer_details(self) -> list[dict[str, Any]]:
+        return []
+
+    def known_peers(self) -> list[dict[str, Any]]:
+        return []
+
+
 @dataclass
 class WebPage:
     """A logged-in client of the web app, and what is behind it."""
