@@ -118,6 +118,7 @@ from types import MappingProxyType
 
 from meshnode.errors import NotAllowed, TransitionError, ValidationError
 from meshnode.ids import short_id
+from meshnode.money import format_amount
 from meshnode.records import MAX_ACKS, Record, TransferBody, check_body, verify_record
 
 LimitOf = Callable[[bytes], int]
@@ -335,8 +336,8 @@ def check_transfer(ledger: Ledger, body: TransferBody, author: bytes, limit_of: 
     after = account.chain_balance + credit - body.amount
     if after < -account.limit:
         raise NotAllowed(
-            f"paying {_units(body.amount)} would leave {short_id(author)} at {_units(after)},"
-            f" below their credit limit of -{_units(account.limit)}"
+            f"paying {format_amount(body.amount)} would leave {short_id(author)} at {format_amount(after)},"
+            f" below their credit limit of -{format_amount(account.limit)}"
         )
 
 
@@ -488,8 +489,9 @@ def _decide(
                 after = balance[author] + credit - body.amount
                 if after < -limits[author]:
                     refused[rec.id] = (
-                        f"paying {_units(body.amount)} would leave {short_id(author)} at {_units(after)},"
-                        f" below their credit limit of -{_units(limits[author])}"
+                        f"paying {format_amount(body.amount)} would leave {short_id(author)}"
+                        f" at {format_amount(after)},"
+                        f" below their credit limit of -{format_amount(limits[author])}"
                     )
                     continue
                 balance[author] = after
@@ -525,9 +527,3 @@ def _limit(limit_of: LimitOf, key: bytes) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError(f"a credit limit is an integer >= 0 (hundredths), found {value!r}")
     return value
-
-
-def _units(hundredths: int) -> str:
-    sign = "-" if hundredths < 0 else ""
-    whole, cents = divmod(abs(hundredths), 100)
-    return f"{sign}{whole}.{cents:02d}"
