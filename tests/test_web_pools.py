@@ -111,3 +111,36 @@ async def test_no_pools_says_so(tmp_path):
             got = await page.get("/pools")
         assert got.status_code == 200 and "No open pools now." in got.text
         assert not re.search(r"<script>", got.text)
+
+
+async def test_start_a_pool_through_the_form(tmp_path):
+    import datetime as dt
+
+    async with web_page(tmp_path, ME) as page:
+        today = dt.datetime.fromtimestamp(page.node.now / 1000, tz=dt.UTC).date()
+        fields = {
+            "title": "Organic apples <crates>",
+            "supplier": "Ferme du Coin",
+            "unit_price": "1.5",
+            "unit": "crate",
+            "min": "10",
+            "max": "30",
+            "closes": (today + dt.timedelta(days=14)).isoformat(),
+        }
+        with trio.fail_after(10):
+            shown = await page.get("/pools")
+            assert "Start a pool" in shown.text and 'action="/pools/new"' in shown.text
+            started = await page.post("/pools/new", fields)
+            assert started.status_code == 303 and started.headers["location"].endswith("?done=1")
+            pool = await page.get(started.headers["location"])
+            assert "Organic apples &lt;crates&gt;" in pool.text and 'role="status"' in pool.text
+            [record] = page.node.store.records_of_type("pool")
+            assert (record.body.unit_price, record.body.min, record.body.max) == (150, 10, 30)
+            for bad in ({"min": "ten"}, {"max": "5"}, {"closes": "2000-01-01"}, {"unit_price": "lots"}):
+                refused = await page.post("/pools/new", fields | bad)
+                assert refused.status_code == 400 and 'role="alert"' in refused.text, bad
+            no_csrf = await page.client.post(
+                "/pools/new", data=fields, headers={"origin": "http://127.0.0.1:8790"}
+            )
+            assert no_csrf.status_code == 403
+            assert len(page.node.store.records_of_type("pool")) == 1

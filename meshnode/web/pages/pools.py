@@ -42,6 +42,28 @@ async def pledge(ctx: WebContext, request: Request, session: Session) -> Respons
     return RedirectResponse(f"/pools/{after['id']}?done=1", status_code=303)
 
 
+async def start(ctx: WebContext, request: Request, session: Session) -> Response:
+    """Organise a pool (``meshnode pool add``): the service checks every field before signing."""
+    f = await form(request)
+    counts = {}
+    for name in ("min", "max"):
+        text = f.get(name, "").strip()
+        try:
+            counts[name] = int(text)
+        except ValueError:
+            raise BadValue(ctx.text("pools.bad_quantity", value=text)) from None
+    added = await PoolService(ctx.service).add(
+        f.get("title", ""),
+        f.get("supplier", ""),
+        f.get("unit_price", "").strip(),
+        counts["min"],
+        counts["max"],
+        f.get("closes", "").strip(),
+        f.get("unit", ""),
+    )
+    return RedirectResponse(f"/pools/{added['id']}?done=1", status_code=303)
+
+
 async def move(ctx: WebContext, request: Request, session: Session) -> Response:
     note = (await form(request)).get("note", "")
     after = await PoolService(ctx.service).move(
@@ -53,6 +75,7 @@ async def move(ctx: WebContext, request: Request, session: Session) -> Response:
 def routes(ctx: WebContext) -> list[BaseRoute]:
     return [
         Route("/pools", page(ctx, pools), methods=["GET"]),
+        Route("/pools/new", page(ctx, start), methods=["POST"]),
         Route("/pools/{id}", page(ctx, pool), methods=["GET"]),
         Route("/pools/{id}/pledge", page(ctx, pledge), methods=["POST"]),
         Route("/pools/{id}/{action}", page(ctx, move), methods=["POST"]),
