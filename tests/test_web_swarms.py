@@ -17,7 +17,7 @@ from meshnode.errors import BadValue, NetworkError
 from meshnode.identity import peer_id_of
 from meshnode.swarm import Invite, Swarm, decode_invite, encode_invite
 from tests.conftest import Author
-from tests.webutil import ELM, FakeNode, web_page
+from tests.webutil import BASE, ELM, FakeNode, web_page
 
 ME, BOB = Author(51), Author(52)
 STATIC = Path(__file__).parent.parent / "meshnode" / "web" / "static"
@@ -235,3 +235,24 @@ def decode_with_jsqr(matrix: list[list[bool]], scale: int = 4) -> str | None:
         check=True,
     )
     return json.loads(done.stdout)
+
+
+class LeavingNode(SwarmNode):
+    async def leave_swarm(self, swarm: Any) -> None:
+        self.joined = [s for s in self.joined if s.id != swarm.id]
+
+
+async def test_leave_a_swarm_through_its_form(tmp_path):
+    async with web_page(tmp_path, ME, node_class=LeavingNode) as page:
+        with trio.fail_after(10):
+            shown = await page.get("/swarms")
+            assert (
+                'action="/swarms/Elm%20Street/leave"' in shown.text and "Leave Elm Street now" in shown.text
+            )
+            no_csrf = await page.client.post("/swarms/Elm%20Street/leave", headers={"origin": BASE})
+            assert no_csrf.status_code == 403 and [s.name for s in page.node.swarms()] == ["Elm Street"]
+            unknown = await page.post("/swarms/Nowhere/leave")
+            assert unknown.status_code == 404 and 'role="alert"' in unknown.text
+            left = await page.post("/swarms/Elm%20Street/leave")
+            assert left.status_code == 303 and left.headers["location"] == "/swarms?done=1"
+            assert page.node.swarms() == []

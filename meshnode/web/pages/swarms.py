@@ -49,6 +49,12 @@ async def join(ctx: WebContext, request: Request, session: Session) -> Response:
     return RedirectResponse(where, status_code=303)
 
 
+async def leave(ctx: WebContext, request: Request, session: Session) -> Response:
+    """Leave a swarm (``meshnode swarm leave``): its records are kept, hidden, until it is joined again."""
+    await ctx.service.swarm_leave(request.path_params["name"])
+    return RedirectResponse("/swarms?done=1", status_code=303)
+
+
 async def invite(ctx: WebContext, request: Request, session: Session) -> Response:
     name = request.path_params["name"]
     code = (await ctx.service.swarm_invite(name))["code"]
@@ -81,4 +87,5 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         Route("/swarms/create", page(ctx, create), methods=["POST"]),
         Route("/swarms/join", page(ctx, join), methods=["POST"]),
         Route("/swarms/{name}/invite", page(ctx, invite), methods=["GET"]),
+        Route("/swarms/{name}/leave", page(ctx, leave), methods=["POST"]),
     ]
