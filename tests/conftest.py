@@ -43,6 +43,16 @@ class Author:
         return self.sign(r.OfferBody(title=title, **kw), ts=ts)
 
 
+@pytest.fixture(autouse=True)
+def no_terminal_width(monkeypatch):
+    """The CLI's output goes to a pipe in tests: no inherited terminal width (pytest-xdist sets COLUMNS=80).
+
+    A test that wants a width sets ``COLUMNS`` itself (tests/test_narrow_e2e.py).
+    """
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 @pytest.fixture
 def alice() -> Author:
     return Author()

@@ -20,8 +20,6 @@ MESHNODE = [sys.executable, "-m", "meshnode.cli.main"]
 def env_for(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MESHNODE_HOME", None)
-    for name in ("COLUMNS", "LINES"):  # output goes to a pipe: no terminal width (pytest-xdist sets 80)
-        env.pop(name, None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
