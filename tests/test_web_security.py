@@ -405,3 +405,15 @@ def test_web_off_binds_no_web_port_and_meshnode_web_says_how_to_turn_it_on(tmp_p
             said = d.cli("web", "--no-open", check=False)
             assert said.returncode != 0 and said.stdout == ""
             assert 'web = "127.0.0.1:8790"' in said.stderr and "config.toml" in said.stderr, said.stderr
+
+
+def test_meshnode_web_opens_a_browser_only_where_there_is_a_desktop(monkeypatch):
+    """Without a display, Python's webbrowser would start a text browser in the terminal: only print."""
+    from meshnode.cli import main
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    assert main._has_desktop() is False
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert main._has_desktop() is True

@@ -214,13 +214,24 @@ def web_cmd(
         show(render.pretty_json(data))
         return
     show(render.web_login(data))
-    if not no_open:
+    if not no_open and _has_desktop():
         import webbrowser
 
         try:
             webbrowser.open(data["url"])
         except webbrowser.Error:
             pass
+
+
+def _has_desktop() -> bool:
+    """Whether a graphical browser can open here: without one, Python's webbrowser would start a text
+    browser (lynx, w3m) in this terminal, so the link is only printed (open it on this machine)."""
+    import os
+    import sys
+
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
 
 
 @app.command("id")

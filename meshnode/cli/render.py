@@ -487,7 +487,11 @@ def lend_terms(terms: Mapping[str, Any]) -> str:
 def web_login(data: Mapping[str, Any]) -> str:
     """``POST /web/login``: the one-time link, alone on its line."""
     return lines(
-        [data["url"], "(the link works once, for ten minutes; it opens your page at " + data["page"] + ")"]
+        [
+            data["url"],
+            "(open it in a browser on this machine: it works once, for ten minutes;"
+            " your page is at " + data["page"] + ")",
+        ]
     )
 
 
