@@ -24,13 +24,12 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 import nacl.signing
 
+from bench.common import best_of
 from meshnode import records as rec
 from meshnode import trust as tr
 from meshnode.api.ledgerservice import derive_swarm_ledger
@@ -62,15 +61,6 @@ def build(n: int) -> tuple[list[rec.Record], list[bytes]]:
         waiting[payee].append(r.id)
         out.append(r)
     return out, members
-
-
-def best_of(runs: int, fn: Callable[[], object]) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
 
 
 def verify_all(records: list[rec.Record]) -> None:

@@ -23,9 +23,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import random
-import time
-from collections.abc import Callable
 
+from bench.common import best_of
 from bench.footprint import ADJ, THINGS
 from meshnode import matching, rings
 from meshnode.matching import Item
@@ -57,15 +56,6 @@ def build(n: int) -> tuple[list[Item], list[Item]]:
 
 def trust(author: bytes) -> float:
     return author[0] / 255
-
-
-def best_of(runs: int, fn: Callable[[], object]) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
 
 
 def words_pass(offers: list[Item], wants: list[Item]) -> None:
